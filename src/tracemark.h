@@ -192,6 +192,42 @@ TM_API tm_status tm_file_read(const char *path, size_t max_len, uint8_t **data, 
 
 /* ---- keys -------------------------------------------------------------- */
 
+/* A 256-bit secret. Every pseudo-random pattern, codeword and integrity tag
+ * derives from it with HMAC-SHA256 and a purpose label; without it nothing in
+ * a marked image or the registry can be read or forged. */
+typedef struct tm_key tm_key;
+
+#define TM_KEY_BYTES 32
+
+/* Creates a new key file (OS CSPRNG, mode 0600); never overwrites (TM_ERR_EXISTS). */
+TM_API tm_status tm_key_generate(const char *path);
+
+/* Loads a key file; refuses one readable by group or others (TM_ERR_KEY_PERMS). */
+TM_API tm_status tm_key_load(const char *path, tm_key **out);
+
+/* Wraps raw key bytes (for tests and embedding programs). */
+TM_API tm_status tm_key_from_bytes(const uint8_t bytes[TM_KEY_BYTES], tm_key **out);
+
+/* Wipes and frees a key; NULL is a no-op. */
+TM_API void tm_key_free(tm_key *key);
+
+/* Fills out[0..len) with the keyed stream for (label, ctx): AES-256-CTR under
+ * the subkey HMAC-SHA256(key, label || 0x00 || ctx), zero IV. Bit-identical on
+ * every machine for the same inputs. */
+TM_API tm_status tm_key_stream(const tm_key *key, const char *label, const void *ctx,
+                               size_t ctx_len, void *out, size_t len);
+
+/* mac = HMAC-SHA256(key, label || 0x00 || data). */
+TM_API tm_status tm_key_hmac(const tm_key *key, const char *label, const void *data,
+                             size_t len, uint8_t mac[32]);
+
+/* A public 16-hex-digit fingerprint of the key (an HMAC of a fixed label), so
+ * a registry can tell a wrong key without holding any secret. */
+TM_API tm_status tm_key_fingerprint(const tm_key *key, char hex[17]);
+
+/* out = SHA-256(data). */
+TM_API tm_status tm_sha256(const void *data, size_t len, uint8_t out[32]);
+
 /* ---- registry ---------------------------------------------------------- */
 
 #ifdef __cplusplus

@@ -1,5 +1,46 @@
+/* cli.h -- what the tracemark subcommands share: the command table entry
+ * type, one-line error reporting, option parsing helpers and JSON output.
+ * No algorithm lives under tools/: commands parse, call the library, print. */
 #ifndef TM_CLI_H
 #define TM_CLI_H
+
+#include <stdint.h>
+#include <stdio.h>
+
+#include "tracemark.h"
+
+/* Exit codes, as grep: 0 found/ok, 1 nothing found, 2 error. */
+enum { CLI_OK = 0, CLI_NONE = 1, CLI_ERR = 2 };
+
+typedef struct cli_command {
+    const char *name;
+    int (*run)(int argc, char **argv);  /* argv[0] is the command name */
+    const char *summary;
+} cli_command;
+
+/* Prints "tracemark: <what>: <message>" to stderr (what may be NULL). */
+void cli_error(const char *what, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+
+/* Reports a library status for a file: "tracemark: <file>: <strerror>". */
+int cli_status(const char *what, tm_status st);
+
+/* Reports a usage error for cmd plus a hint line; returns CLI_ERR. */
+int cli_usage(const char *cmd, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+
+/* Parses a whole non-negative integer / a finite double; 0 on success. */
+int cli_parse_u64(const char *s, uint64_t *out);
+int cli_parse_double(const char *s, double *out);
+
+/* Writes s as a JSON string literal (quotes and escapes included). */
+void cli_json_string(FILE *f, const char *s);
+
+/* True when the stream is a terminal (progress output is shown only then). */
+int cli_isatty(FILE *f);
+
+/* The subcommands. */
 int cmd_strip(int argc, char **argv);
 int cmd_inspect(int argc, char **argv);
+int cmd_keygen(int argc, char **argv);
+int cmd_registry(int argc, char **argv);
+
 #endif

@@ -1,2 +1,168 @@
+/* tracemark.c -- the command-line front end: global options, the command
+ * table and dispatch, and the helpers every subcommand shares. */
+#include "config.h"
+
+#include <errno.h>
+#include <math.h>
+#include <stdarg.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
 #include "cli.h"
-int main(int argc, char **argv) { return argc > 1 ? cmd_strip(argc, argv) : 0; }
+
+static int cmd_help(int argc, char **argv);
+
+static const cli_command commands[] = {
+    {"keygen", cmd_keygen, "create a new secret key file (mode 0600)"},
+    {"registry", cmd_registry, "list, show and verify the recipient registry"},
+    {"strip", cmd_strip, "re-write an image without identifying metadata"},
+    {"inspect", cmd_inspect, "show what an image file carries (size, codec, metadata)"},
+    {"help", cmd_help, "show help for tracemark or one command"},
+};
+#define N_COMMANDS (sizeof commands / sizeof commands[0])
+
+void cli_error(const char *what, const char *fmt, ...)
+{
+    va_list ap;
+    fputs("tracemark: ", stderr);
+    if (what) fprintf(stderr, "%s: ", what);
+    va_start(ap, fmt);
+    vfprintf(stderr, fmt, ap);
+    va_end(ap);
+    fputc('\n', stderr);
+}
+
+int cli_status(const char *what, tm_status st)
+{
+    cli_error(what, "%s", tm_strerror(st));
+    return CLI_ERR;
+}
+
+int cli_usage(const char *cmd, const char *fmt, ...)
+{
+    va_list ap;
+    fputs("tracemark: ", stderr);
+    if (cmd) fprintf(stderr, "%s: ", cmd);
+    va_start(ap, fmt);
+    vfprintf(stderr, fmt, ap);
+    va_end(ap);
+    fprintf(stderr, "\nTry 'tracemark %s%s--help'.\n", cmd ? cmd : "", cmd ? " " : "");
+    return CLI_ERR;
+}
+
+int cli_parse_u64(const char *s, uint64_t *out)
+{
+    if (!s || !*s || *s == '-') return -1;
+    char *end;
+    errno = 0;
+    unsigned long long v = strtoull(s, &end, 10);
+    if (errno || *end) return -1;
+    *out = v;
+    return 0;
+}
+
+int cli_parse_double(const char *s, double *out)
+{
+    if (!s || !*s) return -1;
+    char *end;
+    errno = 0;
+    double v = strtod(s, &end);
+    if (errno || *end || !isfinite(v)) return -1;
+    *out = v;
+    return 0;
+}
+
+void cli_json_string(FILE *f, const char *s)
+{
+    fputc('"', f);
+    for (const unsigned char *p = (const unsigned char *)(s ? s : ""); *p; p++) {
+        switch (*p) {
+        case '"': fputs("\\\"", f); break;
+        case '\\': fputs("\\\\", f); break;
+        case '\n': fputs("\\n", f); break;
+        case '\r': fputs("\\r", f); break;
+        case '\t': fputs("\\t", f); break;
+        default:
+            if (*p < 0x20) fprintf(f, "\\u%04x", *p);
+            else fputc(*p, f);
+        }
+    }
+    fputc('"', f);
+}
+
+int cli_isatty(FILE *f)
+{
+    return isatty(fileno(f));
+}
+
+static void usage(FILE *f)
+{
+    fprintf(f,
+            "Usage: tracemark COMMAND [OPTIONS] [ARGS]\n"
+            "\n"
+            "Forensic invisible watermarks: give every recipient of a confidential image\n"
+            "a copy carrying a keyed, recipient-specific mark, and trace a leaked copy\n"
+            "back to its recipient with a stated bound on the chance of accusing an\n"
+            "innocent.\n"
+            "\n"
+            "Commands:\n");
+    for (size_t i = 0; i < N_COMMANDS; i++) fprintf(f, "  %-12s %s\n", commands[i].name, commands[i].summary);
+    fprintf(f,
+            "\n"
+            "Options:\n"
+            "  -h, --help     show this help\n"
+            "  -V, --version  show the version\n"
+            "\n"
+            "'tracemark help COMMAND' or 'tracemark COMMAND --help' explains one command.\n"
+            "Exit status: 0 success (or a recipient accused), 1 nothing found, 2 error.\n");
+}
+
+static const cli_command *find_command(const char *name)
+{
+    for (size_t i = 0; i < N_COMMANDS; i++)
+        if (!strcmp(commands[i].name, name)) return &commands[i];
+    return NULL;
+}
+
+static int cmd_help(int argc, char **argv)
+{
+    if (argc < 2) {
+        usage(stdout);
+        return CLI_OK;
+    }
+    if (argc > 2) return cli_usage("help", "too many arguments");
+    const cli_command *c = find_command(argv[1]);
+    if (!c || c->run == cmd_help) {
+        if (c) {
+            printf("Usage: tracemark help [COMMAND]\n\nShows help for tracemark or one of its commands.\n");
+            return CLI_OK;
+        }
+        return cli_usage(NULL, "'%s' is not a tracemark command", argv[1]);
+    }
+    char *args[] = {(char *)c->name, (char *)"--help", NULL};
+    return c->run(2, args);
+}
+
+int main(int argc, char **argv)
+{
+    if (argc < 2) {
+        usage(stderr);
+        return CLI_ERR;
+    }
+    const char *name = argv[1];
+    if (!strcmp(name, "-h") || !strcmp(name, "--help")) {
+        usage(stdout);
+        return CLI_OK;
+    }
+    if (!strcmp(name, "-V") || !strcmp(name, "--version")) {
+        printf("tracemark %s\n", tm_version());
+        return CLI_OK;
+    }
+    const cli_command *c = find_command(name);
+    if (!c) {
+        if (name[0] == '-') return cli_usage(NULL, "unknown option '%s'", name);
+        return cli_usage(NULL, "'%s' is not a tracemark command", name);
+    }
+    return c->run(argc - 1, argv + 1);
+}
