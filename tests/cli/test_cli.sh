@@ -1,2 +1,67 @@
 #!/bin/sh
-exit 0
+# End-to-end tests of the tracemark program: help, version, errors, strip, inspect.
+. "$(dirname "$0")/lib.sh"
+C="$TM_SRCDIR/corpus"
+
+# --- program-level contract
+expect "--help exits 0" 0 "$TRACEMARK" --help
+has "--help lists commands" "$OUT" "^  strip "
+expect "--version exits 0" 0 "$TRACEMARK" --version
+has "--version prints version" "$OUT" "^tracemark [0-9]+\.[0-9]+\.[0-9]+$"
+expect "no command exits 2" 2 "$TRACEMARK"
+expect "unknown command exits 2" 2 "$TRACEMARK" frobnicate
+has "unknown command one-line error" "$ERR" "^tracemark: 'frobnicate' is not a tracemark command$"
+has "unknown command hint" "$ERR" "Try 'tracemark --help'"
+expect "unknown global option exits 2" 2 "$TRACEMARK" --frob
+for cmd in strip inspect keygen registry; do
+    expect "$cmd --help exits 0" 0 "$TRACEMARK" "$cmd" --help
+    has "$cmd --help has usage" "$OUT" "^Usage: tracemark $cmd"
+    expect "help $cmd exits 0" 0 "$TRACEMARK" help "$cmd"
+    has "help $cmd = $cmd --help" "$OUT" "^Usage: tracemark $cmd"
+done
+expect "help of unknown command" 2 "$TRACEMARK" help nope
+
+# --- inspect
+expect "inspect corpus jpeg" 0 "$TRACEMARK" inspect "$C/plasma_ColorfulCups.jpg"
+has "inspect shows GPS" "$OUT" "WITH GPS POSITION"
+has "inspect shows size" "$OUT" "size: +2560x1600"
+expect "inspect --json" 0 "$TRACEMARK" inspect --json "$C/plasma_ColorfulCups.jpg" "$C/skimage_coffee.png"
+lines "inspect --json one line per file" "$OUT" 2
+has "inspect --json gps true" "$OUT" '"gps": true'
+has "inspect --json png" "$OUT" '"format": "png", "width": 600, "height": 400'
+expect "inspect unknown option" 2 "$TRACEMARK" inspect --bogus x.jpg
+expect "inspect missing file" 2 "$TRACEMARK" inspect "$T/nope.jpg"
+has "inspect missing file one line" "$ERR" "^tracemark: $T/nope.jpg: "
+printf 'not an image at all' >"$T/text.jpg"
+expect "inspect non-image" 2 "$TRACEMARK" inspect "$T/text.jpg"
+has "inspect non-image says so" "$ERR" "not a JPEG, PNG or WebP image"
+head -c 20000 "$C/mate_Storm.jpg" >"$T/cut.jpg"
+expect "inspect truncated jpeg" 2 "$TRACEMARK" inspect "$T/cut.jpg"
+has "inspect truncated says so" "$ERR" "truncated"
+expect "inspect pixel budget" 2 "$TRACEMARK" inspect --max-pixels 1000000 "$C/mate_Storm.jpg"
+has "inspect pixel budget says so" "$ERR" "pixel budget"
+expect "inspect bad --max-pixels" 2 "$TRACEMARK" inspect --max-pixels abc "$C/mate_Storm.jpg"
+
+# --- strip
+expect "strip jpeg" 0 "$TRACEMARK" strip "$C/plasma_ColorfulCups.jpg" "$T/clean.jpg"
+expect "inspect stripped" 0 "$TRACEMARK" inspect --json "$T/clean.jpg"
+has "stripped has no exif" "$OUT" '"exif": false, "gps": false, "xmp": false, "iptc": false, "comment": false'
+has "stripped keeps size" "$OUT" '"width": 2560, "height": 1600'
+expect "strip keeps icc" 0 "$TRACEMARK" strip "$C/skimage_rocket.jpg" "$T/rocket.png"
+expect "inspect icc kept" 0 "$TRACEMARK" inspect --json "$T/rocket.png"
+has "icc kept across formats" "$OUT" '"icc_bytes": [1-9]'
+expect "strip refuses to overwrite" 2 "$TRACEMARK" strip "$C/skimage_rocket.jpg" "$T/rocket.png"
+has "strip overwrite message" "$ERR" "file exists"
+expect "strip --force overwrites" 0 "$TRACEMARK" strip --force "$C/skimage_rocket.jpg" "$T/rocket.png"
+expect "strip to webp" 0 "$TRACEMARK" strip -q 80 "$C/skimage_coffee.png" "$T/coffee.webp"
+expect "inspect webp" 0 "$TRACEMARK" inspect "$T/coffee.webp"
+has "webp detected" "$OUT" "format: +webp"
+expect "strip unknown extension" 2 "$TRACEMARK" strip "$C/skimage_coffee.png" "$T/coffee.gif"
+ok "nothing written for unknown extension" ! -e "$T/coffee.gif"
+expect "strip bad quality" 2 "$TRACEMARK" strip -q 0 "$C/skimage_coffee.png" "$T/q.jpg"
+expect "strip corrupt input" 2 "$TRACEMARK" strip "$T/cut.jpg" "$T/out.jpg"
+ok "no output from corrupt input" ! -e "$T/out.jpg"
+ok "no temporaries left" -z "$(ls "$T" | grep tmp-)"
+expect "strip missing args" 2 "$TRACEMARK" strip "$C/skimage_coffee.png"
+
+finish
