@@ -190,6 +190,20 @@ TM_API tm_status tm_file_write_atomic(const char *path, const void *data, size_t
 /* Reads a whole file into a malloc'd buffer, refusing files above max_len. */
 TM_API tm_status tm_file_read(const char *path, size_t max_len, uint8_t **data, size_t *len);
 
+/* ---- quality metrics ---------------------------------------------------- */
+
+/* PSNR in dB between the colour channels of two equal-sized images (alpha
+ * ignored); 999 when identical, negative when the shapes differ. */
+TM_API double tm_psnr(const tm_image *a, const tm_image *b);
+
+/* Mean SSIM (Wang et al. 2004; 11x11 Gaussian window, sigma 1.5) of the two
+ * images' luminance; negative when the shapes differ or memory runs out. */
+TM_API double tm_ssim(const tm_image *a, const tm_image *b);
+
+/* SHA-256 of the decoded pixels (8-bit quantised) and shape: the identity of
+ * an original, whatever file it came from. */
+TM_API tm_status tm_image_content_hash(const tm_image *img, uint8_t sha[32]);
+
 /* ---- keys -------------------------------------------------------------- */
 
 /* A 256-bit secret. Every pseudo-random pattern, codeword and integrity tag
@@ -229,6 +243,226 @@ TM_API tm_status tm_key_fingerprint(const tm_key *key, char hex[17]);
 TM_API tm_status tm_sha256(const void *data, size_t len, uint8_t out[32]);
 
 /* ---- registry ---------------------------------------------------------- */
+
+/* The recipient registry: a SQLite file recording every original image and
+ * every marked copy (recipient, output, codeword) so trace can score all
+ * copies. Each copy row carries an HMAC tag under the key, so an edited row
+ * is evident; the file holds no secret, only the key's public fingerprint.
+ * Writers in several processes may share one registry (WAL mode, waits and
+ * retries on locks). A handle is used by one thread at a time. */
+typedef struct tm_registry tm_registry;
+
+/* Image ids are 32 lowercase hex digits chosen by the caller. */
+#define TM_IMAGE_ID_LEN 32
+
+/* One original image. Strings are owned by the struct when filled in by the
+ * registry (release with tm_reg_image_clear); borrowed when passed in. */
+typedef struct tm_reg_image {
+    char image_id[TM_IMAGE_ID_LEN + 1];
+    uint8_t content_sha256[32];  /* SHA-256 of the original file */
+    int width, height;
+    char *original_path;         /* may be NULL */
+    uint64_t phash;              /* 64-bit perceptual hash (caller's) */
+    char *params;                /* JSON text describing the mark parameters */
+    int64_t created;             /* unix time; 0 on put = now */
+} tm_reg_image;
+
+/* One marked copy. When filled in by the registry all pointers point into
+ * the block returned by a load call; when passed in they are borrowed. */
+typedef struct tm_reg_copy {
+    int64_t copy_id;             /* assigned by the registry; ignored on put */
+    const char *image_id;
+    const char *recipient;
+    const char *out_path;
+    uint8_t out_sha256[32];      /* SHA-256 of the marked file */
+    int64_t created;             /* unix time; 0 on put = now */
+    uint32_t code_len;           /* m, the number of codeword bits */
+    const uint8_t *codeword;     /* (m + 7) / 8 bytes, bits packed LSB first */
+    uint8_t tag[32];             /* HMAC of the row; computed on put */
+} tm_reg_copy;
+
+/* Opens the registry at path; with create, makes an empty one if the file is
+ * missing (never otherwise). TM_ERR_REGISTRY when the file is not a tracemark
+ * registry or has a newer schema. On failure *out is still set, unless out of
+ * memory, to a handle good only for tm_registry_errmsg and tm_registry_free. */
+TM_API tm_status tm_registry_open(const char *path, int create, tm_registry **out);
+
+/* Closes the registry (rolling back an unfinished batch); NULL is a no-op. */
+TM_API void tm_registry_free(tm_registry *reg);
+
+/* Detail of the last failure on reg (e.g. SQLite's message, "copy 12: ...");
+ * "" when there is none; valid until the next call on reg. Never NULL. */
+TM_API const char *tm_registry_errmsg(const tm_registry *reg);
+
+/* Binds the registry to key: stores its fingerprint the first time; returns
+ * TM_ERR_KEY if the registry was made with another key. */
+TM_API tm_status tm_registry_check_key(tm_registry *reg, const tm_key *key);
+
+/* Starts a batch of writes (one transaction, waiting for other writers). */
+TM_API tm_status tm_registry_begin(tm_registry *reg);
+
+/* Makes the current batch durable. */
+TM_API tm_status tm_registry_commit(tm_registry *reg);
+
+/* Abandons the current batch; TM_OK when there is none. */
+TM_API tm_status tm_registry_rollback(tm_registry *reg);
+
+/* Records an original image; an existing row with the same image_id is kept
+ * unchanged and the call succeeds. */
+TM_API tm_status tm_registry_put_image(tm_registry *reg, const tm_reg_image *img);
+
+/* Fills *out with the image image_id (TM_ERR_NOT_FOUND if absent). */
+TM_API tm_status tm_registry_get_image(tm_registry *reg, const char *image_id,
+                                       tm_reg_image *out);
+
+/* Fills *out with the earliest image whose content has this SHA-256. */
+TM_API tm_status tm_registry_find_image_by_sha256(tm_registry *reg, const uint8_t sha256[32],
+                                                  tm_reg_image *out);
+
+/* Frees the strings a get/find call put in img and zeroes it. */
+TM_API void tm_reg_image_clear(tm_reg_image *img);
+
+/* Calls fn for each image (oldest first) with its number of copies; a
+ * non-zero return from fn stops the walk. img is valid during the call only. */
+TM_API tm_status tm_registry_list_images(tm_registry *reg,
+                                         int (*fn)(void *ud, const tm_reg_image *img,
+                                                   uint64_t n_copies),
+                                         void *ud);
+
+/* Records a copy with its tag under key; the same (image_id, recipient)
+ * again replaces the earlier row. *copy_id (may be NULL) gets its id. */
+TM_API tm_status tm_registry_put_copy(tm_registry *reg, const tm_key *key,
+                                      const tm_reg_copy *c, int64_t *copy_id);
+
+/* Loads all copies, or those of one image (image_id non-NULL), in copy_id
+ * order into one block *arr of *n entries; free it with tm_reg_copies_free. */
+TM_API tm_status tm_registry_load_copies(tm_registry *reg, const char *image_id,
+                                         tm_reg_copy **arr, size_t *n);
+
+/* Loads the copies given to one recipient, as tm_registry_load_copies. */
+TM_API tm_status tm_registry_load_copies_by_recipient(tm_registry *reg, const char *recipient,
+                                                      tm_reg_copy **arr, size_t *n);
+
+/* Loads one copy by id into *arr (one entry); TM_ERR_NOT_FOUND if absent. */
+TM_API tm_status tm_registry_get_copy(tm_registry *reg, int64_t copy_id, tm_reg_copy **arr);
+
+/* Frees a block from a load call; NULL is a no-op. */
+TM_API void tm_reg_copies_free(tm_reg_copy *arr, size_t n);
+
+/* *n = the number of copies, of all images or of image_id. */
+TM_API tm_status tm_registry_count_copies(tm_registry *reg, const char *image_id, uint64_t *n);
+
+/* TM_OK when c's tag matches its fields under key, else TM_ERR_TAMPERED
+ * (trace checks the rows it accuses with this). */
+TM_API tm_status tm_reg_copy_check(const tm_key *key, const tm_reg_copy *c);
+
+/* Checks the whole registry: SQLite's quick_check (TM_ERR_REGISTRY if it
+ * fails), the key's fingerprint (TM_ERR_KEY), then every copy's tag, codeword
+ * length and image. Calls bad(ud, copy_id, why) for each bad row (bad may be
+ * NULL); *n_bad (may be NULL) gets their number; TM_ERR_TAMPERED if any. */
+TM_API tm_status tm_registry_verify(tm_registry *reg, const tm_key *key,
+                                   void (*bad)(void *ud, int64_t copy_id, const char *why),
+                                   void *ud, size_t *n_bad);
+
+/* ---- marking ------------------------------------------------------------ */
+
+/* Codeword length of the current scheme, in bytes (bits packed LSB first). */
+#define TM_CODEWORD_BYTES 32
+
+typedef struct tm_mark_params {
+    double strength;   /* target RMS luminance change in 0..255 units; default 2.0 (~42 dB) */
+} tm_mark_params;
+
+/* Fills *p with defaults. */
+TM_API void tm_mark_params_init(tm_mark_params *p);
+
+/* The analysis of one original, shared by all its copies. */
+typedef struct tm_embedder tm_embedder;
+
+/* Analyses orig (borrowed: it and key must outlive the embedder). */
+TM_API tm_status tm_embedder_create(const tm_key *key, const tm_image *orig,
+                                    const tm_mark_params *params, tm_embedder **out);
+
+/* Frees an embedder; NULL is a no-op. */
+TM_API void tm_embedder_free(tm_embedder *e);
+
+/* The original's image id: 32 hex digits of its content hash. */
+TM_API const char *tm_embedder_image_id(const tm_embedder *e);
+
+/* The original's full content hash. */
+TM_API void tm_embedder_content_sha256(const tm_embedder *e, uint8_t sha[32]);
+
+/* The codeword the recipient's copy carries (deterministic in key, image, recipient). */
+TM_API tm_status tm_embedder_codeword(const tm_embedder *e, const char *recipient,
+                                      uint8_t bits[TM_CODEWORD_BYTES]);
+
+/* Makes the recipient's marked copy as a new image (*out, caller frees). */
+TM_API tm_status tm_embedder_mark(tm_embedder *e, const char *recipient, tm_image **out);
+
+/* JSON describing the scheme parameters recorded with each image. */
+TM_API const char *tm_scheme_params_json(void);
+
+/* ---- attacks ------------------------------------------------------------ */
+
+/* Applies an attack chain, e.g. "jpeg:q=50" or "crop:0.5,jpeg:q=75", to in,
+ * giving a new image *out. A bad spec gives TM_ERR_ARG with the reason in
+ * err (may be NULL). */
+TM_API tm_status tm_attack_apply(const char *spec, const tm_image *in, tm_image **out,
+                                 char *err, size_t errlen);
+
+/* One line of usage for the i-th attack, or NULL past the last. */
+TM_API const char *tm_attack_usage(size_t i);
+
+/* ---- tracing ------------------------------------------------------------ */
+
+typedef enum tm_verdict {
+    TM_VERDICT_NONE = 0,          /* no mark under this key */
+    TM_VERDICT_ACCUSED = 1,       /* at least one copy passes the bound */
+    TM_VERDICT_INCONCLUSIVE = 2   /* mark present but unattributable, or image unreadable */
+} tm_verdict;
+
+typedef struct tm_trace_params {
+    double fpr;        /* per-trace false-accusation budget; default 1e-6 */
+} tm_trace_params;
+
+/* Fills *p with defaults. */
+TM_API void tm_trace_params_init(tm_trace_params *p);
+
+/* One scored copy. */
+typedef struct tm_accusation {
+    size_t index;      /* into the copies array given to tm_trace_run */
+    double score;      /* accusation score S */
+    double z;          /* S over the innocent score's standard deviation */
+    double log10_p;    /* log10 of an upper bound on the chance that any innocent
+                          copy among those scored reaches S (Bonferroni included) */
+} tm_accusation;
+
+#define TM_TRACE_TOP 5
+
+typedef struct tm_trace_result {
+    tm_verdict verdict;
+    const char *reason;            /* one English sentence (static) */
+    tm_accusation *accused;        /* owned; sorted, strongest first */
+    size_t n_accused;
+    tm_accusation top[TM_TRACE_TOP]; /* best-scoring copies not accused */
+    size_t n_top;
+    size_t n_scored;               /* copies scored */
+    double log10_correction;       /* log10 of the multiple-testing factor */
+    double pilot_z;                /* strength of the key's pilot pattern */
+    double pilot_log10_p;          /* its significance over the shifts searched */
+    int offset_x, offset_y;        /* recovered origin of the mark's tile grid */
+    double scale, rotation_deg;    /* recovered geometry (1, 0 until sync lands) */
+    int flip;
+} tm_trace_result;
+
+/* Reads suspect under key and scores copies[0..n) (e.g. from
+ * tm_registry_load_copies); fills *out (release with tm_trace_result_clear). */
+TM_API tm_status tm_trace_run(const tm_key *key, const tm_image *suspect,
+                              const tm_reg_copy *copies, size_t n,
+                              const tm_trace_params *params, tm_trace_result *out);
+
+/* Frees what a trace result owns and zeroes it; NULL is a no-op. */
+TM_API void tm_trace_result_clear(tm_trace_result *r);
 
 #ifdef __cplusplus
 }

@@ -1,4 +1,639 @@
+/* test_registry.c -- the recipient registry: round trips, replacement of a
+ * recipient's copy, tamper evidence (rows edited behind the library's back
+ * with raw SQLite), key binding, refusal of files that are not registries,
+ * two processes writing at once, and loading a large registry. */
 #include "testutil.h"
-static void test_placeholder(void) { CU_ASSERT_TRUE(1); }
-static CU_TestInfo tests[] = {{"placeholder", test_placeholder}, CU_TEST_INFO_NULL};
-int main(void) { return tm_test_main("registry", tests); }
+
+#include <sqlite3.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+static const uint8_t key_a[TM_KEY_BYTES] = {1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15, 16,
+                                            17, 18, 19, 20, 21, 22, 23, 24, 25, 26, 27, 28, 29, 30, 31, 32};
+
+static const char *image1 = "00112233445566778899aabbccddeeff";
+static const char *image2 = "ffeeddccbbaa99887766554433221100";
+
+static tm_key *make_key(int variant)
+{
+    uint8_t b[TM_KEY_BYTES];
+    memcpy(b, key_a, sizeof b);
+    b[0] ^= (uint8_t)variant;
+    tm_key *k = NULL;
+    CU_ASSERT_EQUAL_FATAL(tm_key_from_bytes(b, &k), TM_OK);
+    return k;
+}
+
+/* Deterministic codeword bytes for (copy index, length). */
+static void fill_codeword(uint8_t *cw, uint32_t bits, uint32_t seed)
+{
+    uint32_t s = seed * 2654435761u + 7u;
+    size_t n = (bits + 7) / 8;
+    for (size_t i = 0; i < n; i++) {
+        s ^= s << 13;
+        s ^= s >> 17;
+        s ^= s << 5;
+        cw[i] = (uint8_t)s;
+    }
+    if (bits % 8) cw[n - 1] &= (uint8_t)((1u << (bits % 8)) - 1);
+}
+
+static tm_registry *open_reg(const char *path, int create)
+{
+    tm_registry *reg = NULL;
+    tm_status st = tm_registry_open(path, create, &reg);
+    if (st != TM_OK) fprintf(stderr, "open %s: %s (%s)\n", path, tm_strerror(st), tm_registry_errmsg(reg));
+    CU_ASSERT_EQUAL_FATAL(st, TM_OK);
+    return reg;
+}
+
+static void put_image(tm_registry *reg, const char *id, int w)
+{
+    tm_reg_image img;
+    memset(&img, 0, sizeof img);
+    snprintf(img.image_id, sizeof img.image_id, "%s", id);
+    for (int i = 0; i < 32; i++) img.content_sha256[i] = (uint8_t)(i * 7 + w);
+    img.width = w;
+    img.height = 480;
+    img.original_path = (char *)"in/photo.jpg";
+    img.phash = 0xfedcba9876543210ull;
+    img.params = (char *)"{\"strength\":1.0,\"m\":512}";
+    img.created = 1700000000;
+    CU_ASSERT_EQUAL_FATAL(tm_registry_put_image(reg, &img), TM_OK);
+}
+
+static int64_t put_copy(tm_registry *reg, const tm_key *key, const char *image, const char *recipient,
+                        const char *out_path, uint32_t bits, uint32_t seed)
+{
+    uint8_t cw[2048];
+    fill_codeword(cw, bits, seed);
+    tm_reg_copy c;
+    memset(&c, 0, sizeof c);
+    c.image_id = image;
+    c.recipient = recipient;
+    c.out_path = out_path;
+    for (int i = 0; i < 32; i++) c.out_sha256[i] = (uint8_t)(seed + i);
+    c.created = 1700000100 + seed;
+    c.code_len = bits;
+    c.codeword = cw;
+    int64_t id = -1;
+    tm_status st = tm_registry_put_copy(reg, key, &c, &id);
+    if (st != TM_OK) fprintf(stderr, "put_copy: %s (%s)\n", tm_strerror(st), tm_registry_errmsg(reg));
+    CU_ASSERT_EQUAL(st, TM_OK);
+    return id;
+}
+
+static void raw_exec(const char *path, const char *sql)
+{
+    sqlite3 *db = NULL;
+    CU_ASSERT_EQUAL_FATAL(sqlite3_open(path, &db), SQLITE_OK);
+    char *err = NULL;
+    int rc = sqlite3_exec(db, sql, NULL, NULL, &err);
+    if (rc != SQLITE_OK) fprintf(stderr, "raw sql failed: %s\n", err ? err : "?");
+    CU_ASSERT_EQUAL(rc, SQLITE_OK);
+    sqlite3_free(err);
+    sqlite3_close(db);
+}
+
+/* A registry with image1 (copies to alice, bob, carol) and image2 (dave). */
+static void make_sample(const char *path, const tm_key *key)
+{
+    tm_registry *reg = open_reg(path, 1);
+    CU_ASSERT_EQUAL(tm_registry_check_key(reg, key), TM_OK);
+    put_image(reg, image1, 640);
+    put_image(reg, image2, 800);
+    CU_ASSERT_EQUAL(tm_registry_begin(reg), TM_OK);
+    put_copy(reg, key, image1, "alice@example.com", "out/alice.jpg", 512, 1);
+    put_copy(reg, key, image1, "bob@example.com", "out/bob.jpg", 13, 2);
+    put_copy(reg, key, image1, "carol", "out/carol.png", 1, 3);
+    CU_ASSERT_EQUAL(tm_registry_commit(reg), TM_OK);
+    put_copy(reg, key, image2, "dave", "", 8, 4);
+    tm_registry_free(reg);
+}
+
+struct bad_rows {
+    int64_t ids[16];
+    char why[16][400];
+    size_t n;
+};
+
+static void collect_bad(void *ud, int64_t copy_id, const char *why)
+{
+    struct bad_rows *b = ud;
+    if (b->n < 16) {
+        b->ids[b->n] = copy_id;
+        snprintf(b->why[b->n], sizeof b->why[0], "%s", why);
+    }
+    b->n++;
+}
+
+static int count_images(void *ud, const tm_reg_image *img, uint64_t n_copies)
+{
+    int *seen = ud;
+    if (!strcmp(img->image_id, image1)) {
+        CU_ASSERT_EQUAL(n_copies, 3);
+        CU_ASSERT_STRING_EQUAL(img->params, "{\"strength\":1.0,\"m\":512}");
+    } else {
+        CU_ASSERT_STRING_EQUAL(img->image_id, image2);
+        CU_ASSERT_EQUAL(n_copies, 1);
+    }
+    (*seen)++;
+    return 0;
+}
+
+static void test_round_trip(void)
+{
+    const char *path = tm_test_path("rt.reg");
+    tm_key *key = make_key(0);
+    make_sample(path, key);
+
+    tm_registry *reg = open_reg(path, 0);
+    CU_ASSERT_EQUAL(tm_registry_check_key(reg, key), TM_OK);
+    tm_reg_image img;
+    CU_ASSERT_EQUAL_FATAL(tm_registry_get_image(reg, image1, &img), TM_OK);
+    CU_ASSERT_STRING_EQUAL(img.image_id, image1);
+    CU_ASSERT_EQUAL(img.width, 640);
+    CU_ASSERT_EQUAL(img.height, 480);
+    CU_ASSERT_STRING_EQUAL(img.original_path, "in/photo.jpg");
+    CU_ASSERT_EQUAL(img.phash, 0xfedcba9876543210ull);
+    CU_ASSERT_EQUAL(img.created, 1700000000);
+    CU_ASSERT_EQUAL(img.content_sha256[1], 7 + 640 % 256);
+    uint8_t sha[32];
+    memcpy(sha, img.content_sha256, 32);
+    tm_reg_image_clear(&img);
+    CU_ASSERT_PTR_NULL(img.params);
+
+    CU_ASSERT_EQUAL(tm_registry_find_image_by_sha256(reg, sha, &img), TM_OK);
+    CU_ASSERT_STRING_EQUAL(img.image_id, image1);
+    tm_reg_image_clear(&img);
+    sha[0] ^= 1;
+    CU_ASSERT_EQUAL(tm_registry_find_image_by_sha256(reg, sha, &img), TM_ERR_NOT_FOUND);
+    CU_ASSERT_EQUAL(tm_registry_get_image(reg, "0123456789abcdef0123456789abcdef", &img), TM_ERR_NOT_FOUND);
+
+    /* Putting the same image again keeps the first row. */
+    tm_reg_image again;
+    memset(&again, 0, sizeof again);
+    snprintf(again.image_id, sizeof again.image_id, "%s", image1);
+    again.width = again.height = 1;
+    again.params = (char *)"{}";
+    CU_ASSERT_EQUAL(tm_registry_put_image(reg, &again), TM_OK);
+    CU_ASSERT_EQUAL(tm_registry_get_image(reg, image1, &img), TM_OK);
+    CU_ASSERT_EQUAL(img.width, 640);
+    tm_reg_image_clear(&img);
+
+    int seen = 0;
+    CU_ASSERT_EQUAL(tm_registry_list_images(reg, count_images, &seen), TM_OK);
+    CU_ASSERT_EQUAL(seen, 2);
+
+    tm_reg_copy *arr = NULL;
+    size_t n = 0;
+    CU_ASSERT_EQUAL_FATAL(tm_registry_load_copies(reg, NULL, &arr, &n), TM_OK);
+    CU_ASSERT_EQUAL_FATAL(n, 4);
+    static const uint32_t bits[] = {512, 13, 1, 8};
+    static const char *who[] = {"alice@example.com", "bob@example.com", "carol", "dave"};
+    for (size_t i = 0; i < n; i++) {
+        uint8_t want[64];
+        fill_codeword(want, bits[i], (uint32_t)i + 1);
+        CU_ASSERT_EQUAL(arr[i].code_len, bits[i]);
+        CU_ASSERT(memcmp(arr[i].codeword, want, (bits[i] + 7) / 8) == 0);
+        CU_ASSERT_STRING_EQUAL(arr[i].recipient, who[i]);
+        CU_ASSERT_STRING_EQUAL(arr[i].image_id, i < 3 ? image1 : image2);
+        CU_ASSERT_EQUAL(arr[i].created, 1700000100 + (int64_t)i + 1);
+        CU_ASSERT_EQUAL(arr[i].out_sha256[5], (uint8_t)(i + 1 + 5));
+        CU_ASSERT_EQUAL(tm_reg_copy_check(key, &arr[i]), TM_OK);
+        if (i) CU_ASSERT(arr[i].copy_id > arr[i - 1].copy_id);
+    }
+    CU_ASSERT_STRING_EQUAL(arr[0].out_path, "out/alice.jpg");
+    CU_ASSERT_STRING_EQUAL(arr[3].out_path, "");
+    int64_t bob_id = arr[1].copy_id;
+    /* A changed field no longer matches the tag. */
+    arr[1].created++;
+    CU_ASSERT_EQUAL(tm_reg_copy_check(key, &arr[1]), TM_ERR_TAMPERED);
+    tm_reg_copies_free(arr, n);
+
+    CU_ASSERT_EQUAL(tm_registry_load_copies(reg, image2, &arr, &n), TM_OK);
+    CU_ASSERT_EQUAL(n, 1);
+    tm_reg_copies_free(arr, n);
+    CU_ASSERT_EQUAL(tm_registry_load_copies(reg, "0123456789abcdef0123456789abcdef", &arr, &n), TM_OK);
+    CU_ASSERT_EQUAL(n, 0);
+    CU_ASSERT_PTR_NULL(arr);
+    CU_ASSERT_EQUAL(tm_registry_load_copies_by_recipient(reg, "carol", &arr, &n), TM_OK);
+    CU_ASSERT_EQUAL_FATAL(n, 1);
+    CU_ASSERT_EQUAL(arr[0].code_len, 1);
+    tm_reg_copies_free(arr, n);
+    CU_ASSERT_EQUAL_FATAL(tm_registry_get_copy(reg, bob_id, &arr), TM_OK);
+    CU_ASSERT_STRING_EQUAL(arr[0].recipient, "bob@example.com");
+    tm_reg_copies_free(arr, 1);
+    CU_ASSERT_EQUAL(tm_registry_get_copy(reg, 999, &arr), TM_ERR_NOT_FOUND);
+
+    uint64_t cnt = 0;
+    CU_ASSERT_EQUAL(tm_registry_count_copies(reg, NULL, &cnt), TM_OK);
+    CU_ASSERT_EQUAL(cnt, 4);
+    CU_ASSERT_EQUAL(tm_registry_count_copies(reg, image1, &cnt), TM_OK);
+    CU_ASSERT_EQUAL(cnt, 3);
+
+    size_t nbad = 99;
+    CU_ASSERT_EQUAL(tm_registry_verify(reg, key, NULL, NULL, &nbad), TM_OK);
+    CU_ASSERT_EQUAL(nbad, 0);
+    tm_registry_free(reg);
+    tm_key_free(key);
+}
+
+static void test_same_recipient_replaces(void)
+{
+    const char *path = tm_test_path("replace.reg");
+    tm_key *key = make_key(0);
+    make_sample(path, key);
+    tm_registry *reg = open_reg(path, 0);
+    tm_reg_copy *arr = NULL;
+    size_t n = 0;
+    CU_ASSERT_EQUAL_FATAL(tm_registry_load_copies_by_recipient(reg, "bob@example.com", &arr, &n), TM_OK);
+    CU_ASSERT_EQUAL_FATAL(n, 1);
+    int64_t first = arr[0].copy_id;
+    tm_reg_copies_free(arr, n);
+
+    int64_t again = put_copy(reg, key, image1, "bob@example.com", "out/bob-v2.jpg", 13, 2);
+    CU_ASSERT_EQUAL(again, first);
+    CU_ASSERT_EQUAL(tm_registry_load_copies_by_recipient(reg, "bob@example.com", &arr, &n), TM_OK);
+    CU_ASSERT_EQUAL_FATAL(n, 1);
+    CU_ASSERT_STRING_EQUAL(arr[0].out_path, "out/bob-v2.jpg");
+    tm_reg_copies_free(arr, n);
+    /* The same recipient of another image is another copy. */
+    put_copy(reg, key, image2, "bob@example.com", "out/bob2.jpg", 13, 5);
+    uint64_t cnt;
+    CU_ASSERT_EQUAL(tm_registry_count_copies(reg, NULL, &cnt), TM_OK);
+    CU_ASSERT_EQUAL(cnt, 5);
+    CU_ASSERT_EQUAL(tm_registry_verify(reg, key, NULL, NULL, NULL), TM_OK);
+    tm_registry_free(reg);
+    tm_key_free(key);
+}
+
+/* Applies sql to a fresh sample registry and expects verify to name want_id. */
+static void expect_tampered(const char *name, const char *sql, int64_t want_id, const char *want_reason)
+{
+    const char *path = tm_test_path(name);
+    tm_key *key = make_key(0);
+    make_sample(path, key);
+    raw_exec(path, sql);
+    tm_registry *reg = open_reg(path, 0);
+    struct bad_rows b;
+    memset(&b, 0, sizeof b);
+    size_t nbad = 0;
+    CU_ASSERT_EQUAL(tm_registry_verify(reg, key, collect_bad, &b, &nbad), TM_ERR_TAMPERED);
+    CU_ASSERT_EQUAL(nbad, 1);
+    CU_ASSERT_EQUAL_FATAL(b.n, 1);
+    CU_ASSERT_EQUAL(b.ids[0], want_id);
+    if (!strstr(b.why[0], want_reason)) {
+        fprintf(stderr, "%s: reason '%s' lacks '%s'\n", name, b.why[0], want_reason);
+        CU_FAIL("unexpected reason");
+    }
+    CU_ASSERT_PTR_NOT_NULL(strstr(tm_registry_errmsg(reg), "1 copy failed"));
+    tm_registry_free(reg);
+    tm_key_free(key);
+}
+
+static void test_tamper_detected(void)
+{
+    expect_tampered("t1.reg", "UPDATE copies SET recipient = 'mallory' WHERE copy_id = 2", 2, "tag");
+    expect_tampered("t2.reg", "UPDATE copies SET codeword = x'ff' || substr(codeword, 2) WHERE copy_id = 1", 1,
+                    "tag");
+    expect_tampered("t3.reg", "UPDATE copies SET code_len = 600 WHERE copy_id = 1", 1, "code_len 600");
+    expect_tampered("t4.reg", "UPDATE copies SET out_path = 'elsewhere.jpg' WHERE copy_id = 4", 4, "tag");
+    expect_tampered("t5.reg", "PRAGMA foreign_keys = OFF; DELETE FROM images WHERE image_id = '" 
+                    "ffeeddccbbaa99887766554433221100'", 4, "no image row");
+    expect_tampered("t6.reg", "UPDATE copies SET tag = x'00' WHERE copy_id = 3", 3, "tag");
+    /* A row moved to another image keeps its fields but not its tag. */
+    expect_tampered("t7.reg", "UPDATE copies SET image_id = 'ffeeddccbbaa99887766554433221100' WHERE copy_id = 3",
+                    3, "tag");
+}
+
+static void test_wrong_key(void)
+{
+    const char *path = tm_test_path("key.reg");
+    tm_key *key = make_key(0), *other = make_key(1);
+    make_sample(path, key);
+    tm_registry *reg = open_reg(path, 0);
+    CU_ASSERT_EQUAL(tm_registry_check_key(reg, other), TM_ERR_KEY);
+    char fp[17], msg[64];
+    CU_ASSERT_EQUAL(tm_key_fingerprint(key, fp), TM_OK);
+    snprintf(msg, sizeof msg, "another key (fingerprint %s)", fp);
+    CU_ASSERT_PTR_NOT_NULL(strstr(tm_registry_errmsg(reg), msg));
+    CU_ASSERT_EQUAL(tm_registry_verify(reg, other, NULL, NULL, NULL), TM_ERR_KEY);
+    CU_ASSERT_EQUAL(tm_registry_check_key(reg, key), TM_OK);
+    tm_registry_free(reg);
+
+    /* Without a stored fingerprint, a wrong key shows up as bad tags. */
+    raw_exec(path, "DELETE FROM meta");
+    reg = open_reg(path, 0);
+    size_t nbad = 0;
+    CU_ASSERT_EQUAL(tm_registry_verify(reg, other, NULL, NULL, &nbad), TM_ERR_TAMPERED);
+    CU_ASSERT_EQUAL(nbad, 4);
+    tm_registry_free(reg);
+    tm_key_free(key);
+    tm_key_free(other);
+}
+
+static void expect_not_registry(const char *path, int create, const char *want)
+{
+    tm_registry *reg = NULL;
+    tm_status st = tm_registry_open(path, create, &reg);
+    CU_ASSERT_EQUAL(st, TM_ERR_REGISTRY);
+    CU_ASSERT_PTR_NOT_NULL_FATAL(reg);
+    if (!strstr(tm_registry_errmsg(reg), want)) {
+        fprintf(stderr, "%s: message '%s' lacks '%s'\n", path, tm_registry_errmsg(reg), want);
+        CU_FAIL("unexpected message");
+    }
+    /* The failed handle refuses further use. */
+    uint64_t n;
+    CU_ASSERT_EQUAL(tm_registry_count_copies(reg, NULL, &n), TM_ERR_ARG);
+    tm_registry_free(reg);
+}
+
+static void test_not_a_registry(void)
+{
+    uint8_t junk[4096];
+    uint32_t s = 12345;
+    for (size_t i = 0; i < sizeof junk; i++) {
+        s = s * 1103515245u + 12345u;
+        junk[i] = (uint8_t)(s >> 16);
+    }
+    const char *p = tm_test_path("random.reg");
+    tm_test_spit(p, junk, sizeof junk);
+    expect_not_registry(p, 0, "not a SQLite database");
+    expect_not_registry(p, 1, "not a SQLite database");
+
+    p = tm_test_path("empty.reg");
+    tm_test_spit(p, "", 0);
+    expect_not_registry(p, 0, "not a tracemark registry");
+
+    p = tm_test_path("other.db");
+    raw_exec(p, "CREATE TABLE songs(title TEXT); INSERT INTO songs VALUES('x')");
+    expect_not_registry(p, 0, "another program");
+    expect_not_registry(p, 1, "another program");
+
+    tm_key *key = make_key(0);
+    p = tm_test_path("future.reg");
+    make_sample(p, key);
+    raw_exec(p, "PRAGMA user_version = 99");
+    expect_not_registry(p, 0, "newer schema");
+
+    p = tm_test_path("old.reg");
+    make_sample(p, key);
+    raw_exec(p, "PRAGMA user_version = 0");
+    expect_not_registry(p, 0, "unknown schema");
+
+    p = tm_test_path("notable.reg");
+    make_sample(p, key);
+    raw_exec(p, "DROP TABLE copies");
+    expect_not_registry(p, 0, "table 'copies' is missing");
+
+    p = tm_test_path("nocolumn.reg");
+    make_sample(p, key);
+    raw_exec(p, "ALTER TABLE images RENAME COLUMN phash TO something");
+    expect_not_registry(p, 0, "damaged");
+
+    p = tm_test_path("missing.reg");
+    expect_not_registry(p, 0, "no such registry");
+    struct stat sb;
+    CU_ASSERT_NOT_EQUAL(stat(p, &sb), 0);
+
+    tm_registry *reg = NULL;
+    CU_ASSERT_EQUAL(tm_registry_open(tm_test_tmpdir(), 0, &reg), TM_ERR_IO);
+    tm_registry_free(reg);
+    tm_key_free(key);
+}
+
+static void test_batches_and_args(void)
+{
+    const char *path = tm_test_path("batch.reg");
+    tm_key *key = make_key(0);
+    tm_registry *reg = open_reg(path, 1);
+    put_image(reg, image1, 100);
+
+    CU_ASSERT_EQUAL(tm_registry_begin(reg), TM_OK);
+    CU_ASSERT_EQUAL(tm_registry_begin(reg), TM_ERR_ARG);
+    put_copy(reg, key, image1, "gone", "x.jpg", 64, 1);
+    CU_ASSERT_EQUAL(tm_registry_rollback(reg), TM_OK);
+    CU_ASSERT_EQUAL(tm_registry_commit(reg), TM_ERR_ARG);
+    CU_ASSERT_EQUAL(tm_registry_rollback(reg), TM_OK);
+    uint64_t n = 9;
+    CU_ASSERT_EQUAL(tm_registry_count_copies(reg, NULL, &n), TM_OK);
+    CU_ASSERT_EQUAL(n, 0);
+
+    uint8_t cw[4] = {1, 2, 3, 4};
+    tm_reg_copy c;
+    memset(&c, 0, sizeof c);
+    c.image_id = "0123456789abcdef0123456789abcdef";
+    c.recipient = "x";
+    c.out_path = "x.jpg";
+    c.code_len = 32;
+    c.codeword = cw;
+    CU_ASSERT_EQUAL(tm_registry_put_copy(reg, key, &c, NULL), TM_ERR_NOT_FOUND);
+    CU_ASSERT_PTR_NOT_NULL(strstr(tm_registry_errmsg(reg), "not in the registry"));
+    c.image_id = "0123456789ABCDEF0123456789ABCDEF";
+    CU_ASSERT_EQUAL(tm_registry_put_copy(reg, key, &c, NULL), TM_ERR_ARG);
+    c.image_id = image1;
+    c.recipient = "";
+    CU_ASSERT_EQUAL(tm_registry_put_copy(reg, key, &c, NULL), TM_ERR_ARG);
+    c.recipient = "x";
+    c.code_len = 0;
+    CU_ASSERT_EQUAL(tm_registry_put_copy(reg, key, &c, NULL), TM_ERR_ARG);
+    c.code_len = 32;
+    int64_t id = 0;
+    CU_ASSERT_EQUAL(tm_registry_put_copy(reg, key, &c, &id), TM_OK);
+    CU_ASSERT(id > 0);
+    /* created 0 means now. */
+    tm_reg_copy *arr;
+    CU_ASSERT_EQUAL_FATAL(tm_registry_get_copy(reg, id, &arr), TM_OK);
+    CU_ASSERT(arr[0].created > 1700000000);
+    tm_reg_copies_free(arr, 1);
+    CU_ASSERT_EQUAL(tm_registry_verify(reg, key, NULL, NULL, NULL), TM_OK);
+
+    tm_reg_image img;
+    memset(&img, 0, sizeof img);
+    snprintf(img.image_id, sizeof img.image_id, "nothex");
+    img.width = img.height = 1;
+    CU_ASSERT_EQUAL(tm_registry_put_image(reg, &img), TM_ERR_ARG);
+    CU_ASSERT_EQUAL(tm_registry_open(path, 0, NULL), TM_ERR_ARG);
+    tm_registry *none = NULL;
+    CU_ASSERT_EQUAL(tm_registry_open("", 0, &none), TM_ERR_ARG);
+    tm_registry_free(none);
+    tm_registry_free(reg);
+    tm_registry_free(NULL);
+    tm_key_free(key);
+}
+
+/* Two processes insert 200 copies each, in batches, at the same time. */
+static int child_writer(const char *path, int which, int go_fd)
+{
+    char c;
+    if (read(go_fd, &c, 1) < 0) return 3;
+    tm_key *key = NULL;
+    if (tm_key_from_bytes(key_a, &key) != TM_OK) return 4;
+    tm_registry *reg = NULL;
+    if (tm_registry_open(path, 0, &reg) != TM_OK) return 5;
+    uint8_t cw[32];
+    int rc = 0;
+    for (int batch = 0; batch < 4 && !rc; batch++) {
+        if (tm_registry_begin(reg) != TM_OK) {
+            rc = 6;
+            break;
+        }
+        for (int i = 0; i < 50; i++) {
+            char who[64];
+            snprintf(who, sizeof who, "writer%d-%d", which, batch * 50 + i);
+            fill_codeword(cw, 256, (uint32_t)(which * 1000 + batch * 50 + i));
+            tm_reg_copy cp;
+            memset(&cp, 0, sizeof cp);
+            cp.image_id = image1;
+            cp.recipient = who;
+            cp.out_path = who;
+            cp.code_len = 256;
+            cp.codeword = cw;
+            tm_status st = tm_registry_put_copy(reg, key, &cp, NULL);
+            if (st != TM_OK) {
+                fprintf(stderr, "writer %d: %s (%s)\n", which, tm_strerror(st), tm_registry_errmsg(reg));
+                rc = 7;
+                break;
+            }
+        }
+        tm_status st = rc ? tm_registry_rollback(reg) : tm_registry_commit(reg);
+        if (st != TM_OK) {
+            fprintf(stderr, "writer %d: %s (%s)\n", which, tm_strerror(st), tm_registry_errmsg(reg));
+            rc = 8;
+        }
+    }
+    tm_registry_free(reg);
+    tm_key_free(key);
+    return rc;
+}
+
+static void test_concurrent_writers(void)
+{
+    const char *path = tm_test_path("concurrent.reg");
+    tm_key *key = make_key(0);
+    tm_registry *reg = open_reg(path, 1);
+    CU_ASSERT_EQUAL(tm_registry_check_key(reg, key), TM_OK);
+    put_image(reg, image1, 100);
+    tm_registry_free(reg);
+
+    int go[2];
+    CU_ASSERT_EQUAL_FATAL(pipe(go), 0);
+    pid_t pids[2];
+    for (int w = 0; w < 2; w++) {
+        fflush(NULL);
+        pids[w] = fork();
+        CU_ASSERT_FATAL(pids[w] >= 0);
+        if (pids[w] == 0) {
+            close(go[1]);
+            _exit(child_writer(path, w, go[0]));
+        }
+    }
+    close(go[0]);
+    close(go[1]); /* both children see EOF and start together */
+    for (int w = 0; w < 2; w++) {
+        int status = 0;
+        CU_ASSERT_EQUAL(waitpid(pids[w], &status, 0), pids[w]);
+        CU_ASSERT(WIFEXITED(status));
+        if (WEXITSTATUS(status) != 0) fprintf(stderr, "writer %d exited %d\n", w, WEXITSTATUS(status));
+        CU_ASSERT_EQUAL(WEXITSTATUS(status), 0);
+    }
+    reg = open_reg(path, 0);
+    uint64_t n = 0;
+    CU_ASSERT_EQUAL(tm_registry_count_copies(reg, NULL, &n), TM_OK);
+    CU_ASSERT_EQUAL(n, 400);
+    size_t nbad = 1;
+    CU_ASSERT_EQUAL(tm_registry_verify(reg, key, NULL, NULL, &nbad), TM_OK);
+    CU_ASSERT_EQUAL(nbad, 0);
+    tm_registry_free(reg);
+    tm_key_free(key);
+}
+
+/* Two processes creating the same new registry at once both succeed. */
+static void test_concurrent_create(void)
+{
+    const char *path = tm_test_path("create-race.reg");
+    pid_t pids[4];
+    for (int w = 0; w < 4; w++) {
+        fflush(NULL);
+        pids[w] = fork();
+        CU_ASSERT_FATAL(pids[w] >= 0);
+        if (pids[w] == 0) {
+            tm_registry *reg = NULL;
+            tm_status st = tm_registry_open(path, 1, &reg);
+            if (st != TM_OK) fprintf(stderr, "create race: %s\n", tm_registry_errmsg(reg));
+            tm_registry_free(reg);
+            _exit(st == TM_OK ? 0 : 1);
+        }
+    }
+    for (int w = 0; w < 4; w++) {
+        int status = 0;
+        CU_ASSERT_EQUAL(waitpid(pids[w], &status, 0), pids[w]);
+        CU_ASSERT(WIFEXITED(status) && WEXITSTATUS(status) == 0);
+    }
+    tm_registry_free(open_reg(path, 0));
+}
+
+static void test_load_many(void)
+{
+    const char *path = tm_test_path("many.reg");
+    tm_key *key = make_key(0);
+    tm_registry *reg = open_reg(path, 1);
+    put_image(reg, image1, 100);
+    put_image(reg, image2, 100);
+    enum { N = 100000 };
+    CU_ASSERT_EQUAL_FATAL(tm_registry_begin(reg), TM_OK);
+    for (int i = 0; i < N; i++) {
+        char who[32];
+        snprintf(who, sizeof who, "r%06d", i);
+        put_copy(reg, key, i % 2 ? image2 : image1, who, who, 512, (uint32_t)i);
+    }
+    CU_ASSERT_EQUAL_FATAL(tm_registry_commit(reg), TM_OK);
+    tm_registry_free(reg);
+
+    reg = open_reg(path, 0);
+    tm_reg_copy *arr = NULL;
+    size_t n = 0;
+    CU_ASSERT_EQUAL_FATAL(tm_registry_load_copies(reg, NULL, &arr, &n), TM_OK);
+    CU_ASSERT_EQUAL_FATAL(n, N);
+    static const size_t probes[] = {0, 1, 4567, 77777, N - 1};
+    for (size_t k = 0; k < sizeof probes / sizeof probes[0]; k++) {
+        size_t i = probes[k];
+        char who[32];
+        uint8_t want[64];
+        snprintf(who, sizeof who, "r%06zu", i);
+        fill_codeword(want, 512, (uint32_t)i);
+        CU_ASSERT_STRING_EQUAL(arr[i].recipient, who);
+        CU_ASSERT_STRING_EQUAL(arr[i].image_id, i % 2 ? image2 : image1);
+        CU_ASSERT(memcmp(arr[i].codeword, want, 64) == 0);
+        CU_ASSERT_EQUAL(tm_reg_copy_check(key, &arr[i]), TM_OK);
+    }
+    tm_reg_copies_free(arr, n);
+    CU_ASSERT_EQUAL_FATAL(tm_registry_load_copies(reg, image2, &arr, &n), TM_OK);
+    CU_ASSERT_EQUAL(n, N / 2);
+    tm_reg_copies_free(arr, n);
+    tm_registry_free(reg);
+    tm_key_free(key);
+}
+
+static CU_TestInfo tests[] = {
+    {"round trip of images and copies", test_round_trip},
+    {"same recipient again replaces the row", test_same_recipient_replaces},
+    {"edited rows are reported by verify", test_tamper_detected},
+    {"wrong key is refused", test_wrong_key},
+    {"files that are not registries are refused", test_not_a_registry},
+    {"batches, rollback and argument checks", test_batches_and_args},
+    {"two processes write at once", test_concurrent_writers},
+    {"four processes create at once", test_concurrent_create},
+    {"load 10^5 copies", test_load_many},
+    CU_TEST_INFO_NULL,
+};
+
+int main(void)
+{
+    return tm_test_main("registry", tests);
+}

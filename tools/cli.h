@@ -42,5 +42,8 @@ int cmd_strip(int argc, char **argv);
 int cmd_inspect(int argc, char **argv);
 int cmd_keygen(int argc, char **argv);
 int cmd_registry(int argc, char **argv);
+int cmd_mark(int argc, char **argv);
+int cmd_trace(int argc, char **argv);
+int cmd_attack(int argc, char **argv);
 
 #endif

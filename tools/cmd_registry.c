@@ -1,2 +1,499 @@
+/* cmd_registry.c -- `tracemark registry`: create, list, show and verify the
+ * recipient registry. Parsing and printing only; the registry logic lives in
+ * src/registry.c. */
+#include "config.h"
+
+#include <getopt.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <time.h>
+
 #include "cli.h"
-int cmd_registry(int argc, char **argv) { (void)argc; (void)argv; return CLI_ERR; }
+
+static void registry_help(void)
+{
+    printf("Usage: tracemark registry init   -r REGISTRY [-k KEYFILE]\n"
+           "       tracemark registry list   -r REGISTRY [--copies] [--json]\n"
+           "       tracemark registry show   -r REGISTRY [--json] ID\n"
+           "       tracemark registry verify -r REGISTRY -k KEYFILE [--json]\n"
+           "\n"
+           "The registry (a SQLite file) records every original image that was marked\n"
+           "and every copy handed out: who received it, where it was written and the\n"
+           "codeword its mark carries. `tracemark mark` fills it; `tracemark trace`\n"
+           "reads it to name the recipient of a leaked copy. Each copy row carries a\n"
+           "tag computed with the key, so a row edited without the key is detected.\n"
+           "\n"
+           "Subcommands:\n"
+           "  init     create an empty registry (bound to KEYFILE's fingerprint if given)\n"
+           "  list     one line per original image with its number of copies, or with\n"
+           "           --copies one line per copy (id, recipient, image, output, date)\n"
+           "  show     the rows of ID: an image id (32 hex digits), a copy id (a number)\n"
+           "           or a recipient\n"
+           "  verify   check the file, the key and every copy's tag; each bad row is\n"
+           "           reported on stderr as 'tracemark: REGISTRY: copy N: reason'\n"
+           "\n"
+           "Options:\n"
+           "  -r, --registry=FILE  the registry file\n"
+           "  -k, --key=FILE       the secret key file (see `tracemark keygen`)\n"
+           "      --copies         list: one line per copy instead of per image\n"
+           "      --json           print one JSON object on stdout\n"
+           "  -h, --help           show this help\n"
+           "\n"
+           "Examples:\n"
+           "  tracemark registry list -r designs.reg\n"
+           "  tracemark registry show -r designs.reg alice@example.com\n"
+           "  tracemark registry verify -r designs.reg -k team.key\n"
+           "\n"
+           "Exit status: 0 success (verify: every row is good); 1 show found nothing, or\n"
+           "verify found bad rows; 2 error (missing or damaged registry, wrong key).\n");
+}
+
+typedef struct reg_opts {
+    const char *registry;
+    const char *keyfile;
+    int json;
+    int copies;
+} reg_opts;
+
+/* ---- output helpers ------------------------------------------------------ */
+
+static void fmt_time(int64_t t, char buf[32])
+{
+    time_t tt = (time_t)t;
+    struct tm tmv;
+    if (!gmtime_r(&tt, &tmv) || !strftime(buf, 32, "%Y-%m-%dT%H:%M:%SZ", &tmv)) snprintf(buf, 32, "%lld", (long long)t);
+}
+
+static void fmt_hex(const uint8_t *p, size_t n, char *out)
+{
+    static const char hx[] = "0123456789abcdef";
+    for (size_t i = 0; i < n; i++) {
+        out[2 * i] = hx[p[i] >> 4];
+        out[2 * i + 1] = hx[p[i] & 15];
+    }
+    out[2 * n] = '\0';
+}
+
+static int reg_error(const reg_opts *o, tm_registry *reg, tm_status st)
+{
+    const char *msg = tm_registry_errmsg(reg);
+    if (msg && *msg) cli_error(o->registry, "%s", msg);
+    else cli_status(o->registry, st);
+    return CLI_ERR;
+}
+
+static int open_registry(const reg_opts *o, int create, tm_registry **reg)
+{
+    tm_status st = tm_registry_open(o->registry, create, reg);
+    if (st == TM_OK) return CLI_OK;
+    reg_error(o, *reg, st);
+    tm_registry_free(*reg);
+    *reg = NULL;
+    return CLI_ERR;
+}
+
+static void json_copy(FILE *f, const tm_reg_copy *c)
+{
+    char t[32], sha[65];
+    fmt_time(c->created, t);
+    fmt_hex(c->out_sha256, 32, sha);
+    fprintf(f, "{\"copy\": %lld, \"recipient\": ", (long long)c->copy_id);
+    cli_json_string(f, c->recipient);
+    fputs(", \"image\": ", f);
+    cli_json_string(f, c->image_id);
+    fputs(", \"output\": ", f);
+    cli_json_string(f, c->out_path);
+    fprintf(f, ", \"output_sha256\": \"%s\", \"created\": \"%s\", \"code_bits\": %u}", sha, t, c->code_len);
+}
+
+static void human_copy_line(const tm_reg_copy *c)
+{
+    char t[32];
+    fmt_time(c->created, t);
+    printf("%-7lld %-28s %s  %s  %s\n", (long long)c->copy_id, c->recipient, c->image_id, t, c->out_path);
+}
+
+static void human_copy_header(void)
+{
+    printf("%-7s %-28s %-32s  %-20s  %s\n", "COPY", "RECIPIENT", "IMAGE", "CREATED", "OUTPUT");
+}
+
+static void print_copies(const reg_opts *o, const tm_reg_copy *arr, size_t n)
+{
+    if (o->json) {
+        fputs("[", stdout);
+        for (size_t i = 0; i < n; i++) {
+            if (i) fputs(", ", stdout);
+            json_copy(stdout, &arr[i]);
+        }
+        fputs("]", stdout);
+        return;
+    }
+    if (n) human_copy_header();
+    for (size_t i = 0; i < n; i++) human_copy_line(&arr[i]);
+}
+
+static void json_image(FILE *f, const tm_reg_image *img, uint64_t n_copies)
+{
+    char t[32], sha[65];
+    fmt_time(img->created, t);
+    fmt_hex(img->content_sha256, 32, sha);
+    fprintf(f, "{\"image\": \"%s\", \"width\": %d, \"height\": %d, \"original\": ", img->image_id, img->width,
+            img->height);
+    if (img->original_path) cli_json_string(f, img->original_path);
+    else fputs("null", f);
+    fprintf(f, ", \"sha256\": \"%s\", \"phash\": \"%016llx\", \"params\": ", sha, (unsigned long long)img->phash);
+    cli_json_string(f, img->params);
+    fprintf(f, ", \"created\": \"%s\", \"copies\": %llu}", t, (unsigned long long)n_copies);
+}
+
+/* ---- init ----------------------------------------------------------------- */
+
+static int registry_init(const reg_opts *o)
+{
+    struct stat sb;
+    if (stat(o->registry, &sb) == 0) return cli_status(o->registry, TM_ERR_EXISTS);
+    tm_key *key = NULL;
+    tm_registry *reg = NULL;
+    int rc = CLI_ERR;
+    char fp[17] = "";
+    if (o->keyfile) {
+        tm_status st = tm_key_load(o->keyfile, &key);
+        if (st == TM_OK) st = tm_key_fingerprint(key, fp);
+        if (st != TM_OK) {
+            cli_status(o->keyfile, st);
+            goto out;
+        }
+    }
+    if (open_registry(o, 1, &reg) != CLI_OK) goto out;
+    if (key) {
+        tm_status st = tm_registry_check_key(reg, key);
+        if (st != TM_OK) {
+            reg_error(o, reg, st);
+            goto out;
+        }
+        printf("%s: created, bound to key %s\n", o->registry, fp);
+    } else {
+        printf("%s: created\n", o->registry);
+    }
+    rc = CLI_OK;
+out:
+    tm_registry_free(reg);
+    tm_key_free(key);
+    return rc;
+}
+
+/* ---- list ----------------------------------------------------------------- */
+
+typedef struct list_state {
+    const reg_opts *o;
+    size_t n;
+} list_state;
+
+static int list_one_image(void *ud, const tm_reg_image *img, uint64_t n_copies)
+{
+    list_state *ls = ud;
+    if (ls->o->json) {
+        fputs(ls->n ? ", " : "", stdout);
+        json_image(stdout, img, n_copies);
+    } else {
+        char t[32], size[32];
+        if (!ls->n) printf("%-32s  %-11s %7s  %-20s  %s\n", "IMAGE", "SIZE", "COPIES", "CREATED", "ORIGINAL");
+        fmt_time(img->created, t);
+        snprintf(size, sizeof size, "%dx%d", img->width, img->height);
+        printf("%-32s  %-11s %7llu  %-20s  %s\n", img->image_id, size, (unsigned long long)n_copies, t,
+               img->original_path ? img->original_path : "-");
+    }
+    ls->n++;
+    return 0;
+}
+
+static int registry_list(const reg_opts *o)
+{
+    tm_registry *reg = NULL;
+    if (open_registry(o, 0, &reg) != CLI_OK) return CLI_ERR;
+    int rc = CLI_ERR;
+    tm_reg_copy *arr = NULL;
+    size_t n = 0;
+    tm_status st;
+    if (o->copies) {
+        st = tm_registry_load_copies(reg, NULL, &arr, &n);
+        if (st != TM_OK) {
+            reg_error(o, reg, st);
+            goto out;
+        }
+        if (o->json) {
+            fputs("{\"registry\": ", stdout);
+            cli_json_string(stdout, o->registry);
+            fputs(", \"copies\": ", stdout);
+        }
+        print_copies(o, arr, n);
+        if (o->json) fputs("}\n", stdout);
+    } else {
+        /* Images stream out as they are read, so a JSON document can only be
+         * started once the registry has opened (done above). */
+        list_state ls = {o, 0};
+        if (o->json) {
+            fputs("{\"registry\": ", stdout);
+            cli_json_string(stdout, o->registry);
+            fputs(", \"images\": [", stdout);
+        }
+        st = tm_registry_list_images(reg, list_one_image, &ls);
+        if (o->json) fputs("]}\n", stdout);
+        if (st != TM_OK) {
+            reg_error(o, reg, st);
+            goto out;
+        }
+    }
+    rc = CLI_OK;
+out:
+    tm_reg_copies_free(arr, n);
+    tm_registry_free(reg);
+    return rc;
+}
+
+/* ---- show ----------------------------------------------------------------- */
+
+static int is_image_id(const char *s)
+{
+    size_t i = 0;
+    for (; s[i]; i++)
+        if (!((s[i] >= '0' && s[i] <= '9') || (s[i] >= 'a' && s[i] <= 'f'))) return 0;
+    return i == TM_IMAGE_ID_LEN;
+}
+
+static void human_image(const tm_reg_image *img, uint64_t n_copies)
+{
+    char t[32], sha[65];
+    fmt_time(img->created, t);
+    fmt_hex(img->content_sha256, 32, sha);
+    printf("image %s\n", img->image_id);
+    printf("  size       %dx%d\n", img->width, img->height);
+    printf("  original   %s\n", img->original_path ? img->original_path : "-");
+    printf("  sha256     %s\n", sha);
+    printf("  phash      %016llx\n", (unsigned long long)img->phash);
+    printf("  params     %s\n", img->params ? img->params : "");
+    printf("  created    %s\n", t);
+    printf("  copies     %llu\n", (unsigned long long)n_copies);
+}
+
+static int registry_show(const reg_opts *o, const char *id)
+{
+    tm_registry *reg = NULL;
+    if (open_registry(o, 0, &reg) != CLI_OK) return CLI_ERR;
+    int rc = CLI_ERR, have_image = 0;
+    tm_reg_image img;
+    memset(&img, 0, sizeof img);
+    tm_reg_copy *arr = NULL;
+    size_t n = 0;
+    tm_status st = TM_ERR_NOT_FOUND;
+
+    if (is_image_id(id)) {
+        st = tm_registry_get_image(reg, id, &img);
+        if (st == TM_OK) {
+            have_image = 1;
+            st = tm_registry_load_copies(reg, id, &arr, &n);
+        }
+    }
+    if (st == TM_ERR_NOT_FOUND) {
+        uint64_t num;
+        if (cli_parse_u64(id, &num) == 0 && num <= INT64_MAX) {
+            st = tm_registry_get_copy(reg, (int64_t)num, &arr);
+            if (st == TM_OK) n = 1;
+        }
+    }
+    if (st == TM_ERR_NOT_FOUND) {
+        st = tm_registry_load_copies_by_recipient(reg, id, &arr, &n);
+        if (st == TM_OK && n == 0) st = TM_ERR_NOT_FOUND;
+    }
+    if (st == TM_ERR_NOT_FOUND) {
+        cli_error(o->registry, "no image, copy or recipient '%s'", id);
+        rc = CLI_NONE;
+        goto out;
+    }
+    if (st != TM_OK) {
+        reg_error(o, reg, st);
+        goto out;
+    }
+
+    if (o->json) {
+        fputs("{\"registry\": ", stdout);
+        cli_json_string(stdout, o->registry);
+        fputs(", \"query\": ", stdout);
+        cli_json_string(stdout, id);
+        fputs(", \"image\": ", stdout);
+        if (have_image) json_image(stdout, &img, n);
+        else fputs("null", stdout);
+        fputs(", \"copies\": ", stdout);
+        print_copies(o, arr, n);
+        fputs("}\n", stdout);
+    } else if (have_image) {
+        human_image(&img, n);
+        if (n) putchar('\n');
+        print_copies(o, arr, n);
+    } else {
+        for (size_t i = 0; i < n; i++) {
+            const tm_reg_copy *c = &arr[i];
+            char t[32], sha[65];
+            fmt_time(c->created, t);
+            fmt_hex(c->out_sha256, 32, sha);
+            if (i) putchar('\n');
+            printf("copy %lld\n", (long long)c->copy_id);
+            printf("  recipient  %s\n", c->recipient);
+            printf("  image      %s\n", c->image_id);
+            printf("  output     %s\n", c->out_path);
+            printf("  sha256     %s\n", sha);
+            printf("  created    %s\n", t);
+            printf("  code bits  %u\n", c->code_len);
+        }
+    }
+    rc = CLI_OK;
+out:
+    tm_reg_image_clear(&img);
+    tm_reg_copies_free(arr, n);
+    tm_registry_free(reg);
+    return rc;
+}
+
+/* ---- verify --------------------------------------------------------------- */
+
+typedef struct bad_list {
+    const reg_opts *o;
+    int64_t *ids;
+    char **why;
+    size_t n, cap;
+    int oom;
+} bad_list;
+
+static void on_bad_row(void *ud, int64_t copy_id, const char *why)
+{
+    bad_list *b = ud;
+    cli_error(b->o->registry, "copy %lld: %s", (long long)copy_id, why);
+    if (!b->o->json || b->oom) return;
+    if (b->n == b->cap) {
+        size_t cap = b->cap ? 2 * b->cap : 16;
+        int64_t *ids = realloc(b->ids, cap * sizeof *ids);
+        if (ids) b->ids = ids;
+        char **w = ids ? realloc(b->why, cap * sizeof *w) : NULL;
+        if (!w) {
+            b->oom = 1;
+            return;
+        }
+        b->why = w;
+        b->cap = cap;
+    }
+    char *copy = malloc(strlen(why) + 1);
+    if (!copy) {
+        b->oom = 1;
+        return;
+    }
+    strcpy(copy, why);
+    b->ids[b->n] = copy_id;
+    b->why[b->n++] = copy;
+}
+
+static int registry_verify(const reg_opts *o)
+{
+    if (!o->keyfile) return cli_usage("registry verify", "missing -k KEYFILE");
+    tm_key *key = NULL;
+    tm_registry *reg = NULL;
+    bad_list bad = {o, NULL, NULL, 0, 0, 0};
+    int rc = CLI_ERR;
+    tm_status st = tm_key_load(o->keyfile, &key);
+    if (st != TM_OK) {
+        cli_status(o->keyfile, st);
+        goto out;
+    }
+    if (open_registry(o, 0, &reg) != CLI_OK) goto out;
+    uint64_t total = 0;
+    st = tm_registry_count_copies(reg, NULL, &total);
+    size_t n_bad = 0;
+    if (st == TM_OK) st = tm_registry_verify(reg, key, on_bad_row, &bad, &n_bad);
+    if (st != TM_OK && st != TM_ERR_TAMPERED) {
+        reg_error(o, reg, st);
+        goto out;
+    }
+    if (bad.oom) {
+        cli_status(o->registry, TM_ERR_NOMEM);
+        goto out;
+    }
+    if (o->json) {
+        fputs("{\"registry\": ", stdout);
+        cli_json_string(stdout, o->registry);
+        fprintf(stdout, ", \"copies\": %llu, \"ok\": %s, \"bad\": [", (unsigned long long)total,
+                n_bad ? "false" : "true");
+        for (size_t i = 0; i < bad.n; i++) {
+            fprintf(stdout, "%s{\"copy\": %lld, \"reason\": ", i ? ", " : "", (long long)bad.ids[i]);
+            cli_json_string(stdout, bad.why[i]);
+            fputs("}", stdout);
+        }
+        fputs("]}\n", stdout);
+    } else if (n_bad) {
+        printf("%s: %zu of %llu copies failed verification\n", o->registry, n_bad, (unsigned long long)total);
+    } else {
+        printf("%s: %llu copies verified, all good\n", o->registry, (unsigned long long)total);
+    }
+    rc = n_bad ? CLI_NONE : CLI_OK;
+out:
+    for (size_t i = 0; i < bad.n; i++) free(bad.why[i]);
+    free(bad.why);
+    free(bad.ids);
+    tm_registry_free(reg);
+    tm_key_free(key);
+    return rc;
+}
+
+/* ---- dispatch ------------------------------------------------------------- */
+
+int cmd_registry(int argc, char **argv)
+{
+    enum { OPT_JSON = 256, OPT_COPIES };
+    static const struct option opts[] = {
+        {"registry", required_argument, NULL, 'r'},
+        {"key", required_argument, NULL, 'k'},
+        {"json", no_argument, NULL, OPT_JSON},
+        {"copies", no_argument, NULL, OPT_COPIES},
+        {"help", no_argument, NULL, 'h'},
+        {NULL, 0, NULL, 0},
+    };
+    if (argc < 2) return cli_usage("registry", "missing subcommand (init, list, show or verify)");
+    const char *sub = argv[1];
+    if (!strcmp(sub, "-h") || !strcmp(sub, "--help")) {
+        registry_help();
+        return CLI_OK;
+    }
+    if (strcmp(sub, "init") && strcmp(sub, "list") && strcmp(sub, "show") && strcmp(sub, "verify"))
+        return cli_usage("registry", "unknown subcommand '%s' (init, list, show or verify)", sub);
+
+    char cmd[32];
+    snprintf(cmd, sizeof cmd, "registry %s", sub);
+    reg_opts o = {NULL, NULL, 0, 0};
+    int c;
+    opterr = 0;
+    optind = 1;
+    while ((c = getopt_long(argc - 1, argv + 1, ":r:k:h", opts, NULL)) != -1) {
+        switch (c) {
+        case 'r': o.registry = optarg; break;
+        case 'k': o.keyfile = optarg; break;
+        case OPT_JSON: o.json = 1; break;
+        case OPT_COPIES: o.copies = 1; break;
+        case 'h': registry_help(); return CLI_OK;
+        case ':': return cli_usage(cmd, "option '%s' needs an argument", argv[optind]);
+        default: return cli_usage(cmd, "unknown option '%s'", argv[optind]);
+        }
+    }
+    int nargs = argc - 1 - optind;
+    char **args = argv + 1 + optind;
+    if (!o.registry) return cli_usage(cmd, "missing -r REGISTRY");
+    if (!strcmp(sub, "show")) {
+        if (nargs != 1) return cli_usage(cmd, nargs ? "too many arguments" : "missing ID");
+        return registry_show(&o, args[0]);
+    }
+    if (nargs) return cli_usage(cmd, "unexpected argument '%s'", args[0]);
+    if (o.copies && strcmp(sub, "list")) return cli_usage(cmd, "--copies applies to list only");
+    if (!strcmp(sub, "init")) return registry_init(&o);
+    if (!strcmp(sub, "list")) return registry_list(&o);
+    return registry_verify(&o);
+}

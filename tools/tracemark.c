@@ -15,6 +15,9 @@ static int cmd_help(int argc, char **argv);
 
 static const cli_command commands[] = {
     {"keygen", cmd_keygen, "create a new secret key file (mode 0600)"},
+    {"mark", cmd_mark, "make marked copies of an image, one per recipient"},
+    {"trace", cmd_trace, "name the recipient whose copy a leaked image is"},
+    {"attack", cmd_attack, "distort an image as a leak might (robustness tests)"},
     {"registry", cmd_registry, "list, show and verify the recipient registry"},
     {"strip", cmd_strip, "re-write an image without identifying metadata"},
     {"inspect", cmd_inspect, "show what an image file carries (size, codec, metadata)"},

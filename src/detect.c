@@ -1,0 +1,215 @@
+/* detect.c -- the reading half: from a suspect image (and the key) to m soft
+ * values, without the original.
+ *
+ * 1. Prefilter: a local Wiener residual r = (Y - mean) / (var + nu^2) removes
+ *    most of the host image and weights pixels by how much host noise they
+ *    carry (docs/scheme.md section 7).
+ * 2. Fold r modulo the tile: every period of the mark adds up coherently.
+ * 3. One 128x128 FFT; per-ring noise power of the band whitens the bins.
+ * 4. Pilot: correlating with the keyed pilot for all 128^2 circular shifts
+ *    at once (one inverse FFT) finds where the tile grid starts (crops) and
+ *    says whether a mark is there at all (z score, Bonferroni over shifts).
+ * 5. Payload: the bins, phase-shifted back to the found origin, are despread
+ *    into one soft value per codeword bit. */
+#include "config.h"
+
+#include <gsl/gsl_cdf.h>
+#include <gsl/gsl_sf_erf.h>
+#include <math.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "scheme.h"
+
+#define RADIUS 3          /* 7x7 local statistics */
+#define NU2 4.0           /* assumed mark power in the Wiener weights */
+
+/* Box mean of src (w x h) with radius r into dst, clamped borders, O(1) per pixel. */
+static void box_mean(const float *src, float *dst, float *tmp, int w, int h, int r)
+{
+    for (int y = 0; y < h; y++) {
+        const float *s = src + (size_t)y * w;
+        float *t = tmp + (size_t)y * w;
+        double acc = 0;
+        int lo = 0, hi = -1;
+        for (int x = 0; x < w; x++) {
+            int want_hi = x + r < w ? x + r : w - 1, want_lo = x - r > 0 ? x - r : 0;
+            while (hi < want_hi) acc += s[++hi];
+            while (lo < want_lo) acc -= s[lo++];
+            t[x] = (float)(acc / (hi - lo + 1));
+        }
+    }
+    double *col = calloc((size_t)w, sizeof(double));
+    if (!col) { /* degrade to the horizontal pass only */
+        memcpy(dst, tmp, sizeof(float) * (size_t)w * h);
+        return;
+    }
+    int lo = 0, hi = -1;
+    for (int y = 0; y < h; y++) {
+        int want_hi = y + r < h ? y + r : h - 1, want_lo = y - r > 0 ? y - r : 0;
+        while (hi < want_hi) {
+            hi++;
+            for (int x = 0; x < w; x++) col[x] += tmp[(size_t)hi * w + x];
+        }
+        while (lo < want_lo) {
+            for (int x = 0; x < w; x++) col[x] -= tmp[(size_t)lo * w + x];
+            lo++;
+        }
+        double inv = 1.0 / (hi - lo + 1);
+        for (int x = 0; x < w; x++) dst[(size_t)y * w + x] = (float)(col[x] * inv);
+    }
+    free(col);
+}
+
+/* Wiener residual of y, folded modulo the tile into fold (TM_TILE^2). */
+static tm_status fold_residual(const float *y, int w, int h, float *fold, double *activity)
+{
+    size_t n = (size_t)w * h;
+    float *mean = malloc(n * sizeof(float)), *tmp = malloc(n * sizeof(float)), *sq = malloc(n * sizeof(float));
+    if (!mean || !tmp || !sq) {
+        free(mean);
+        free(tmp);
+        free(sq);
+        return TM_ERR_NOMEM;
+    }
+    box_mean(y, mean, tmp, w, h, RADIUS);
+    for (size_t i = 0; i < n; i++) {
+        float d = y[i] - mean[i];
+        sq[i] = d * d;
+    }
+    box_mean(sq, sq, tmp, w, h, RADIUS);
+    memset(fold, 0, sizeof(float) * TM_TILE * TM_TILE);
+    double act = 0;
+    for (int yy = 0; yy < h; yy++) {
+        float *frow = fold + (size_t)(yy % TM_TILE) * TM_TILE;
+        for (int xx = 0; xx < w; xx++) {
+            size_t i = (size_t)yy * w + xx;
+            act += sq[i];
+            frow[xx % TM_TILE] += (float)((y[i] - mean[i]) / (sq[i] + NU2));
+        }
+    }
+    *activity = act / (double)n;
+    free(mean);
+    free(tmp);
+    free(sq);
+    return TM_OK;
+}
+
+static double chip_value(const fftwf_complex *spec, const tm_chip *c, double dy, double dx)
+{
+    /* Undo a circular shift of the tile by (dy, dx): multiply by exp(+2 pi i k.d / T). */
+    int fy = c->kx < TM_TILE / 2 ? c->kx : c->kx - TM_TILE;
+    double th = 2 * M_PI * (fy * dy + c->ky * dx) / TM_TILE;
+    const float *v = spec[(size_t)c->kx * (TM_TILE / 2 + 1) + c->ky];
+    double re = v[0] * cos(th) - v[1] * sin(th), im = v[0] * sin(th) + v[1] * cos(th);
+    return c->imag ? im : re;
+}
+
+tm_status tm_detect_run(const tm_key *key, const tm_image *img, tm_detection *out)
+{
+    if (!key || !img || !out) return TM_ERR_ARG;
+    memset(out, 0, sizeof *out);
+    out->pilot_log10_p = 0;
+    int w = img->width, h = img->height;
+    size_t n = (size_t)w * h;
+    tm_layout *lay = NULL;
+    tm_tile_fft *fft = NULL;
+    float *y = NULL, *fold = NULL;
+    fftwf_complex *spec = NULL;
+    tm_status st = TM_ERR_NOMEM;
+    double ring_pow[64] = {0};
+    int ring_n[64] = {0};
+
+    out->usable = (uint64_t)w * h >= (uint64_t)TM_TILE * TM_TILE && w >= TM_TILE / 2 && h >= TM_TILE / 2;
+    y = malloc(n * sizeof(float));
+    fold = malloc(sizeof(float) * TM_TILE * TM_TILE);
+    spec = fftwf_malloc(sizeof(fftwf_complex) * TM_TILE * (TM_TILE / 2 + 1));
+    if (!y || !fold || !spec) goto out;
+    if ((st = tm_layout_create(key, &lay)) != TM_OK) goto out;
+    if ((st = tm_tile_fft_create(&fft)) != TM_OK) goto out;
+    tm_luma(img, y);
+    double activity;
+    if ((st = fold_residual(y, w, h, fold, &activity)) != TM_OK) goto out;
+    out->activity = activity;
+    if (activity < 0.01) out->usable = 0; /* flat: nothing to read */
+
+    memcpy(tm_tile_fft_spatial(fft), fold, sizeof(float) * TM_TILE * TM_TILE);
+    tm_tile_fft_forward(fft);
+    memcpy(spec, tm_tile_fft_spectrum(fft), sizeof(fftwf_complex) * TM_TILE * (TM_TILE / 2 + 1));
+
+    /* Noise power per ring over every band dimension (pilot and payload). */
+    const tm_chip *sets[2] = {lay->pilot, lay->payload};
+    size_t counts[2] = {lay->n_pilot, (size_t)TM_CODE_BITS * TM_CHIPS_PER_BIT};
+    for (int s = 0; s < 2; s++)
+        for (size_t i = 0; i < counts[s]; i++) {
+            double v = chip_value(spec, &sets[s][i], 0, 0);
+            ring_pow[sets[s][i].ring] += v * v;
+            ring_n[sets[s][i].ring]++;
+        }
+    for (int r = 0; r < 64; r++) ring_pow[r] = ring_n[r] ? ring_pow[r] / ring_n[r] : 0;
+
+    /* Pilot correlation for every circular shift: A(k) = w_k F(k) conj(P(k)). */
+    fftwf_complex *a = tm_tile_fft_spectrum(fft);
+    memset(a, 0, sizeof(fftwf_complex) * TM_TILE * (TM_TILE / 2 + 1));
+    for (size_t i = 0; i < lay->n_pilot; i++) {
+        const tm_chip *c = &lay->pilot[i];
+        double wgt = ring_pow[c->ring] > 0 ? 1.0 / ring_pow[c->ring] : 0;
+        size_t idx = (size_t)c->kx * (TM_TILE / 2 + 1) + c->ky;
+        /* F conj(P) with P having sign s on its real or imaginary part. */
+        double fr = spec[idx][0], fi = spec[idx][1];
+        if (!c->imag) {
+            a[idx][0] += (float)(wgt * c->sign * fr);
+            a[idx][1] += (float)(wgt * c->sign * fi);
+        } else { /* F * conj(i s) = -i s F */
+            a[idx][0] += (float)(wgt * c->sign * fi);
+            a[idx][1] += (float)(-wgt * c->sign * fr);
+        }
+    }
+    tm_tile_fft_inverse(fft);
+    const float *corr = tm_tile_fft_spatial(fft);
+    double sum = 0, sum2 = 0, best = -INFINITY;
+    int by = 0, bx = 0;
+    for (int i = 0; i < TM_TILE * TM_TILE; i++) {
+        sum += corr[i];
+        sum2 += (double)corr[i] * corr[i];
+        if (corr[i] > best) {
+            best = corr[i];
+            by = i / TM_TILE;
+            bx = i % TM_TILE;
+        }
+    }
+    double nn = (double)TM_TILE * TM_TILE, mu = sum / nn, sd = sqrt(fmax(sum2 / nn - mu * mu, 1e-30));
+    out->pilot_z = (best - mu) / sd;
+    /* P(max of T^2 null correlations >= z) <= T^2 Q(z). */
+    double lq = out->pilot_z > 0 ? log10(gsl_cdf_ugaussian_Q(out->pilot_z) + 1e-300) : 0;
+    if (out->pilot_z > 30) lq = (-out->pilot_z * out->pilot_z / 2 - log(out->pilot_z * sqrt(2 * M_PI))) / M_LN10;
+    out->pilot_log10_p = fmin(0.0, lq + log10(nn));
+    out->offset_y = by;
+    out->offset_x = bx;
+
+    /* Payload soft values at the found origin (or at 0 when no pilot shows). */
+    double dy = 0, dx = 0;
+    if (out->pilot_log10_p < TM_PILOT_LOG10_P) {
+        dy = by;
+        dx = bx;
+    } else {
+        out->offset_x = out->offset_y = 0;
+    }
+    for (int b = 0; b < TM_CODE_BITS; b++) {
+        double s = 0;
+        const tm_chip *c = &lay->payload[(size_t)b * TM_CHIPS_PER_BIT];
+        for (int k = 0; k < TM_CHIPS_PER_BIT; k++) {
+            double wgt = ring_pow[c[k].ring] > 0 ? 1.0 / sqrt(ring_pow[c[k].ring]) : 0;
+            s += c[k].sign * wgt * chip_value(spec, &c[k], dy, dx);
+        }
+        out->y[b] = s;
+    }
+    st = TM_OK;
+out:
+    free(y);
+    free(fold);
+    fftwf_free(spec);
+    tm_layout_free(lay);
+    tm_tile_fft_free(fft);
+    return st;
+}

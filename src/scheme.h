@@ -1,0 +1,132 @@
+/* scheme.h -- the marking scheme's constants and the internal interfaces
+ * between its parts (docs/scheme.md explains the math, section by section).
+ *
+ *   xform.c  FFTW plans behind the planner mutex (tile DFT, 8x8 block DCT)
+ *   mask.c   perceptual mask from block-DCT texture energy        (scheme 3)
+ *   pattern.c keyed tile patterns: pilot and payload chips        (scheme 2)
+ *   code.c   per-copy codewords, accusation scores, bounds        (scheme 4, 6)
+ *   embed.c / detect.c  the two halves                            (scheme 5)
+ */
+#ifndef TM_SCHEME_H
+#define TM_SCHEME_H
+
+#include <fftw3.h>
+
+#include "internal.h"
+
+#ifndef M_PI
+#define M_PI 3.14159265358979323846
+#endif
+#ifndef M_LN10
+#define M_LN10 2.30258509299404568402
+#endif
+
+#define TM_SCHEME_VERSION 1
+#define TM_TILE 128                /* period of the mark, pixels */
+#define TM_CODE_BITS 256           /* m: codeword length */
+#define TM_CODE_BYTES (TM_CODE_BITS / 8)
+_Static_assert(TM_CODE_BYTES == TM_CODEWORD_BYTES, "public codeword size");
+#define TM_BAND_LO 4.0             /* band radius in DFT bins of the tile: 4/128 .. */
+#define TM_BAND_HI 20.0            /* .. 20/128 cycles per pixel */
+#define TM_CHIPS_PER_BIT 4         /* real DFT dimensions per codeword bit */
+#define TM_BIAS_CUTOFF 0.1         /* Tardos bias density on [t, 1-t] */
+#define TM_DEFAULT_STRENGTH 2.0    /* target RMS luminance change, 0..255 units */
+#define TM_FLAT_FRACTION 0.5       /* flat areas get at most this * strength RMS */
+
+/* ---- xform.c ---- */
+
+/* The process-wide FFTW planner lock: FFTW's planner is not thread-safe, so
+ * every plan creation and destruction happens between these two calls. */
+void tm_fftw_lock(void);
+void tm_fftw_unlock(void);
+
+/* ---- pattern.c ---- */
+
+/* One real dimension of the tile spectrum in FFTW's r2c layout, index
+ * [kx * (T/2+1) + ky]: kx runs over the full first dimension (0..T-1, meaning
+ * frequency kx or kx-T), ky over the halved one (1..T/2-1 used); imag says
+ * whether the chip is the real or the imaginary part. */
+typedef struct tm_chip {
+    uint16_t ky, kx;
+    uint8_t imag;
+    int8_t sign;     /* keyed +-1 */
+    uint16_t ring;   /* integer radius, for noise whitening */
+} tm_chip;
+
+/* The key's fixed layout: which dimensions carry the pilot and which carry
+ * each codeword bit, with their keyed signs. Shared by all images. */
+typedef struct tm_layout {
+    tm_chip *pilot;
+    size_t n_pilot;
+    tm_chip *payload;  /* TM_CODE_BITS * TM_CHIPS_PER_BIT, bit i at [i*C, (i+1)*C) */
+    int n_rings;
+} tm_layout;
+
+tm_status tm_layout_create(const tm_key *key, tm_layout **out);
+void tm_layout_free(tm_layout *lay);
+
+/* Synthesises the spatial tile (TM_TILE^2 floats, unit RMS) of the pilot plus
+ * the payload for codeword bits (packed LSB first). Uses the caller's FFTW
+ * buffers (see tm_tile_fft). */
+typedef struct tm_tile_fft tm_tile_fft;
+tm_status tm_tile_fft_create(tm_tile_fft **out);
+void tm_tile_fft_free(tm_tile_fft *t);
+float *tm_tile_fft_spatial(tm_tile_fft *t);            /* TM_TILE*TM_TILE reals */
+fftwf_complex *tm_tile_fft_spectrum(tm_tile_fft *t);   /* TM_TILE*(TM_TILE/2+1) */
+void tm_tile_fft_forward(tm_tile_fft *t);              /* spatial -> spectrum */
+void tm_tile_fft_inverse(tm_tile_fft *t);              /* spectrum -> spatial (unnormalised) */
+
+tm_status tm_pattern_tile(const tm_layout *lay, const uint8_t *bits, tm_tile_fft *fft, float *tile);
+
+/* ---- mask.c ---- */
+
+/* Perceptual mask for luminance y (w x h): one weight per pixel in [1, 8],
+ * 1 on flat areas, growing with texture. */
+tm_status tm_mask_compute(const float *y, int w, int h, float *mask);
+
+/* ---- code.c ---- */
+
+/* Keyed per-position biases p[i] of an image's code (Tardos arcsine density). */
+tm_status tm_code_bias(const tm_key *key, const char *image_id, double *p);
+
+/* Keyed codeword of (image, recipient): bit i is 1 with probability p[i]. */
+tm_status tm_code_word(const tm_key *key, const char *image_id, const char *recipient,
+                       const double *p, uint8_t *bits);
+
+/* Scoring of an image's copies against soft values y[0..m). */
+typedef struct tm_scorer {
+    double base;                 /* sum_i y_i g0_i */
+    double table[TM_CODE_BYTES][256];
+    double var;                  /* sum_i y_i^2 (variance of an innocent score) */
+    double bmax;                 /* max_i |y_i g_i| over both bit values */
+    double range2;               /* sum_i (range of y_i g_i)^2, for Hoeffding */
+} tm_scorer;
+
+void tm_scorer_init(tm_scorer *s, const double *y, const double *p);
+double tm_scorer_score(const tm_scorer *s, const uint8_t *bits);
+
+/* log10 of an upper bound on P(innocent score >= score) (Bernstein and
+ * Hoeffding, the smaller); 0 when score <= 0. */
+double tm_scorer_log10_tail(const tm_scorer *s, double score);
+
+/* ---- embed.c / detect.c ---- */
+
+/* Luminance (BT.601) of img's colour channels into y (width*height floats). */
+void tm_luma(const tm_image *img, float *y);
+
+/* A pilot is "present" below this log10 p-value (after the shift search). */
+#define TM_PILOT_LOG10_P (-4.0)
+
+typedef struct tm_detection {
+    double y[TM_CODE_BITS];   /* soft values, unit noise per chip */
+    double pilot_z;           /* best pilot correlation, in null standard deviations */
+    double pilot_log10_p;     /* Bonferroni over the TM_TILE^2 shifts searched */
+    int offset_x, offset_y;   /* where the tile grid starts in the suspect */
+    double activity;          /* mean local variance: ~0 for flat images */
+    int usable;               /* enough pixels and texture to read a mark */
+} tm_detection;
+
+/* Reads the soft values of a suspect (no geometric search beyond the tile shift). */
+tm_status tm_detect_run(const tm_key *key, const tm_image *img, tm_detection *out);
+
+#endif

@@ -1,0 +1,88 @@
+/* xform.c -- FFTW plans for the scheme's transforms.
+ *
+ * FFTW's planner is process-global and not thread-safe: creating or
+ * destroying a plan happens under the one mutex below (the library's only
+ * global state). Executing a plan is thread-safe, so each object owns its
+ * plans and buffers and reuses them for every call ("plan once, execute
+ * many"). FFTW_ESTIMATE keeps plans, and so results, identical from run to
+ * run (STYLE: determinism). */
+#include "config.h"
+
+#include <pthread.h>
+#include <stdlib.h>
+
+#include "scheme.h"
+
+static pthread_mutex_t planner_lock = PTHREAD_MUTEX_INITIALIZER;
+
+void tm_fftw_lock(void)
+{
+    pthread_mutex_lock(&planner_lock);
+}
+
+void tm_fftw_unlock(void)
+{
+    pthread_mutex_unlock(&planner_lock);
+}
+
+struct tm_tile_fft {
+    float *spatial;
+    fftwf_complex *spectrum;
+    fftwf_plan fwd, inv;
+};
+
+#define SPEC_LEN ((size_t)TM_TILE * (TM_TILE / 2 + 1))
+
+tm_status tm_tile_fft_create(tm_tile_fft **out)
+{
+    tm_tile_fft *t = calloc(1, sizeof *t);
+    if (!t) return TM_ERR_NOMEM;
+    t->spatial = fftwf_malloc(sizeof(float) * TM_TILE * TM_TILE);
+    t->spectrum = fftwf_malloc(sizeof(fftwf_complex) * SPEC_LEN);
+    if (!t->spatial || !t->spectrum) {
+        tm_tile_fft_free(t);
+        return TM_ERR_NOMEM;
+    }
+    tm_fftw_lock();
+    t->fwd = fftwf_plan_dft_r2c_2d(TM_TILE, TM_TILE, t->spatial, t->spectrum, FFTW_ESTIMATE);
+    t->inv = fftwf_plan_dft_c2r_2d(TM_TILE, TM_TILE, t->spectrum, t->spatial, FFTW_ESTIMATE);
+    tm_fftw_unlock();
+    if (!t->fwd || !t->inv) {
+        tm_tile_fft_free(t);
+        return TM_ERR_INTERNAL;
+    }
+    *out = t;
+    return TM_OK;
+}
+
+void tm_tile_fft_free(tm_tile_fft *t)
+{
+    if (!t) return;
+    tm_fftw_lock();
+    if (t->fwd) fftwf_destroy_plan(t->fwd);
+    if (t->inv) fftwf_destroy_plan(t->inv);
+    tm_fftw_unlock();
+    fftwf_free(t->spatial);
+    fftwf_free(t->spectrum);
+    free(t);
+}
+
+float *tm_tile_fft_spatial(tm_tile_fft *t)
+{
+    return t->spatial;
+}
+
+fftwf_complex *tm_tile_fft_spectrum(tm_tile_fft *t)
+{
+    return t->spectrum;
+}
+
+void tm_tile_fft_forward(tm_tile_fft *t)
+{
+    fftwf_execute(t->fwd);
+}
+
+void tm_tile_fft_inverse(tm_tile_fft *t)
+{
+    fftwf_execute(t->inv);
+}

@@ -1,0 +1,457 @@
+/* cmd_mark.c -- `tracemark mark`: one original in, one marked copy per
+ * recipient out, each recorded in the registry.
+ *
+ * The original is decoded and analysed once; each copy costs one tile
+ * synthesis, one pass of additions and one encode. Copies are written
+ * atomically first, then all registry rows go in one short transaction; if
+ * anything fails, the copies of this run are removed and no row is left, so
+ * a failed run leaves the disk and the registry as they were. */
+#include "config.h"
+
+#include <ctype.h>
+#include <getopt.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "cli.h"
+
+#define MAX_RECIPIENT 256
+
+static void mark_help(void)
+{
+    printf("Usage: tracemark mark -k KEYFILE -r REGISTRY --recipient ID [--recipient ID ...]\n"
+           "                      [--recipients FILE] (-o OUT | --out-dir DIR) [OPTIONS] IN\n"
+           "\n"
+           "Makes one copy of the image IN per recipient, each carrying an invisible mark\n"
+           "that only KEYFILE can read and that names that recipient's copy, and records\n"
+           "every copy in REGISTRY (created if missing). Identifying metadata (EXIF, GPS,\n"
+           "XMP, IPTC, comments) never reaches a copy; the ICC profile does.\n"
+           "\n"
+           "With --out-dir, copies are named STEM.RECIPIENT.EXT after IN (recipient made\n"
+           "file-name safe; a short hash is added when two would collide). -o OUT is for a\n"
+           "single recipient. The output format follows OUT's extension, or IN's with\n"
+           "--out-dir (--format to choose). A JPEG copy keeps IN's estimated quality and\n"
+           "chroma subsampling unless --quality is given.\n"
+           "\n"
+           "Options:\n"
+           "  -k, --key FILE          secret key (from 'tracemark keygen')\n"
+           "  -r, --registry FILE     recipient registry (SQLite)\n"
+           "      --recipient ID      a recipient (repeatable), e.g. an e-mail address\n"
+           "      --recipients FILE   recipients, one per line ('#' comments, blanks skipped)\n"
+           "  -o, --output OUT        the copy, for exactly one recipient\n"
+           "  -d, --out-dir DIR       directory for the copies (created if missing)\n"
+           "      --format FMT        jpg, png or webp (with --out-dir)\n"
+           "  -q, --quality Q         JPEG/WebP quality 1..100\n"
+           "      --strength S        mark strength, RMS luminance change (default 2.0)\n"
+           "      --max-pixels N      refuse images larger than N pixels (default 200000000)\n"
+           "  -f, --force             replace existing output files\n"
+           "      --json              print the copies made as one JSON object\n"
+           "  -h, --help              show this help\n"
+           "\n"
+           "Example:\n"
+           "  tracemark mark -k team.key -r team.db --recipient alice@example.com \\\n"
+           "      --recipient bob@example.com --out-dir out/ design.jpg\n"
+           "\n"
+           "Exit status: 0 all copies made and recorded, 2 error (nothing kept).\n");
+}
+
+typedef struct mark_job {
+    char **recipients;
+    size_t n, cap;
+} mark_job;
+
+static int add_recipient(mark_job *job, const char *id, const char *where)
+{
+    size_t len = strlen(id);
+    if (len == 0) return cli_usage("mark", "%s: empty recipient", where), -1;
+    if (len > MAX_RECIPIENT) return cli_usage("mark", "%s: recipient longer than %d bytes", where, MAX_RECIPIENT), -1;
+    for (const unsigned char *p = (const unsigned char *)id; *p; p++)
+        if (*p < 0x20 || *p == 0x7f) return cli_usage("mark", "%s: recipient has a control character", where), -1;
+    for (size_t i = 0; i < job->n; i++)
+        if (!strcmp(job->recipients[i], id)) return 0; /* listed twice: one copy */
+    if (job->n == job->cap) {
+        size_t nc = job->cap ? 2 * job->cap : 16;
+        char **g = realloc(job->recipients, nc * sizeof *g);
+        if (!g) return cli_error(NULL, "out of memory"), -1;
+        job->recipients = g;
+        job->cap = nc;
+    }
+    if (!(job->recipients[job->n] = strdup(id))) return cli_error(NULL, "out of memory"), -1;
+    job->n++;
+    return 0;
+}
+
+static int read_recipients(mark_job *job, const char *path)
+{
+    FILE *f = fopen(path, "r");
+    if (!f) return cli_error(path, "cannot open the recipients file"), -1;
+    char line[4096];
+    int rc = 0, lineno = 0;
+    while (fgets(line, sizeof line, f)) {
+        lineno++;
+        size_t len = strlen(line);
+        if (len == sizeof line - 1 && line[len - 1] != '\n') {
+            cli_error(path, "line %d is too long", lineno);
+            rc = -1;
+            break;
+        }
+        while (len && isspace((unsigned char)line[len - 1])) line[--len] = 0;
+        char *s = line;
+        while (isspace((unsigned char)*s)) s++;
+        if (!*s || *s == '#') continue;
+        char where[64];
+        snprintf(where, sizeof where, "line %d", lineno);
+        if (add_recipient(job, s, where)) {
+            rc = -1;
+            break;
+        }
+    }
+    if (ferror(f)) {
+        cli_error(path, "read error");
+        rc = -1;
+    }
+    fclose(f);
+    return rc;
+}
+
+/* File-name-safe form of a recipient id: [a-z0-9._@-], others become '-'. */
+static void slugify(const char *id, char *out, size_t cap)
+{
+    size_t j = 0;
+    for (const unsigned char *p = (const unsigned char *)id; *p && j + 1 < cap && j < 80; p++) {
+        unsigned char c = (unsigned char)tolower(*p);
+        out[j++] = (isalnum(c) || c == '.' || c == '_' || c == '@' || c == '-') && c < 0x80 ? (char)c : '-';
+    }
+    out[j] = 0;
+    if ((j == 0 || out[0] == '.') && j + 2 <= cap) { /* no hidden or empty names */
+        memmove(out + 1, out, j + 1);
+        out[0] = 'r';
+    }
+}
+
+static const char *ext_of(tm_format f)
+{
+    return f == TM_FORMAT_PNG ? "png" : f == TM_FORMAT_WEBP ? "webp" : "jpg";
+}
+
+/* Makes output names for every recipient: DIR/STEM.SLUG.EXT, made unique. */
+static int make_names(const mark_job *job, const char *in, const char *dir, tm_format fmt, char **names)
+{
+    const char *base = strrchr(in, '/');
+    base = base ? base + 1 : in;
+    char stem[256];
+    snprintf(stem, sizeof stem, "%s", base);
+    char *dot = strrchr(stem, '.');
+    if (dot && dot != stem) *dot = 0;
+    for (size_t i = 0; i < job->n; i++) {
+        char slug[128], path[4096];
+        slugify(job->recipients[i], slug, sizeof slug);
+        int clash = 0;
+        for (size_t k = 0; k < job->n; k++) {
+            char other[128];
+            if (k == i) continue;
+            slugify(job->recipients[k], other, sizeof other);
+            if (!strcmp(slug, other)) clash = 1;
+        }
+        if (clash) { /* disambiguate with a hash of the exact id */
+            uint8_t h[32];
+            tm_sha256(job->recipients[i], strlen(job->recipients[i]), h);
+            size_t l = strlen(slug);
+            snprintf(slug + l, sizeof slug - l, "-%02x%02x%02x%02x", h[0], h[1], h[2], h[3]);
+        }
+        snprintf(path, sizeof path, "%s/%s.%s.%s", dir, stem, slug, ext_of(fmt));
+        if (!(names[i] = strdup(path))) return cli_error(NULL, "out of memory"), -1;
+    }
+    return 0;
+}
+
+static void hex(const uint8_t *b, size_t n, char *out)
+{
+    for (size_t i = 0; i < n; i++) snprintf(out + 2 * i, 3, "%02x", b[i]);
+}
+
+int cmd_mark(int argc, char **argv)
+{
+    static const struct option opts[] = {
+        {"key", required_argument, NULL, 'k'},
+        {"registry", required_argument, NULL, 'r'},
+        {"recipient", required_argument, NULL, 'R'},
+        {"recipients", required_argument, NULL, 'F'},
+        {"output", required_argument, NULL, 'o'},
+        {"out-dir", required_argument, NULL, 'd'},
+        {"format", required_argument, NULL, 'T'},
+        {"quality", required_argument, NULL, 'q'},
+        {"strength", required_argument, NULL, 'S'},
+        {"max-pixels", required_argument, NULL, 'M'},
+        {"force", no_argument, NULL, 'f'},
+        {"json", no_argument, NULL, 'j'},
+        {"help", no_argument, NULL, 'h'},
+        {NULL, 0, NULL, 0},
+    };
+    const char *keyfile = NULL, *regfile = NULL, *output = NULL, *outdir = NULL;
+    tm_format fmt = TM_FORMAT_UNKNOWN;
+    int quality = 0, force = 0, json = 0, c, rc = CLI_ERR;
+    tm_mark_params mp;
+    tm_mark_params_init(&mp);
+    tm_load_options lo;
+    tm_load_options_init(&lo);
+    mark_job job = {0};
+    char **names = NULL;
+    int *written = NULL;
+    int64_t *ids = NULL;
+    tm_key *key = NULL;
+    tm_registry *reg = NULL;
+    tm_image *img = NULL;
+    tm_embedder *emb = NULL;
+
+    optind = 1;
+    opterr = 0;
+    while ((c = getopt_long(argc, argv, "k:r:o:d:q:fh", opts, NULL)) != -1) {
+        uint64_t u;
+        double d;
+        switch (c) {
+        case 'k': keyfile = optarg; break;
+        case 'r': regfile = optarg; break;
+        case 'R':
+            if (add_recipient(&job, optarg, "--recipient")) goto out;
+            break;
+        case 'F':
+            if (read_recipients(&job, optarg)) goto out;
+            break;
+        case 'o': output = optarg; break;
+        case 'd': outdir = optarg; break;
+        case 'T':
+            if (!strcmp(optarg, "jpg") || !strcmp(optarg, "jpeg")) fmt = TM_FORMAT_JPEG;
+            else if (!strcmp(optarg, "png")) fmt = TM_FORMAT_PNG;
+            else if (!strcmp(optarg, "webp")) fmt = TM_FORMAT_WEBP;
+            else {
+                cli_usage("mark", "--format wants jpg, png or webp, not '%s'", optarg);
+                goto out;
+            }
+            break;
+        case 'q':
+            if (cli_parse_u64(optarg, &u) || u < 1 || u > 100) {
+                cli_usage("mark", "--quality wants 1..100, not '%s'", optarg);
+                goto out;
+            }
+            quality = (int)u;
+            break;
+        case 'S':
+            if (cli_parse_double(optarg, &d) || d <= 0 || d > 20) {
+                cli_usage("mark", "--strength wants a number in (0, 20], not '%s'", optarg);
+                goto out;
+            }
+            mp.strength = d;
+            break;
+        case 'M':
+            if (cli_parse_u64(optarg, &u) || u == 0) {
+                cli_usage("mark", "--max-pixels wants a positive integer, not '%s'", optarg);
+                goto out;
+            }
+            lo.max_pixels = u;
+            break;
+        case 'f': force = 1; break;
+        case 'j': json = 1; break;
+        case 'h':
+            mark_help();
+            rc = CLI_OK;
+            goto out;
+        default: cli_usage("mark", "unknown or incomplete option '%s'", argv[optind - 1]); goto out;
+        }
+    }
+    if (optind + 1 != argc) {
+        cli_usage("mark", optind >= argc ? "want the input image IN" : "want exactly one input image");
+        goto out;
+    }
+    const char *in = argv[optind];
+    if (!keyfile || !regfile) {
+        cli_usage("mark", "want --key and --registry");
+        goto out;
+    }
+    if (job.n == 0) {
+        cli_usage("mark", "want at least one --recipient or a --recipients file");
+        goto out;
+    }
+    if (!!output == !!outdir) {
+        cli_usage("mark", "want either -o OUT (one recipient) or --out-dir DIR");
+        goto out;
+    }
+    if (output && job.n != 1) {
+        cli_usage("mark", "-o names one copy but there are %zu recipients: use --out-dir", job.n);
+        goto out;
+    }
+    if (output) {
+        fmt = tm_format_from_path(output);
+        if (fmt == TM_FORMAT_UNKNOWN) {
+            cli_usage("mark", "%s: cannot tell the output format: use .jpg, .jpeg, .png or .webp", output);
+            goto out;
+        }
+    } else if (fmt == TM_FORMAT_UNKNOWN) {
+        fmt = tm_format_from_path(in);
+        if (fmt == TM_FORMAT_UNKNOWN) fmt = TM_FORMAT_JPEG;
+    }
+
+    tm_status st = tm_key_load(keyfile, &key);
+    if (st != TM_OK) {
+        cli_status(keyfile, st);
+        goto out;
+    }
+    tm_image_info info;
+    st = tm_image_load(in, &lo, &img, &info);
+    if (st != TM_OK) {
+        cli_status(in, st);
+        goto out;
+    }
+    if (outdir && mkdir(outdir, 0755) != 0 && access(outdir, W_OK) != 0) {
+        cli_error(outdir, "cannot create or write the output directory");
+        goto out;
+    }
+    names = calloc(job.n, sizeof *names);
+    written = calloc(job.n, sizeof *written);
+    ids = calloc(job.n, sizeof *ids);
+    if (!names || !written || !ids) {
+        cli_error(NULL, "out of memory");
+        goto out;
+    }
+    if (output) {
+        if (!(names[0] = strdup(output))) goto out;
+    } else if (make_names(&job, in, outdir, fmt, names)) {
+        goto out;
+    }
+    if (!force)
+        for (size_t i = 0; i < job.n; i++)
+            if (access(names[i], F_OK) == 0) {
+                cli_error(names[i], "file exists (use --force to replace it)");
+                goto out;
+            }
+
+    st = tm_registry_open(regfile, 1, &reg);
+    if (st == TM_OK) st = tm_registry_check_key(reg, key);
+    if (st != TM_OK) {
+        const char *m = reg ? tm_registry_errmsg(reg) : "";
+        cli_error(regfile, "%s%s%s", tm_strerror(st), *m ? ": " : "", m);
+        goto out;
+    }
+    st = tm_embedder_create(key, img, &mp, &emb);
+    if (st != TM_OK) {
+        cli_status(in, st);
+        goto out;
+    }
+
+    tm_save_options so;
+    tm_save_options_init(&so);
+    so.format = fmt;
+    so.quality = quality ? quality : info.jpeg_quality;
+    if (fmt == TM_FORMAT_JPEG && info.format == TM_FORMAT_JPEG) so.subsampling = info.subsampling;
+    if (fmt == TM_FORMAT_PNG && info.bit_depth == 16) so.bit_depth = 16;
+    int progress = cli_isatty(stderr) && job.n > 3 && !json;
+    uint8_t (*shas)[32] = calloc(job.n, 32);
+    uint8_t (*words)[TM_CODEWORD_BYTES] = calloc(job.n, TM_CODEWORD_BYTES);
+    if (!shas || !words) {
+        free(shas);
+        free(words);
+        cli_error(NULL, "out of memory");
+        goto out;
+    }
+    int failed = 0;
+    for (size_t i = 0; i < job.n && !failed; i++) {
+        tm_image *copy = NULL;
+        uint8_t *data = NULL;
+        size_t len = 0;
+        st = tm_embedder_codeword(emb, job.recipients[i], words[i]);
+        if (st == TM_OK) st = tm_embedder_mark(emb, job.recipients[i], &copy);
+        if (st == TM_OK) st = tm_image_encode(copy, &so, &data, &len);
+        if (st == TM_OK) st = tm_sha256(data, len, shas[i]);
+        if (st == TM_OK) st = tm_file_write_atomic(names[i], data, len, 0644, 0);
+        tm_image_free(copy);
+        free(data);
+        if (st != TM_OK) {
+            cli_status(names[i], st);
+            failed = 1;
+            break;
+        }
+        written[i] = 1;
+        if (progress) fprintf(stderr, "\rtracemark: marking %zu/%zu", i + 1, job.n);
+    }
+    if (progress) fputc('\n', stderr);
+
+    if (!failed) {
+        tm_reg_image ri;
+        memset(&ri, 0, sizeof ri);
+        snprintf(ri.image_id, sizeof ri.image_id, "%s", tm_embedder_image_id(emb));
+        tm_embedder_content_sha256(emb, ri.content_sha256);
+        ri.width = img->width;
+        ri.height = img->height;
+        ri.original_path = (char *)in;
+        ri.params = (char *)tm_scheme_params_json();
+        int64_t now = (int64_t)time(NULL);
+        st = tm_registry_begin(reg);
+        if (st == TM_OK) st = tm_registry_put_image(reg, &ri);
+        for (size_t i = 0; i < job.n && st == TM_OK; i++) {
+            tm_reg_copy rc_;
+            memset(&rc_, 0, sizeof rc_);
+            rc_.image_id = ri.image_id;
+            rc_.recipient = job.recipients[i];
+            rc_.out_path = names[i];
+            memcpy(rc_.out_sha256, shas[i], 32);
+            rc_.created = now;
+            rc_.code_len = TM_CODEWORD_BYTES * 8;
+            rc_.codeword = words[i];
+            st = tm_registry_put_copy(reg, key, &rc_, &ids[i]);
+        }
+        if (st == TM_OK) st = tm_registry_commit(reg);
+        if (st != TM_OK) {
+            const char *m = tm_registry_errmsg(reg);
+            cli_error(regfile, "%s%s%s", tm_strerror(st), *m ? ": " : "", m);
+            tm_registry_rollback(reg);
+            failed = 1;
+        }
+    }
+    if (failed) {
+        for (size_t i = 0; i < job.n; i++)
+            if (written[i]) unlink(names[i]);
+        free(shas);
+        free(words);
+        goto out;
+    }
+
+    if (json) {
+        printf("{\"image\": \"%s\", \"input\": ", tm_embedder_image_id(emb));
+        cli_json_string(stdout, in);
+        printf(", \"copies\": [");
+        for (size_t i = 0; i < job.n; i++) {
+            char h[65];
+            hex(shas[i], 32, h);
+            printf("%s{\"recipient\": ", i ? ", " : "");
+            cli_json_string(stdout, job.recipients[i]);
+            printf(", \"copy_id\": %lld, \"file\": ", (long long)ids[i]);
+            cli_json_string(stdout, names[i]);
+            printf(", \"sha256\": \"%s\"}", h);
+        }
+        printf("]}\n");
+    } else {
+        for (size_t i = 0; i < job.n; i++) printf("%s -> %s\n", job.recipients[i], names[i]);
+        printf("marked %zu cop%s of %s (image %s) in %s\n", job.n, job.n == 1 ? "y" : "ies", in,
+               tm_embedder_image_id(emb), regfile);
+    }
+    free(shas);
+    free(words);
+    rc = CLI_OK;
+out:
+    tm_embedder_free(emb);
+    tm_image_free(img);
+    tm_registry_free(reg);
+    tm_key_free(key);
+    for (size_t i = 0; i < job.n; i++) {
+        free(job.recipients[i]);
+        if (names) free(names[i]);
+    }
+    free(job.recipients);
+    free(names);
+    free(written);
+    free(ids);
+    return rc;
+}

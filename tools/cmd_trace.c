@@ -1,0 +1,277 @@
+/* cmd_trace.c -- `tracemark trace`: name the recipient whose copy leaked.
+ *
+ * Loads the registry's copies once, then for every suspect (files, or the
+ * images in a directory) reads the mark, scores every copy and prints the
+ * verdict as text or as one JSON object per suspect (DESIGN.md contract).
+ * An accused row's integrity tag is checked before it is reported: a
+ * tampered registry is an error, never evidence. */
+#include "config.h"
+
+#include <dirent.h>
+#include <getopt.h>
+#include <math.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <time.h>
+
+#include "cli.h"
+
+static void trace_help(void)
+{
+    printf("Usage: tracemark trace -k KEYFILE -r REGISTRY [OPTIONS] SUSPECT...\n"
+           "\n"
+           "Reads the mark in each SUSPECT image (JPEG, PNG or WebP; a directory means\n"
+           "the images in it), scores every copy recorded in REGISTRY, and accuses a\n"
+           "recipient only when the chance that an innocent copy scores as high is below\n"
+           "the budget (--fpr), counting every copy scored. Otherwise it says 'none' (no\n"
+           "mark under this key) or 'inconclusive' (a mark is there but cannot be\n"
+           "attributed, or the image is too small or flat to read).\n"
+           "\n"
+           "Options:\n"
+           "  -k, --key FILE        the key the copies were marked with\n"
+           "  -r, --registry FILE   the registry the copies were recorded in\n"
+           "      --fpr P           false-accusation budget per suspect (default 1e-6)\n"
+           "      --json            one JSON object per suspect on stdout\n"
+           "      --max-pixels N    refuse images larger than N pixels (default 200000000)\n"
+           "  -h, --help            show this help\n"
+           "\n"
+           "log10_p is the log10 of an upper bound on the probability that any innocent\n"
+           "copy among those scored would reach the accused copy's score.\n"
+           "\n"
+           "Example:\n"
+           "  tracemark trace -k team.key -r team.db --json leaked.jpg\n"
+           "\n"
+           "Exit status: 0 a recipient accused, 1 no accusation (none or inconclusive),\n"
+           "2 error (unreadable input, bad key, corrupt or tampered registry).\n");
+}
+
+typedef struct suspects {
+    char **v;
+    size_t n, cap;
+} suspects;
+
+static int push(suspects *s, const char *path)
+{
+    if (s->n == s->cap) {
+        size_t nc = s->cap ? 2 * s->cap : 16;
+        char **g = realloc(s->v, nc * sizeof *g);
+        if (!g) return -1;
+        s->v = g;
+        s->cap = nc;
+    }
+    return (s->v[s->n] = strdup(path)) ? (int)(s->n++, 0) : -1;
+}
+
+static int cmp_str(const void *a, const void *b)
+{
+    return strcmp(*(char *const *)a, *(char *const *)b);
+}
+
+/* Adds path, or the image files directly inside it when it is a directory. */
+static int collect(suspects *s, const char *path)
+{
+    struct stat sb;
+    if (stat(path, &sb) != 0 || !S_ISDIR(sb.st_mode)) return push(s, path);
+    DIR *d = opendir(path);
+    if (!d) return push(s, path); /* reported as unreadable later */
+    size_t first = s->n;
+    struct dirent *e;
+    int rc = 0;
+    while ((e = readdir(d)) && rc == 0) {
+        if (tm_format_from_path(e->d_name) == TM_FORMAT_UNKNOWN) continue;
+        char full[4096];
+        snprintf(full, sizeof full, "%s/%s", path, e->d_name);
+        rc = push(s, full);
+    }
+    closedir(d);
+    qsort(s->v + first, s->n - first, sizeof *s->v, cmp_str);
+    return rc;
+}
+
+static const char *verdict_name(tm_verdict v)
+{
+    return v == TM_VERDICT_ACCUSED ? "accused" : v == TM_VERDICT_INCONCLUSIVE ? "inconclusive" : "none";
+}
+
+static void json_copy(const tm_reg_copy *c, const tm_accusation *a)
+{
+    printf("{\"recipient\": ");
+    cli_json_string(stdout, c->recipient);
+    printf(", \"image\": \"%s\", \"copy_id\": %lld, \"score\": %.4g, \"z\": %.2f, \"log10_p\": %.2f}", c->image_id,
+           (long long)c->copy_id, a->score, a->z, a->log10_p);
+}
+
+static void print_json(const char *file, const tm_trace_result *r, const tm_reg_copy *copies, double fpr, double ms)
+{
+    printf("{\"file\": ");
+    cli_json_string(stdout, file);
+    printf(", \"verdict\": \"%s\", \"accused\": [", verdict_name(r->verdict));
+    for (size_t i = 0; i < r->n_accused; i++) {
+        if (i) printf(", ");
+        json_copy(&copies[r->accused[i].index], &r->accused[i]);
+    }
+    printf("], \"bound\": %g, \"transform\": {\"scale\": %.4g, \"rotation_deg\": %.3g, \"flip\": %s, "
+           "\"offset\": [%d, %d]}, \"elapsed_ms\": %.0f, \"reason\": ",
+           fpr, r->scale, r->rotation_deg, r->flip ? "true" : "false", r->offset_x, r->offset_y, ms);
+    cli_json_string(stdout, r->reason);
+    printf(", \"copies_scored\": %zu, \"pilot_z\": %.2f, \"pilot_log10_p\": %.2f, \"candidates\": [", r->n_scored,
+           r->pilot_z, r->pilot_log10_p);
+    for (size_t i = 0; i < r->n_top; i++) {
+        if (i) printf(", ");
+        json_copy(&copies[r->top[i].index], &r->top[i]);
+    }
+    printf("]}\n");
+}
+
+static void print_text(const char *file, const tm_trace_result *r, const tm_reg_copy *copies, double fpr, double ms)
+{
+    if (r->verdict == TM_VERDICT_ACCUSED) {
+        for (size_t i = 0; i < r->n_accused; i++) {
+            const tm_reg_copy *c = &copies[r->accused[i].index];
+            printf("%s: ACCUSED %s (copy %lld of image %s): chance an innocent copy scores this high <= 1e%.1f\n", file,
+                   c->recipient, (long long)c->copy_id, c->image_id, r->accused[i].log10_p);
+        }
+    } else {
+        printf("%s: %s: %s (budget %g, %zu copies scored)\n", file,
+               r->verdict == TM_VERDICT_NONE ? "NONE" : "INCONCLUSIVE", r->reason, fpr, r->n_scored);
+        if (r->n_top) {
+            const tm_reg_copy *c = &copies[r->top[0].index];
+            printf("  best candidate: %s, bound 1e%.1f (not enough to accuse)\n", c->recipient, r->top[0].log10_p);
+        }
+    }
+    printf("  mark pilot z %.1f, grid offset (%d, %d), %.0f ms\n", r->pilot_z, r->offset_x, r->offset_y, ms);
+}
+
+static double now_ms(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return ts.tv_sec * 1e3 + ts.tv_nsec / 1e6;
+}
+
+int cmd_trace(int argc, char **argv)
+{
+    static const struct option opts[] = {
+        {"key", required_argument, NULL, 'k'},
+        {"registry", required_argument, NULL, 'r'},
+        {"fpr", required_argument, NULL, 'P'},
+        {"json", no_argument, NULL, 'j'},
+        {"max-pixels", required_argument, NULL, 'M'},
+        {"help", no_argument, NULL, 'h'},
+        {NULL, 0, NULL, 0},
+    };
+    const char *keyfile = NULL, *regfile = NULL;
+    int json = 0, c, rc = CLI_ERR;
+    tm_trace_params tp;
+    tm_trace_params_init(&tp);
+    tm_load_options lo;
+    tm_load_options_init(&lo);
+    suspects sus = {0};
+    tm_key *key = NULL;
+    tm_registry *reg = NULL;
+    tm_reg_copy *copies = NULL;
+    size_t n_copies = 0;
+
+    optind = 1;
+    opterr = 0;
+    while ((c = getopt_long(argc, argv, "k:r:h", opts, NULL)) != -1) {
+        uint64_t u;
+        switch (c) {
+        case 'k': keyfile = optarg; break;
+        case 'r': regfile = optarg; break;
+        case 'P':
+            if (cli_parse_double(optarg, &tp.fpr) || !(tp.fpr > 0 && tp.fpr < 1)) {
+                cli_usage("trace", "--fpr wants a probability in (0, 1), not '%s'", optarg);
+                goto out;
+            }
+            break;
+        case 'j': json = 1; break;
+        case 'M':
+            if (cli_parse_u64(optarg, &u) || u == 0) {
+                cli_usage("trace", "--max-pixels wants a positive integer, not '%s'", optarg);
+                goto out;
+            }
+            lo.max_pixels = u;
+            break;
+        case 'h':
+            trace_help();
+            rc = CLI_OK;
+            goto out;
+        default: cli_usage("trace", "unknown or incomplete option '%s'", argv[optind - 1]); goto out;
+        }
+    }
+    if (!keyfile || !regfile) {
+        cli_usage("trace", "want --key and --registry");
+        goto out;
+    }
+    if (optind >= argc) {
+        cli_usage("trace", "want at least one SUSPECT image");
+        goto out;
+    }
+    for (int i = optind; i < argc; i++)
+        if (collect(&sus, argv[i])) {
+            cli_error(NULL, "out of memory");
+            goto out;
+        }
+
+    tm_status st = tm_key_load(keyfile, &key);
+    if (st != TM_OK) {
+        cli_status(keyfile, st);
+        goto out;
+    }
+    st = tm_registry_open(regfile, 0, &reg);
+    if (st == TM_OK) st = tm_registry_check_key(reg, key);
+    if (st == TM_OK) st = tm_registry_load_copies(reg, NULL, &copies, &n_copies);
+    if (st != TM_OK) {
+        const char *m = reg ? tm_registry_errmsg(reg) : "";
+        cli_error(regfile, "%s%s%s", tm_strerror(st), *m ? ": " : "", m);
+        goto out;
+    }
+
+    int any_error = 0, any_accused = 0;
+    for (size_t i = 0; i < sus.n; i++) {
+        double t0 = now_ms();
+        tm_image *img;
+        st = tm_image_load(sus.v[i], &lo, &img, NULL);
+        if (st != TM_OK) {
+            cli_status(sus.v[i], st);
+            any_error = 1;
+            continue;
+        }
+        tm_trace_result r;
+        st = tm_trace_run(key, img, copies, n_copies, &tp, &r);
+        tm_image_free(img);
+        if (st != TM_OK) {
+            cli_status(sus.v[i], st);
+            any_error = 1;
+            continue;
+        }
+        int tampered = 0;
+        for (size_t k = 0; k < r.n_accused; k++) {
+            const tm_reg_copy *cp = &copies[r.accused[k].index];
+            if (tm_reg_copy_check(key, cp) != TM_OK) {
+                cli_error(regfile, "copy %lld (accused by %s) fails its integrity check: registry tampered",
+                          (long long)cp->copy_id, sus.v[i]);
+                tampered = 1;
+            }
+        }
+        if (tampered) {
+            any_error = 1;
+        } else {
+            double ms = now_ms() - t0;
+            if (json) print_json(sus.v[i], &r, copies, tp.fpr, ms);
+            else print_text(sus.v[i], &r, copies, tp.fpr, ms);
+            if (r.verdict == TM_VERDICT_ACCUSED) any_accused = 1;
+        }
+        tm_trace_result_clear(&r);
+    }
+    rc = any_error ? CLI_ERR : any_accused ? CLI_OK : CLI_NONE;
+out:
+    tm_reg_copies_free(copies, n_copies);
+    tm_registry_free(reg);
+    tm_key_free(key);
+    for (size_t i = 0; i < sus.n; i++) free(sus.v[i]);
+    free(sus.v);
+    return rc;
+}
