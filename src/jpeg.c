@@ -8,8 +8,9 @@
  *
  * Decoding is defensive: the pixel budget is checked right after the header
  * and before any pixel memory is allocated; a premature end of data is
- * TM_ERR_TRUNCATED and the "Corrupt JPEG data" warnings are TM_ERR_CORRUPT
- * (libjpeg would otherwise hand back grey garbage with TM_OK); a progress
+ * TM_ERR_TRUNCATED and the warnings about damaged scan data are
+ * TM_ERR_CORRUPT (libjpeg would otherwise hand back grey garbage with TM_OK;
+ * a bad ICC chunk only loses the profile and is tolerated); a progress
  * monitor refuses absurd numbers of progressive scans, each of which costs a
  * pass over the whole coefficient buffer. Output is 1-channel gray or 3-channel
  * RGB; CMYK and YCCK become RGB. Orientation is only reported, never applied.
@@ -261,7 +262,7 @@ static void store_row(jpeg_dec *d, const JSAMPLE *row, int y)
         /* CMYK: Photoshop (which writes the Adobe marker) stores 255 - ink;
          * other writers store ink. RGB = (1 - C)(1 - K) etc., in integers so
          * the result is exact and the same everywhere. */
-        int inverted = 1;
+        int inverted = d->cinfo.saw_Adobe_marker;
         for (size_t x = 0; x < w; x++) {
             const JSAMPLE *px = row + 4 * x;
             unsigned k = inverted ? px[3] : 255u - px[3];

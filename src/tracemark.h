@@ -259,7 +259,7 @@ typedef struct tm_registry tm_registry;
  * registry (release with tm_reg_image_clear); borrowed when passed in. */
 typedef struct tm_reg_image {
     char image_id[TM_IMAGE_ID_LEN + 1];
-    uint8_t content_sha256[32];  /* SHA-256 of the original file */
+    uint8_t content_sha256[32];  /* tm_image_content_hash of the original (decoded pixels) */
     int width, height;
     char *original_path;         /* may be NULL */
     uint64_t phash;              /* 64-bit perceptual hash (caller's) */

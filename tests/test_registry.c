@@ -520,6 +520,7 @@ static void test_concurrent_writers(void)
     CU_ASSERT_EQUAL(tm_registry_check_key(reg, key), TM_OK);
     put_image(reg, image1, 100);
     tm_registry_free(reg);
+    tm_key_free(key); /* children must not inherit (and "leak") the parent's heap */
 
     int go[2];
     CU_ASSERT_EQUAL_FATAL(pipe(go), 0);
@@ -542,6 +543,7 @@ static void test_concurrent_writers(void)
         if (WEXITSTATUS(status) != 0) fprintf(stderr, "writer %d exited %d\n", w, WEXITSTATUS(status));
         CU_ASSERT_EQUAL(WEXITSTATUS(status), 0);
     }
+    key = make_key(0);
     reg = open_reg(path, 0);
     uint64_t n = 0;
     CU_ASSERT_EQUAL(tm_registry_count_copies(reg, NULL, &n), TM_OK);

@@ -124,20 +124,32 @@ static void print_json(const char *file, const tm_trace_result *r, const tm_reg_
     printf("]}\n");
 }
 
+/* "6.3e-24" for a log10 value, so people read probabilities, not exponents. */
+static void fmt_prob(double log10_p, char *buf, size_t cap)
+{
+    double e = floor(log10_p), m = pow(10, log10_p - e);
+    if (log10_p > -3) snprintf(buf, cap, "%.3g", pow(10, log10_p));
+    else snprintf(buf, cap, "%.1fe%.0f", m, e);
+}
+
 static void print_text(const char *file, const tm_trace_result *r, const tm_reg_copy *copies, double fpr, double ms)
 {
     if (r->verdict == TM_VERDICT_ACCUSED) {
         for (size_t i = 0; i < r->n_accused; i++) {
             const tm_reg_copy *c = &copies[r->accused[i].index];
-            printf("%s: ACCUSED %s (copy %lld of image %s): chance an innocent copy scores this high <= 1e%.1f\n", file,
-                   c->recipient, (long long)c->copy_id, c->image_id, r->accused[i].log10_p);
+            char p[32];
+            fmt_prob(r->accused[i].log10_p, p, sizeof p);
+            printf("%s: ACCUSED %s (copy %lld of image %s): chance an innocent copy scores this high <= %s\n", file,
+                   c->recipient, (long long)c->copy_id, c->image_id, p);
         }
     } else {
         printf("%s: %s: %s (budget %g, %zu copies scored)\n", file,
                r->verdict == TM_VERDICT_NONE ? "NONE" : "INCONCLUSIVE", r->reason, fpr, r->n_scored);
-        if (r->n_top) {
+        if (r->n_top && r->top[0].log10_p < -1) {
             const tm_reg_copy *c = &copies[r->top[0].index];
-            printf("  best candidate: %s, bound 1e%.1f (not enough to accuse)\n", c->recipient, r->top[0].log10_p);
+            char p[32];
+            fmt_prob(r->top[0].log10_p, p, sizeof p);
+            printf("  best candidate: %s, bound %s (not enough to accuse)\n", c->recipient, p);
         }
     }
     printf("  mark pilot z %.1f, grid offset (%d, %d), %.0f ms\n", r->pilot_z, r->offset_x, r->offset_y, ms);

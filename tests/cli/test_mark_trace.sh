@@ -1,0 +1,98 @@
+#!/bin/sh
+# End-to-end tests of keygen, mark, attack and trace: the JSON contract, exit
+# codes, naming, atomicity, the registry's key binding, and bad input.
+. "$(dirname "$0")/lib.sh"
+C="$TM_SRCDIR/corpus"
+K="$T/k.key"
+R="$T/reg.db"
+IMG="$C/skimage_coffee.png"
+
+expect "keygen" 0 "$TRACEMARK" keygen "$K"
+expect "mark three recipients" 0 "$TRACEMARK" mark -k "$K" -r "$R" --recipient alice@example.com \
+    --recipient "Bob Smith" --recipient carol@example.com --out-dir "$T/out" "$IMG"
+ok "alice's copy named after her" -f "$T/out/skimage_coffee.alice@example.com.png"
+ok "bob's name made file-safe" -f "$T/out/skimage_coffee.bob-smith.png"
+has "mark reports the copies" "$OUT" "^marked 3 copies of"
+ok "no temporaries left" -z "$(ls "$T/out" | grep tmp-)"
+
+# leaks and traces
+expect "attack jpeg q50" 0 "$TRACEMARK" attack "jpeg:q=50" "$T/out/skimage_coffee.bob-smith.png" "$T/leak.jpg"
+expect "trace accuses (exit 0)" 0 "$TRACEMARK" trace -k "$K" -r "$R" "$T/leak.jpg"
+has "trace names bob" "$OUT" "ACCUSED Bob Smith"
+expect "trace --json" 0 "$TRACEMARK" trace -k "$K" -r "$R" --json "$T/leak.jpg"
+lines "one JSON object per suspect" "$OUT" 1
+has "json verdict accused" "$OUT" '"verdict": "accused"'
+has "json accused recipient" "$OUT" '"accused": \[\{"recipient": "Bob Smith", "image": "[0-9a-f]{32}"'
+has "json log10_p" "$OUT" '"log10_p": -[0-9]+\.[0-9]+'
+has "json bound" "$OUT" '"bound": 1e-06'
+has "json transform" "$OUT" '"transform": \{"scale": 1, "rotation_deg": 0, "flip": false, "offset": \[[0-9]+, [0-9]+\]\}'
+has "json elapsed_ms" "$OUT" '"elapsed_ms": [0-9]+'
+if command -v python3 >/dev/null 2>&1; then
+    cp "$OUT" "$T/trace.json"
+    expect "json parses" 0 python3 -c "import json; d=json.load(open('$T/trace.json')); assert d['accused'][0]['recipient']=='Bob Smith' and d['verdict']=='accused' and d['bound']==1e-06"
+fi
+expect "crop then recompress" 0 "$TRACEMARK" attack "crop:0.75,jpeg:q=70" "$T/out/skimage_coffee.alice@example.com.png" "$T/leak2.png"
+expect "trace cropped leak" 0 "$TRACEMARK" trace -k "$K" -r "$R" --json "$T/leak2.png"
+has "cropped leak names alice" "$OUT" '"recipient": "alice@example.com"'
+
+# nothing to accuse
+expect "unmarked original: exit 1" 1 "$TRACEMARK" trace -k "$K" -r "$R" --json "$IMG"
+has "unmarked verdict none" "$OUT" '"verdict": "none", "accused": \[\]'
+"$TRACEMARK" attack crop:60x60+0+0 "$T/out/skimage_coffee.alice@example.com.png" "$T/tiny.png"
+expect "tiny crop: exit 1" 1 "$TRACEMARK" trace -k "$K" -r "$R" --json "$T/tiny.png"
+has "tiny crop inconclusive" "$OUT" '"verdict": "inconclusive"'
+expect "several suspects, a directory" 0 "$TRACEMARK" trace -k "$K" -r "$R" --json "$T/out" "$IMG"
+lines "one line per suspect" "$OUT" 4
+has "each copy its own recipient" "$OUT" 'carol@example.com'
+
+# wrong key: refused with a clear error, not a silent "none"
+expect "second key" 0 "$TRACEMARK" keygen "$T/other.key"
+expect "trace with another key: exit 2" 2 "$TRACEMARK" trace -k "$T/other.key" -r "$R" "$T/leak.jpg"
+has "another key explained" "$ERR" "another key"
+expect "mark with another key: exit 2" 2 "$TRACEMARK" mark -k "$T/other.key" -r "$R" --recipient x -o "$T/x.png" "$IMG"
+ok "no copy from a refused mark" ! -e "$T/x.png"
+
+# bad input
+expect "trace missing registry" 2 "$TRACEMARK" trace -k "$K" -r "$T/none.db" "$T/leak.jpg"
+ok "trace does not create a registry" ! -e "$T/none.db"
+printf 'garbage' >"$T/junk.db"
+expect "trace corrupt registry" 2 "$TRACEMARK" trace -k "$K" -r "$T/junk.db" "$T/leak.jpg"
+expect "trace unreadable suspect: exit 2" 2 "$TRACEMARK" trace -k "$K" -r "$R" "$T/leak.jpg" "$T/missing.jpg"
+has "unreadable suspect one line" "$ERR" "^tracemark: $T/missing.jpg: "
+has "other suspects still traced" "$OUT" "ACCUSED Bob Smith"
+expect "trace bad --fpr" 2 "$TRACEMARK" trace -k "$K" -r "$R" --fpr 2 "$T/leak.jpg"
+expect "trace no suspect" 2 "$TRACEMARK" trace -k "$K" -r "$R"
+expect "mark without recipients" 2 "$TRACEMARK" mark -k "$K" -r "$R" --out-dir "$T/o2" "$IMG"
+expect "mark -o with two recipients" 2 "$TRACEMARK" mark -k "$K" -r "$R" --recipient a --recipient b -o "$T/o.png" "$IMG"
+expect "mark refuses to overwrite" 2 "$TRACEMARK" mark -k "$K" -r "$R" --recipient alice@example.com --out-dir "$T/out" "$IMG"
+has "overwrite explained" "$ERR" "file exists"
+expect "mark corrupt input" 2 "$TRACEMARK" mark -k "$K" -r "$R" --recipient z -o "$T/z.jpg" "$T/junk.db"
+ok "no output for corrupt input" ! -e "$T/z.jpg"
+chmod 644 "$K"
+expect "world-readable key refused" 2 "$TRACEMARK" trace -k "$K" -r "$R" "$T/leak.jpg"
+has "key permission explained" "$ERR" "chmod 600"
+chmod 600 "$K"
+
+# recipients file, -o, formats, quality
+printf '# team\n\ndave@example.com\n  erin@example.com  \ndave@example.com\n' >"$T/list.txt"
+expect "recipients file" 0 "$TRACEMARK" mark -k "$K" -r "$R" --recipients "$T/list.txt" --format webp --out-dir "$T/w" "$IMG"
+ok "two copies from the file (dupes once)" "$(ls "$T/w" | wc -l)" -eq 2
+expect "webp leak traces" 0 "$TRACEMARK" trace -k "$K" -r "$R" "$T/w/skimage_coffee.erin@example.com.webp"
+has "webp leak names erin" "$OUT" "ACCUSED erin@example.com"
+expect "mark -o jpeg" 0 "$TRACEMARK" mark -k "$K" -r "$R" --recipient frank -q 85 -o "$T/frank.jpg" "$IMG"
+expect "inspect the copy" 0 "$TRACEMARK" inspect --json "$T/frank.jpg"
+has "copy carries no metadata" "$OUT" '"exif": false, "gps": false, "xmp": false, "iptc": false, "comment": false'
+expect "GPS photo marked" 0 "$TRACEMARK" mark -k "$K" -r "$R" --recipient gina -o "$T/gina.jpg" "$C/plasma_ColorfulCups.jpg"
+expect "inspect GPS photo copy" 0 "$TRACEMARK" inspect --json "$T/gina.jpg"
+has "GPS never reaches a copy" "$OUT" '"gps": false'
+expect "registry lists the copies" 0 "$TRACEMARK" registry verify -k "$K" -r "$R"
+
+# attack errors
+expect "attack unknown spec" 2 "$TRACEMARK" attack "frobnicate:3" "$IMG" "$T/a.png"
+has "attack lists valid attacks" "$ERR" "jpeg:q="
+ok "no output for a bad spec" ! -e "$T/a.png"
+expect "attack bad parameter" 2 "$TRACEMARK" attack "jpeg:q=0" "$IMG" "$T/a.png"
+expect "attack --list" 0 "$TRACEMARK" attack --list
+has "attack list has crop" "$OUT" "^  crop:"
+
+finish

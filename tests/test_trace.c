@@ -1,0 +1,249 @@
+/* test_trace.c -- end to end through the library: mark small corpus photos,
+ * attack them, trace them against many registered copies. The true copy must
+ * be accused within the budget, no innocent ever, unmarked images and a wrong
+ * key give no accusation. These are the robustness regression tests. */
+#include "testutil.h"
+
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#define N_INNOCENT 2000
+
+static tm_key *key_a, *key_b;
+
+static tm_key *make_key(uint8_t seed)
+{
+    uint8_t b[TM_KEY_BYTES];
+    for (int i = 0; i < TM_KEY_BYTES; i++) b[i] = (uint8_t)(seed * 31 + i * 7);
+    tm_key *k = NULL;
+    if (tm_key_from_bytes(b, &k) != TM_OK) {
+        fprintf(stderr, "cannot make a test key\n");
+        exit(2);
+    }
+    return k;
+}
+
+/* Registry stand-in: the true recipient's copy plus N_INNOCENT others. */
+typedef struct fake_registry {
+    tm_reg_copy *copies;
+    uint8_t (*words)[TM_CODEWORD_BYTES];
+    char (*names)[32];
+    size_t n;
+} fake_registry;
+
+static void fake_registry_fill(fake_registry *r, tm_embedder *e)
+{
+    r->n = N_INNOCENT + 1;
+    r->copies = calloc(r->n, sizeof *r->copies);
+    r->words = calloc(r->n, TM_CODEWORD_BYTES);
+    r->names = calloc(r->n, 32);
+    CU_ASSERT_PTR_NOT_NULL_FATAL(r->copies);
+    for (size_t i = 0; i < r->n; i++) {
+        if (i == 0) snprintf(r->names[i], 32, "leaker@example.com");
+        else snprintf(r->names[i], 32, "innocent-%zu", i);
+        CU_ASSERT_EQUAL_FATAL(tm_embedder_codeword(e, r->names[i], r->words[i]), TM_OK);
+        r->copies[i].copy_id = (int64_t)i + 1;
+        r->copies[i].image_id = tm_embedder_image_id(e);
+        r->copies[i].recipient = r->names[i];
+        r->copies[i].code_len = TM_CODEWORD_BYTES * 8;
+        r->copies[i].codeword = r->words[i];
+    }
+}
+
+static void fake_registry_free(fake_registry *r)
+{
+    free(r->copies);
+    free(r->words);
+    free(r->names);
+}
+
+/* Rounds every sample to 8 bits, as writing a file would. */
+static void quantise(tm_image *img)
+{
+    size_t n = (size_t)img->width * img->height;
+    for (int c = 0; c < img->channels; c++)
+        for (size_t i = 0; i < n; i++) img->plane[c][i] = floorf(img->plane[c][i] + 0.5f);
+}
+
+static const char *attacks[] = {
+    "png", "jpeg:q=90", "jpeg:q=50", "jpeg:q=30", "webp:q=75", "blur:sigma=1.0", "brightness:20",
+    "contrast:0.8", "gamma:1.3", "gray", "noise:sigma=3:seed=7", "crop:0.7", "crop:0.8,jpeg:q=60",
+};
+#define N_ATTACKS (sizeof attacks / sizeof attacks[0])
+
+static void run_image(const char *name)
+{
+    tm_image *orig = NULL, *marked = NULL;
+    CU_ASSERT_EQUAL_FATAL(tm_image_load(tm_test_corpus(name), NULL, &orig, NULL), TM_OK);
+    tm_embedder *e = NULL;
+    CU_ASSERT_EQUAL_FATAL(tm_embedder_create(key_a, orig, NULL, &e), TM_OK);
+    CU_ASSERT_EQUAL_FATAL(tm_embedder_mark(e, "leaker@example.com", &marked), TM_OK);
+    quantise(marked);
+    double psnr = tm_psnr(orig, marked), ssim = tm_ssim(orig, marked);
+    printf("\n    %s: PSNR %.2f dB, SSIM %.4f", name, psnr, ssim);
+    CU_ASSERT(psnr >= 40.0);
+    CU_ASSERT(ssim >= 0.98);
+
+    fake_registry reg;
+    fake_registry_fill(&reg, e);
+    tm_trace_params tp;
+    tm_trace_params_init(&tp);
+    for (size_t a = 0; a < N_ATTACKS; a++) {
+        tm_image *sus = NULL;
+        char err[128];
+        CU_ASSERT_EQUAL_FATAL(tm_attack_apply(attacks[a], marked, &sus, err, sizeof err), TM_OK);
+        tm_trace_result r;
+        CU_ASSERT_EQUAL_FATAL(tm_trace_run(key_a, sus, reg.copies, reg.n, &tp, &r), TM_OK);
+        int ok = r.verdict == TM_VERDICT_ACCUSED && r.n_accused == 1 && r.accused[0].index == 0 &&
+                 r.accused[0].log10_p <= -6;
+        printf("\n    %-22s %s log10_p %.1f pilot z %.1f", attacks[a], ok ? "accused" : "MISSED",
+               r.n_accused ? r.accused[0].log10_p : 0.0, r.pilot_z);
+        CU_ASSERT(ok);
+        for (size_t k = 0; k < r.n_accused; k++) CU_ASSERT_EQUAL(r.accused[k].index, 0); /* never an innocent */
+        tm_trace_result_clear(&r);
+
+        /* the same suspect under another key accuses nobody */
+        CU_ASSERT_EQUAL_FATAL(tm_trace_run(key_b, sus, reg.copies, reg.n, &tp, &r), TM_OK);
+        CU_ASSERT_EQUAL(r.n_accused, 0);
+        CU_ASSERT_NOT_EQUAL(r.verdict, TM_VERDICT_ACCUSED);
+        tm_trace_result_clear(&r);
+        tm_image_free(sus);
+
+        /* the unmarked original through the same attack accuses nobody */
+        CU_ASSERT_EQUAL_FATAL(tm_attack_apply(attacks[a], orig, &sus, err, sizeof err), TM_OK);
+        CU_ASSERT_EQUAL_FATAL(tm_trace_run(key_a, sus, reg.copies, reg.n, &tp, &r), TM_OK);
+        CU_ASSERT_EQUAL(r.n_accused, 0);
+        CU_ASSERT_EQUAL(r.verdict, TM_VERDICT_NONE);
+        tm_trace_result_clear(&r);
+        tm_image_free(sus);
+    }
+    printf("\n");
+    fake_registry_free(&reg);
+    tm_embedder_free(e);
+    tm_image_free(marked);
+    tm_image_free(orig);
+}
+
+static void test_astronaut(void)
+{
+    run_image("skimage_astronaut.png");
+}
+
+static void test_coffee(void)
+{
+    run_image("skimage_coffee.png");
+}
+
+static void test_rocket(void)
+{
+    run_image("skimage_rocket.jpg");
+}
+
+/* At zero strength a copy is the original, to within half an 8-bit step. */
+static void test_zero_strength_roundtrip(void)
+{
+    tm_image *orig = tm_test_synthetic(300, 200, 3, 5, 1), *copy = NULL;
+    tm_mark_params mp;
+    tm_mark_params_init(&mp);
+    mp.strength = 0;
+    tm_embedder *e = NULL;
+    CU_ASSERT_EQUAL_FATAL(tm_embedder_create(key_a, orig, &mp, &e), TM_OK);
+    CU_ASSERT_EQUAL_FATAL(tm_embedder_mark(e, "alice", &copy), TM_OK);
+    CU_ASSERT(tm_test_maxdiff(orig, copy) < 0.5);
+    tm_image_free(copy);
+    tm_embedder_free(e);
+    tm_image_free(orig);
+}
+
+/* Same key, image and recipient: identical copy and codeword; another
+ * recipient: another codeword; chroma untouched. */
+static void test_deterministic_and_luma_only(void)
+{
+    tm_image *orig = tm_test_synthetic(256, 256, 3, 9, 1), *a = NULL, *b = NULL, *c = NULL;
+    tm_embedder *e1 = NULL, *e2 = NULL;
+    CU_ASSERT_EQUAL_FATAL(tm_embedder_create(key_a, orig, NULL, &e1), TM_OK);
+    CU_ASSERT_EQUAL_FATAL(tm_embedder_create(key_a, orig, NULL, &e2), TM_OK);
+    CU_ASSERT_STRING_EQUAL(tm_embedder_image_id(e1), tm_embedder_image_id(e2));
+    CU_ASSERT_EQUAL_FATAL(tm_embedder_mark(e1, "alice", &a), TM_OK);
+    CU_ASSERT_EQUAL_FATAL(tm_embedder_mark(e2, "alice", &b), TM_OK);
+    CU_ASSERT_EQUAL_FATAL(tm_embedder_mark(e2, "bob", &c), TM_OK);
+    CU_ASSERT_EQUAL(tm_test_maxdiff(a, b), 0.0);
+    CU_ASSERT(tm_test_maxdiff(a, c) > 0.0);
+    uint8_t wa[TM_CODEWORD_BYTES], wb[TM_CODEWORD_BYTES];
+    CU_ASSERT_EQUAL(tm_embedder_codeword(e1, "alice", wa), TM_OK);
+    CU_ASSERT_EQUAL(tm_embedder_codeword(e1, "bob", wb), TM_OK);
+    CU_ASSERT_NOT_EQUAL(memcmp(wa, wb, sizeof wa), 0);
+    CU_ASSERT_EQUAL(tm_embedder_codeword(e1, "", wb), TM_ERR_ARG);
+    /* R, G and B move together: Cb and Cr are unchanged */
+    double worst = 0;
+    for (size_t i = 0; i < 256 * 256; i++) {
+        double dr = a->plane[0][i] - orig->plane[0][i], dg = a->plane[1][i] - orig->plane[1][i];
+        double db = a->plane[2][i] - orig->plane[2][i];
+        worst = fmax(worst, fmax(fabs(dr - dg), fabs(dr - db)));
+    }
+    CU_ASSERT(worst < 1e-3);
+    tm_image_free(a);
+    tm_image_free(b);
+    tm_image_free(c);
+    tm_embedder_free(e1);
+    tm_embedder_free(e2);
+    tm_image_free(orig);
+}
+
+/* Too small or flat suspects are inconclusive, never accused. */
+static void test_unreadable_suspects(void)
+{
+    tm_image *orig = tm_test_synthetic(256, 256, 3, 3, 1), *copy = NULL, *tiny = NULL, *flat = NULL;
+    tm_embedder *e = NULL;
+    CU_ASSERT_EQUAL_FATAL(tm_embedder_create(key_a, orig, NULL, &e), TM_OK);
+    CU_ASSERT_EQUAL_FATAL(tm_embedder_mark(e, "leaker@example.com", &copy), TM_OK);
+    fake_registry reg;
+    fake_registry_fill(&reg, e);
+    char err[64];
+    CU_ASSERT_EQUAL_FATAL(tm_attack_apply("crop:40x40+10+10", copy, &tiny, err, sizeof err), TM_OK);
+    tm_trace_result r;
+    CU_ASSERT_EQUAL_FATAL(tm_trace_run(key_a, tiny, reg.copies, reg.n, NULL, &r), TM_OK);
+    CU_ASSERT_EQUAL(r.verdict, TM_VERDICT_INCONCLUSIVE);
+    CU_ASSERT_EQUAL(r.n_accused, 0);
+    tm_trace_result_clear(&r);
+    CU_ASSERT_EQUAL_FATAL(tm_image_create(300, 300, 3, &flat), TM_OK);
+    CU_ASSERT_EQUAL_FATAL(tm_trace_run(key_a, flat, reg.copies, reg.n, NULL, &r), TM_OK);
+    CU_ASSERT_EQUAL(r.verdict, TM_VERDICT_INCONCLUSIVE);
+    tm_trace_result_clear(&r);
+    /* a trace with no copies at all: the mark is seen, nobody can be named */
+    CU_ASSERT_EQUAL_FATAL(tm_trace_run(key_a, copy, NULL, 0, NULL, &r), TM_OK);
+    CU_ASSERT_EQUAL(r.verdict, TM_VERDICT_INCONCLUSIVE);
+    tm_trace_result_clear(&r);
+    tm_trace_params tp;
+    tm_trace_params_init(&tp);
+    tp.fpr = 0;
+    CU_ASSERT_EQUAL(tm_trace_run(key_a, copy, reg.copies, reg.n, &tp, &r), TM_ERR_ARG);
+    fake_registry_free(&reg);
+    tm_embedder_free(e);
+    tm_image_free(orig);
+    tm_image_free(copy);
+    tm_image_free(tiny);
+    tm_image_free(flat);
+}
+
+static CU_TestInfo tests[] = {
+    {"zero strength round trip", test_zero_strength_roundtrip},
+    {"deterministic, luminance only", test_deterministic_and_luma_only},
+    {"small or flat suspects are inconclusive", test_unreadable_suspects},
+    {"astronaut: attacks, wrong key, unmarked", test_astronaut},
+    {"coffee: attacks, wrong key, unmarked", test_coffee},
+    {"rocket: attacks, wrong key, unmarked", test_rocket},
+    CU_TEST_INFO_NULL,
+};
+
+int main(void)
+{
+    key_a = make_key(1);
+    key_b = make_key(2);
+    int rc = tm_test_main("trace", tests);
+    tm_key_free(key_a);
+    tm_key_free(key_b);
+    return rc;
+}
