@@ -160,7 +160,12 @@ int main(int argc, char **argv)
                 else if (hit) {
                     tal[a].identified++;
                     tal[a].worst_log10_p = fmax(tal[a].worst_log10_p, r.accused[0].log10_p);
-                } else tal[a].missed++;
+                } else {
+                    tal[a].missed++;
+                    fprintf(stderr, "missed: %s leaker %d `%s`: %s; best %s log10_p %.1f, pilot z %.1f\n", files[f], l,
+                            specs[a], r.reason, r.n_top ? copies[r.top[0].index].recipient : "-",
+                            r.n_top ? r.top[0].log10_p : 0.0, r.pilot_z);
+                }
                 tm_trace_result_clear(&r);
                 /* null: wrong key on the marked copy */
                 if (tm_trace_run(wrong, sus, copies, (size_t)n_copies, &tp, &r) != TM_OK) return 2;

@@ -29,6 +29,7 @@ typedef struct step_args {
 
 typedef struct attack_def {
     const char *name;
+    const char *params;  /* parameter names in positional order, comma-separated */
     const char *usage;
     tm_status (*run)(const step_args *a, const tm_image *in, tm_image **out, char *err, size_t errlen);
 } attack_def;
@@ -45,21 +46,19 @@ static tm_status fail(char *err, size_t errlen, const char *fmt, ...)
     return TM_ERR_ARG;
 }
 
-/* The value of argument key (or the pos-th positional one), or NULL. */
-static const char *arg(const step_args *a, const char *key, int pos)
+/* The value of argument key, or NULL when not given. */
+static const char *arg(const step_args *a, const char *key)
 {
-    int p = 0;
-    for (int i = 0; i < a->n; i++) {
-        if (a->key[i][0] && !strcmp(a->key[i], key)) return a->val[i];
-        if (!a->key[i][0] && p++ == pos) return a->val[i];
-    }
+    for (int i = 0; i < a->n; i++)
+        if (!strcmp(a->key[i], key)) return a->val[i];
     return NULL;
 }
 
-/* Reads a number argument within [lo, hi], def when absent; -1 on error. */
-static int num_arg(const step_args *a, const char *key, int pos, double lo, double hi, double def, double *out)
+/* Reads a number argument within [lo, hi] (a whole number when integer),
+ * def when absent (NAN: required); -1 on error. */
+static int num_arg(const step_args *a, const char *key, double lo, double hi, double def, int integer, double *out)
 {
-    const char *v = arg(a, key, pos);
+    const char *v = arg(a, key);
     if (!v) {
         if (isnan(def)) return -1;
         *out = def;
@@ -67,7 +66,7 @@ static int num_arg(const step_args *a, const char *key, int pos, double lo, doub
     }
     char *end;
     double d = strtod(v, &end);
-    if (end == v || *end || !(d >= lo && d <= hi)) return -1;
+    if (end == v || *end || !(d >= lo && d <= hi) || (integer && d != floor(d))) return -1;
     *out = d;
     return 0;
 }
@@ -86,13 +85,13 @@ static tm_status codec_roundtrip(const tm_image *in, const tm_save_options *so, 
 static tm_status a_jpeg(const step_args *a, const tm_image *in, tm_image **out, char *err, size_t errlen)
 {
     double q;
-    if (num_arg(a, "q", 0, 1, 100, 75, &q)) return fail(err, errlen, "jpeg: q wants 1..100");
+    if (num_arg(a, "q", 1, 100, 75, 1, &q)) return fail(err, errlen, "jpeg: q wants a whole number 1..100");
     tm_save_options so;
     tm_save_options_init(&so);
     so.format = TM_FORMAT_JPEG;
     so.quality = (int)q;
     so.subsampling = TM_SS_420;
-    const char *ss = arg(a, "ss", 1);
+    const char *ss = arg(a, "ss");
     if (ss) {
         if (!strcmp(ss, "444")) so.subsampling = TM_SS_444;
         else if (!strcmp(ss, "422")) so.subsampling = TM_SS_422;
@@ -105,7 +104,7 @@ static tm_status a_jpeg(const step_args *a, const tm_image *in, tm_image **out, 
 static tm_status a_webp(const step_args *a, const tm_image *in, tm_image **out, char *err, size_t errlen)
 {
     double q;
-    if (num_arg(a, "q", 0, 1, 100, 75, &q)) return fail(err, errlen, "webp: q wants 1..100");
+    if (num_arg(a, "q", 1, 100, 75, 1, &q)) return fail(err, errlen, "webp: q wants a whole number 1..100");
     tm_save_options so;
     tm_save_options_init(&so);
     so.format = TM_FORMAT_WEBP;
@@ -152,21 +151,21 @@ static double f_contrast(double v, double k)
 static tm_status a_gamma(const step_args *a, const tm_image *in, tm_image **out, char *err, size_t errlen)
 {
     double g;
-    if (num_arg(a, "g", 0, 0.1, 10, NAN, &g)) return fail(err, errlen, "gamma: wants a value in 0.1..10, e.g. gamma:1.2");
+    if (num_arg(a, "g", 0.1, 10, NAN, 0, &g)) return fail(err, errlen, "gamma: wants a value in 0.1..10, e.g. gamma:1.2");
     return pointwise(in, out, f_gamma, g);
 }
 
 static tm_status a_brightness(const step_args *a, const tm_image *in, tm_image **out, char *err, size_t errlen)
 {
     double d;
-    if (num_arg(a, "d", 0, -255, 255, NAN, &d)) return fail(err, errlen, "brightness: wants an offset in -255..255");
+    if (num_arg(a, "d", -255, 255, NAN, 0, &d)) return fail(err, errlen, "brightness: wants an offset in -255..255");
     return pointwise(in, out, f_brightness, d);
 }
 
 static tm_status a_contrast(const step_args *a, const tm_image *in, tm_image **out, char *err, size_t errlen)
 {
     double k;
-    if (num_arg(a, "k", 0, 0, 10, NAN, &k)) return fail(err, errlen, "contrast: wants a factor in 0..10");
+    if (num_arg(a, "k", 0, 10, NAN, 0, &k)) return fail(err, errlen, "contrast: wants a factor in 0..10");
     return pointwise(in, out, f_contrast, k);
 }
 
@@ -187,7 +186,7 @@ static tm_status a_gray(const step_args *a, const tm_image *in, tm_image **out, 
 static tm_status a_blur(const step_args *a, const tm_image *in, tm_image **out, char *err, size_t errlen)
 {
     double sigma;
-    if (num_arg(a, "sigma", 0, 0.1, 20, 1.0, &sigma)) return fail(err, errlen, "blur: sigma wants 0.1..20");
+    if (num_arg(a, "sigma", 0.1, 20, 1.0, 0, &sigma)) return fail(err, errlen, "blur: sigma wants 0.1..20");
     int r = (int)ceil(3 * sigma);
     double *k = malloc(sizeof(double) * (2 * r + 1));
     int w = in->width, h = in->height;
@@ -231,11 +230,11 @@ out:
 static tm_status a_noise(const step_args *a, const tm_image *in, tm_image **out, char *err, size_t errlen)
 {
     double sigma, seed;
-    if (num_arg(a, "sigma", 0, 0, 100, 2.0, &sigma)) return fail(err, errlen, "noise: sigma wants 0..100");
-    if (num_arg(a, "seed", 1, 0, 4294967295.0, 1, &seed)) return fail(err, errlen, "noise: seed wants 0..4294967295");
+    if (num_arg(a, "sigma", 0, 100, 2.0, 0, &sigma)) return fail(err, errlen, "noise: sigma wants 0..100");
+    if (num_arg(a, "seed", 0, 4294967295.0, 1, 1, &seed)) return fail(err, errlen, "noise: seed wants a whole number 0..4294967295");
     gsl_rng *rng = gsl_rng_alloc(gsl_rng_mt19937);
     if (!rng) return TM_ERR_NOMEM;
-    gsl_rng_set(rng, (unsigned long)seed);
+    gsl_rng_set(rng, (unsigned long)seed + 1); /* GSL maps seed 0 to its default */
     tm_status st = tm_image_clone(in, out);
     if (st == TM_OK) {
         int nc = in->channels == 2 || in->channels == 4 ? in->channels - 1 : in->channels;
@@ -250,19 +249,35 @@ static tm_status a_noise(const step_args *a, const tm_image *in, tm_image **out,
     return st;
 }
 
+/* Parses "WxH+X+Y" with every number in 0..TM_MAX_SIDE; 0 on success. */
+static int parse_window(const char *v, int *w, int *h, int *x, int *y)
+{
+    int *dst[4] = {w, h, x, y};
+    const char seps[4] = {'x', '+', '+', 0};
+    for (int k = 0; k < 4; k++) {
+        char *end;
+        if (*v < '0' || *v > '9') return -1;
+        long n = strtol(v, &end, 10);
+        if (n > TM_MAX_SIDE || *end != seps[k]) return -1;
+        *dst[k] = (int)n;
+        v = end + (k < 3);
+    }
+    return 0;
+}
+
 /* crop:F keeps the centred fraction F of each side; crop:WxH+X+Y a window. */
 static tm_status a_crop(const step_args *a, const tm_image *in, tm_image **out, char *err, size_t errlen)
 {
-    const char *v = arg(a, "f", 0);
+    const char *v = arg(a, "f");
     if (!v) return fail(err, errlen, "crop: wants a fraction (crop:0.5) or a window (crop:640x480+10+20)");
     int w, h, x, y;
-    char tail;
-    if (sscanf(v, "%dx%d+%d+%d%c", &w, &h, &x, &y, &tail) == 4) {
-        if (w < 1 || h < 1 || x < 0 || y < 0 || x + w > in->width || y + h > in->height)
+    if (strchr(v, 'x')) {
+        if (parse_window(v, &w, &h, &x, &y)) return fail(err, errlen, "crop: bad window '%s', want WxH+X+Y", v);
+        if (w < 1 || h < 1 || x + w > in->width || y + h > in->height)
             return fail(err, errlen, "crop: window %s is not inside the %dx%d image", v, in->width, in->height);
     } else {
         double f;
-        if (num_arg(a, "f", 0, 0.01, 1, NAN, &f)) return fail(err, errlen, "crop: fraction wants 0.01..1");
+        if (num_arg(a, "f", 0.01, 1, NAN, 0, &f)) return fail(err, errlen, "crop: fraction wants 0.01..1");
         w = (int)lround(in->width * f);
         h = (int)lround(in->height * f);
         if (w < 1) w = 1;
@@ -279,22 +294,49 @@ static tm_status a_crop(const step_args *a, const tm_image *in, tm_image **out, 
 }
 
 static const attack_def attacks[] = {
-    {"jpeg", "jpeg:q=Q[:ss=444|422|420]   JPEG re-encode at quality Q (default 75, 4:2:0)", a_jpeg},
-    {"webp", "webp:q=Q                    lossy WebP re-encode at quality Q (default 75)", a_webp},
-    {"png", "png                         lossless PNG re-save (8-bit rounding)", a_png},
-    {"blur", "blur:sigma=S                Gaussian blur (default 1.0)", a_blur},
-    {"noise", "noise:sigma=S[:seed=N]      additive Gaussian noise (default 2.0, seed 1)", a_noise},
-    {"gamma", "gamma:G                     gamma correction, 0.1..10", a_gamma},
-    {"brightness", "brightness:D                add D to every sample, -255..255", a_brightness},
-    {"contrast", "contrast:K                  scale contrast about mid-grey by K", a_contrast},
-    {"gray", "gray                        convert to greyscale", a_gray},
-    {"crop", "crop:F | crop:WxH+X+Y        keep the centred fraction F of each side, or a window", a_crop},
+    {"jpeg", "q,ss", "jpeg:q=Q[:ss=444|422|420]   JPEG re-encode at quality Q (default 75, 4:2:0)", a_jpeg},
+    {"webp", "q", "webp:q=Q                    lossy WebP re-encode at quality Q (default 75)", a_webp},
+    {"png", "", "png                         lossless PNG re-save (8-bit rounding)", a_png},
+    {"blur", "sigma", "blur:sigma=S                Gaussian blur (default 1.0)", a_blur},
+    {"noise", "sigma,seed", "noise:sigma=S[:seed=N]      additive Gaussian noise (default 2.0, seed 1)", a_noise},
+    {"gamma", "g", "gamma:G                     gamma correction, 0.1..10", a_gamma},
+    {"brightness", "d", "brightness:D                add D to every sample, -255..255", a_brightness},
+    {"contrast", "k", "contrast:K                  scale contrast about mid-grey by K", a_contrast},
+    {"gray", "", "gray                        convert to greyscale", a_gray},
+    {"crop", "f", "crop:F | crop:WxH+X+Y        keep the centred fraction F of each side, or a window", a_crop},
 };
 #define N_ATTACKS (sizeof attacks / sizeof attacks[0])
 
 const char *tm_attack_usage(size_t i)
 {
     return i < N_ATTACKS ? attacks[i].usage : NULL;
+}
+
+/* The pos-th name in a comma-separated parameter list; 0 when there is none. */
+static int param_name(const char *params, int pos, char *out, size_t cap)
+{
+    for (int i = 0; *params; i++) {
+        const char *end = strchr(params, ',');
+        size_t len = end ? (size_t)(end - params) : strlen(params);
+        if (i == pos) {
+            if (len >= cap) return 0;
+            memcpy(out, params, len);
+            out[len] = 0;
+            return 1;
+        }
+        if (!end) break;
+        params = end + 1;
+    }
+    return 0;
+}
+
+/* True when key is one of the parameter names. */
+static int param_known(const char *params, const char *key)
+{
+    char name[16];
+    for (int i = 0; param_name(params, i, name, sizeof name); i++)
+        if (!strcmp(name, key)) return 1;
+    return 0;
 }
 
 /* Parses one step "name:a:k=v" (len bytes at s) into its definition and args. */
@@ -311,18 +353,27 @@ static tm_status parse_step(const char *s, size_t len, const attack_def **def, s
     for (size_t i = 0; i < N_ATTACKS; i++)
         if (!strcmp(attacks[i].name, tok)) *def = &attacks[i];
     if (!*def) return fail(err, errlen, "unknown attack '%s'", tok);
+    int pos = 0;
     while ((tok = strtok_r(NULL, ":", &save))) {
         if (a->n == MAX_ARGS) return fail(err, errlen, "%s: too many arguments", (*def)->name);
         char *eq = strchr(tok, '=');
+        const char *key = tok, *val = tok;
+        char name[16];
         if (eq) {
-            if ((size_t)(eq - tok) >= sizeof a->key[0] || strlen(eq + 1) >= sizeof a->val[0] || eq == tok)
-                return fail(err, errlen, "%s: bad argument '%s'", (*def)->name, tok);
-            memcpy(a->key[a->n], tok, (size_t)(eq - tok));
-            strcpy(a->val[a->n], eq + 1);
+            *eq = 0;
+            val = eq + 1;
+        } else if (!param_name((*def)->params, pos++, name, sizeof name)) {
+            return fail(err, errlen, "%s: unexpected argument '%s'", (*def)->name, tok);
         } else {
-            if (strlen(tok) >= sizeof a->val[0]) return fail(err, errlen, "%s: bad argument '%s'", (*def)->name, tok);
-            strcpy(a->val[a->n], tok);
+            key = name;
         }
+        if (!*key || !*val || !param_known((*def)->params, key))
+            return fail(err, errlen, "%s: unknown argument '%s'", (*def)->name, tok);
+        if (arg(a, key)) return fail(err, errlen, "%s: '%s' given twice", (*def)->name, key);
+        if (strlen(key) >= sizeof a->key[0] || strlen(val) >= sizeof a->val[0])
+            return fail(err, errlen, "%s: argument '%s' too long", (*def)->name, tok);
+        strcpy(a->key[a->n], key);
+        strcpy(a->val[a->n], val);
         a->n++;
     }
     return TM_OK;
@@ -346,7 +397,10 @@ tm_status tm_attack_apply(const char *spec, const tm_image *in, tm_image **out, 
         tm_image *next = NULL;
         if (st == TM_OK) st = def->run(&a, cur ? cur : in, &next, err, errlen);
         tm_image_free(cur);
-        if (st != TM_OK) return st;
+        if (st != TM_OK) {
+            tm_image_free(next);
+            return st;
+        }
         cur = next;
         if (!end) break;
         s = end + 1;

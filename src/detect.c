@@ -105,6 +105,56 @@ static double chip_value(const fftwf_complex *spec, const tm_chip *c, double dy,
     return c->imag ? im : re;
 }
 
+#define N_HYPOTHESES 4
+
+/* The n strongest circular local maxima (3x3) of corr, strongest first. */
+static void top_peaks(const float *corr, int *py, int *px, int *n, int want)
+{
+    float val[N_HYPOTHESES];
+    *n = 0;
+    for (int y = 0; y < TM_TILE; y++)
+        for (int x = 0; x < TM_TILE; x++) {
+            float v = corr[y * TM_TILE + x];
+            int is_max = 1;
+            for (int dy = -1; dy <= 1 && is_max; dy++)
+                for (int dx = -1; dx <= 1; dx++) {
+                    if (!dy && !dx) continue;
+                    int yy = (y + dy + TM_TILE) % TM_TILE, xx = (x + dx + TM_TILE) % TM_TILE;
+                    if (corr[yy * TM_TILE + xx] > v) {
+                        is_max = 0;
+                        break;
+                    }
+                }
+            if (!is_max || (*n == want && v <= val[want - 1])) continue;
+            int i = *n < want ? (*n)++ : want - 1;
+            while (i > 0 && val[i - 1] < v) {
+                val[i] = val[i - 1];
+                py[i] = py[i - 1];
+                px[i] = px[i - 1];
+                i--;
+            }
+            val[i] = v;
+            py[i] = y;
+            px[i] = x;
+        }
+}
+
+/* Soft values with the tile origin at (dy, dx): each bit's weighted,
+ * signed sum of its chips, weights 1 / ring noise power. */
+static void despread(const tm_layout *lay, const fftwf_complex *spec, const double *ring_pow, double dy, double dx,
+                     double *y)
+{
+    for (int b = 0; b < TM_CODE_BITS; b++) {
+        double s = 0;
+        const tm_chip *c = &lay->payload[(size_t)b * TM_CHIPS_PER_BIT];
+        for (int k = 0; k < TM_CHIPS_PER_BIT; k++) {
+            double wgt = ring_pow[c[k].ring] > 0 ? 1.0 / ring_pow[c[k].ring] : 0;
+            s += c[k].sign * wgt * chip_value(spec, &c[k], dy, dx);
+        }
+        y[b] = s;
+    }
+}
+
 tm_status tm_detect_run(const tm_key *key, const tm_image *img, tm_detection *out)
 {
     if (!key || !img || !out) return TM_ERR_ARG;
@@ -168,15 +218,10 @@ tm_status tm_detect_run(const tm_key *key, const tm_image *img, tm_detection *ou
     tm_tile_fft_inverse(fft);
     const float *corr = tm_tile_fft_spatial(fft);
     double sum = 0, sum2 = 0, best = -INFINITY;
-    int by = 0, bx = 0;
     for (int i = 0; i < TM_TILE * TM_TILE; i++) {
         sum += corr[i];
         sum2 += (double)corr[i] * corr[i];
-        if (corr[i] > best) {
-            best = corr[i];
-            by = i / TM_TILE;
-            bx = i % TM_TILE;
-        }
+        if (corr[i] > best) best = corr[i];
     }
     double nn = (double)TM_TILE * TM_TILE, mu = sum / nn, sd = sqrt(fmax(sum2 / nn - mu * mu, 1e-30));
     out->pilot_z = (best - mu) / sd;
@@ -184,25 +229,27 @@ tm_status tm_detect_run(const tm_key *key, const tm_image *img, tm_detection *ou
     double lq = out->pilot_z > 0 ? log10(gsl_cdf_ugaussian_Q(out->pilot_z) + 1e-300) : 0;
     if (out->pilot_z > 30) lq = (-out->pilot_z * out->pilot_z / 2 - log(out->pilot_z * sqrt(2 * M_PI))) / M_LN10;
     out->pilot_log10_p = fmin(0.0, lq + log10(nn));
-    out->offset_y = by;
-    out->offset_x = bx;
 
-    /* Payload soft values at the found origin (or at 0 when no pilot shows). */
-    double dy = 0, dx = 0;
-    if (out->pilot_log10_p < TM_PILOT_LOG10_P) {
-        dy = by;
-        dx = bx;
-    } else {
-        out->offset_x = out->offset_y = 0;
-    }
-    for (int b = 0; b < TM_CODE_BITS; b++) {
-        double s = 0;
-        const tm_chip *c = &lay->payload[(size_t)b * TM_CHIPS_PER_BIT];
-        for (int k = 0; k < TM_CHIPS_PER_BIT; k++) {
-            double wgt = ring_pow[c[k].ring] > 0 ? 1.0 / sqrt(ring_pow[c[k].ring]) : 0;
-            s += c[k].sign * wgt * chip_value(spec, &c[k], dy, dx);
+    /* Origin hypotheses: the strongest pilot peaks and the uncropped origin.
+     * The one whose soft values carry the most energy wins. Both the peaks and
+     * the energy are functions of the suspect alone, independent of any
+     * innocent codeword, so choosing among them leaves the bound intact. */
+    int hy[N_HYPOTHESES + 1], hx[N_HYPOTHESES + 1], nh = 0;
+    top_peaks(corr, hy, hx, &nh, N_HYPOTHESES);
+    hy[nh] = 0;
+    hx[nh] = 0;
+    nh++;
+    double best_energy = -1;
+    for (int k = 0; k < nh; k++) {
+        double y_k[TM_CODE_BITS], energy = 0;
+        despread(lay, spec, ring_pow, hy[k], hx[k], y_k);
+        for (int b = 0; b < TM_CODE_BITS; b++) energy += y_k[b] * y_k[b];
+        if (energy > best_energy) {
+            best_energy = energy;
+            memcpy(out->y, y_k, sizeof y_k);
+            out->offset_y = hy[k];
+            out->offset_x = hx[k];
         }
-        out->y[b] = s;
     }
     st = TM_OK;
 out:

@@ -53,12 +53,13 @@ static void gauss11(const float *src, float *dst, float *tmp, int w, int h)
 
 double tm_ssim(const tm_image *a, const tm_image *b)
 {
-    if (!a || !b || a->width != b->width || a->height != b->height) return -1;
+    if (!a || !b || a->width != b->width || a->height != b->height || color_channels(a) != color_channels(b))
+        return NAN;
     int w = a->width, h = a->height;
-    if (w < 11 || h < 11) return -1;
+    if (w < 11 || h < 11) return NAN;
     size_t n = (size_t)w * h, m = (size_t)(w - 10) * (h - 10);
     float *buf = malloc(sizeof(float) * (n * 4 + m * 5));
-    if (!buf) return -1;
+    if (!buf) return NAN;
     float *ya = buf, *yb = ya + n, *prod = yb + n, *tmp = prod + n;
     float *mua = tmp + n, *mub = mua + m, *saa = mub + m, *sbb = saa + m, *sab = sbb + m;
     tm_luma(a, ya);

@@ -197,7 +197,8 @@ TM_API tm_status tm_file_read(const char *path, size_t max_len, uint8_t **data, 
 TM_API double tm_psnr(const tm_image *a, const tm_image *b);
 
 /* Mean SSIM (Wang et al. 2004; 11x11 Gaussian window, sigma 1.5) of the two
- * images' luminance; negative when the shapes differ or memory runs out. */
+ * images' luminance; NAN when the shapes or colour channel counts differ, the
+ * images are under 11 pixels on a side, or memory runs out. */
 TM_API double tm_ssim(const tm_image *a, const tm_image *b);
 
 /* SHA-256 of the decoded pixels (8-bit quantised) and shape: the identity of
