@@ -69,7 +69,10 @@ static void on_error_exit(j_common_ptr cinfo)
     longjmp(err->jump, 1);
 }
 
-/* True for the warnings that mean the decoded pixels would be wrong. */
+/* True for the warnings that mean the decoded pixels would be wrong.
+ * Stray bytes between markers (JWRN_EXTRANEOUS_DATA) are not among them:
+ * many real-world encoders leave some, the pixels are intact, and a leaked
+ * copy must still be traceable. Damage inside a scan shows as one of these. */
 static int warning_is_corruption(int code)
 {
     switch (code) {
@@ -78,7 +81,6 @@ static int warning_is_corruption(int code)
     case JWRN_ARITH_BAD_CODE:
     case JWRN_MUST_RESYNC:
     case JWRN_NOT_SEQUENTIAL:
-    case JWRN_EXTRANEOUS_DATA:
     case JWRN_BOGUS_PROGRESSION:
         return 1;
     default:

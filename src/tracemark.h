@@ -205,6 +205,11 @@ TM_API double tm_ssim(const tm_image *a, const tm_image *b);
  * an original, whatever file it came from. */
 TM_API tm_status tm_image_content_hash(const tm_image *img, uint8_t sha[32]);
 
+/* 64-bit perceptual hash (DCT of the 32x32 luminance thumbnail): nearby for
+ * the same picture after recompression or resizing, far for other pictures;
+ * compare with the Hamming distance. */
+TM_API tm_status tm_image_phash(const tm_image *img, uint64_t *hash);
+
 /* ---- keys -------------------------------------------------------------- */
 
 /* A 256-bit secret. Every pseudo-random pattern, codeword and integrity tag

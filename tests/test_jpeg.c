@@ -916,7 +916,36 @@ static void test_scan_limit(void)
     free(scans);
 }
 
+/* Stray bytes between the scan and EOI, as some encoders leave: libjpeg warns
+ * "extraneous bytes before marker" but the pixels are intact, so the file
+ * must decode, to the same pixels as without them. */
+static void test_stray_bytes_tolerated(void)
+{
+    tm_image *img = tm_test_synthetic(64, 48, 3, 21, 1), *a = NULL, *b = NULL;
+    CU_ASSERT_PTR_NOT_NULL_FATAL(img);
+    tm_save_options so;
+    tm_save_options_init(&so);
+    so.format = TM_FORMAT_JPEG;
+    uint8_t *data = NULL;
+    size_t len = 0;
+    CU_ASSERT_EQUAL_FATAL(tm_image_encode(img, &so, &data, &len), TM_OK);
+    CU_ASSERT_FATAL(len > 4 && data[len - 2] == 0xFF && data[len - 1] == 0xD9);
+    uint8_t *stray = malloc(len + 5);
+    CU_ASSERT_PTR_NOT_NULL_FATAL(stray);
+    memcpy(stray, data, len - 2);
+    memcpy(stray + len - 2, "\x01\x02\x03\x04\x05\xFF\xD9", 7);
+    CU_ASSERT_EQUAL(tm_image_decode(data, len, NULL, &a, NULL), TM_OK);
+    CU_ASSERT_EQUAL(tm_image_decode(stray, len + 5, NULL, &b, NULL), TM_OK);
+    if (a && b) CU_ASSERT_EQUAL(tm_test_maxdiff(a, b), 0.0);
+    tm_image_free(a);
+    tm_image_free(b);
+    free(stray);
+    free(data);
+    tm_image_free(img);
+}
+
 static CU_TestInfo tests[] = {
+    {"stray bytes before EOI tolerated", test_stray_bytes_tolerated},
     {"round trip gray (1 and 2 channels)", test_roundtrip_gray},
     {"round trip RGB at every subsampling", test_roundtrip_rgb_subsampling},
     {"quality estimate within 2", test_quality_estimate},

@@ -299,7 +299,39 @@ static void test_ssim_matches_reference(void)
     tm_image_free(g);
 }
 
+static int hamming(uint64_t a, uint64_t b)
+{
+    return __builtin_popcountll(a ^ b);
+}
+
+/* The perceptual hash survives recompression and resizing of one picture and
+ * tells different pictures apart. */
+static void test_phash(void)
+{
+    const char *names[] = {"skimage_astronaut.png", "skimage_coffee.png", "skimage_rocket.jpg", "mate_Dune.jpg"};
+    uint64_t h[4], hq[4];
+    for (int i = 0; i < 4; i++) {
+        tm_image *img = NULL, *q = NULL;
+        char err[64];
+        CU_ASSERT_EQUAL_FATAL(tm_image_load(tm_test_corpus(names[i]), NULL, &img, NULL), TM_OK);
+        CU_ASSERT_EQUAL_FATAL(tm_attack_apply("jpeg:q=40,crop:0.97", img, &q, err, sizeof err), TM_OK);
+        CU_ASSERT_EQUAL(tm_image_phash(img, &h[i]), TM_OK);
+        CU_ASSERT_EQUAL(tm_image_phash(q, &hq[i]), TM_OK);
+        uint64_t again;
+        CU_ASSERT_EQUAL(tm_image_phash(img, &again), TM_OK);
+        CU_ASSERT_EQUAL(again, h[i]);
+        if (hamming(h[i], hq[i]) > 6) fprintf(stderr, "%s: distance %d after q40+crop\n", names[i], hamming(h[i], hq[i]));
+        CU_ASSERT(hamming(h[i], hq[i]) <= 6);
+        tm_image_free(img);
+        tm_image_free(q);
+    }
+    for (int i = 0; i < 4; i++)
+        for (int j = i + 1; j < 4; j++) CU_ASSERT(hamming(h[i], h[j]) >= 16);
+    CU_ASSERT_EQUAL(tm_image_phash(NULL, &h[0]), TM_ERR_ARG);
+}
+
 static CU_TestInfo tests[] = {
+    {"perceptual hash", test_phash},
     {"identical images", test_identical},
     {"shape mismatch and tiny images", test_shape_mismatch},
     {"PSNR of a known error", test_psnr_known_error},

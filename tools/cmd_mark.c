@@ -386,9 +386,10 @@ int cmd_mark(int argc, char **argv)
         ri.width = img->width;
         ri.height = img->height;
         ri.original_path = (char *)in;
+        st = tm_image_phash(img, &ri.phash);
         ri.params = (char *)tm_scheme_params_json();
         int64_t now = (int64_t)time(NULL);
-        st = tm_registry_begin(reg);
+        if (st == TM_OK) st = tm_registry_begin(reg);
         if (st == TM_OK) st = tm_registry_put_image(reg, &ri);
         for (size_t i = 0; i < job.n && st == TM_OK; i++) {
             tm_reg_copy rc_;

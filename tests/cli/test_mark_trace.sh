@@ -87,6 +87,22 @@ expect "inspect GPS photo copy" 0 "$TRACEMARK" inspect --json "$T/gina.jpg"
 has "GPS never reaches a copy" "$OUT" '"gps": false'
 expect "registry lists the copies" 0 "$TRACEMARK" registry verify -k "$K" -r "$R"
 
+# two mark runs on one registry at the same time: both succeed, no row lost
+P="$T/par.db"
+"$TRACEMARK" mark -k "$K" -r "$P" --recipients "$T/list.txt" --recipient p1 --recipient p2 --recipient p3 \
+    --out-dir "$T/par1" "$IMG" >/dev/null 2>"$T/par1.err" &
+pid1=$!
+"$TRACEMARK" mark -k "$K" -r "$P" --recipient q1 --recipient q2 --recipient q3 --recipient q4 \
+    --out-dir "$T/par2" "$C/skimage_rocket.jpg" >/dev/null 2>"$T/par2.err" &
+pid2=$!
+wait $pid1; r1=$?
+wait $pid2; r2=$?
+ok "parallel mark 1 succeeded" "$r1" -eq 0
+ok "parallel mark 2 succeeded" "$r2" -eq 0
+expect "parallel registry verifies" 0 "$TRACEMARK" registry verify -k "$K" -r "$P"
+expect "parallel registry lists" 0 "$TRACEMARK" registry list --copies -r "$P"
+lines "all 9 copies recorded (and a header)" "$OUT" 10
+
 # attack errors
 expect "attack unknown spec" 2 "$TRACEMARK" attack "frobnicate:3" "$IMG" "$T/a.png"
 has "attack lists valid attacks" "$ERR" "jpeg:q="
