@@ -128,7 +128,7 @@ static tm_status pointwise(const tm_image *in, tm_image **out, double (*f)(doubl
 {
     tm_status st = tm_image_clone(in, out);
     if (st != TM_OK) return st;
-    int nc = in->channels == 2 || in->channels == 4 ? in->channels - 1 : in->channels;
+    int nc = tm_color_channels(in);
     size_t n = (size_t)in->width * in->height;
     for (int c = 0; c < nc; c++)
         for (size_t i = 0; i < n; i++) (*out)->plane[c][i] = (float)fmin(255, fmax(0, f((*out)->plane[c][i], p)));
@@ -197,7 +197,7 @@ static tm_status a_blur(const step_args *a, const tm_image *in, tm_image **out, 
     for (int i = -r; i <= r; i++) s += k[i + r] = exp(-(double)i * i / (2 * sigma * sigma));
     for (int i = 0; i <= 2 * r; i++) k[i] /= s;
     if ((st = tm_image_clone(in, out)) != TM_OK) goto out;
-    int nc = in->channels == 2 || in->channels == 4 ? in->channels - 1 : in->channels;
+    int nc = tm_color_channels(in);
     for (int c = 0; c < nc; c++) {
         const float *src = in->plane[c];
         float *dst = (*out)->plane[c];
@@ -237,7 +237,7 @@ static tm_status a_noise(const step_args *a, const tm_image *in, tm_image **out,
     gsl_rng_set(rng, (unsigned long)seed + 1); /* GSL maps seed 0 to its default */
     tm_status st = tm_image_clone(in, out);
     if (st == TM_OK) {
-        int nc = in->channels == 2 || in->channels == 4 ? in->channels - 1 : in->channels;
+        int nc = tm_color_channels(in);
         size_t n = (size_t)in->width * in->height;
         for (int c = 0; c < nc; c++)
             for (size_t i = 0; i < n; i++) {

@@ -41,6 +41,12 @@ typedef struct tm_exif_summary {
 } tm_exif_summary;
 tm_status tm_exif_parse(const uint8_t *data, size_t len, tm_exif_summary *out);
 
+/* Number of colour planes (alpha, always last, excluded). */
+static inline int tm_color_channels(const tm_image *img)
+{
+    return img->channels == 2 || img->channels == 4 ? img->channels - 1 : img->channels;
+}
+
 /* Rounds a 0..255 float sample to an 8-bit value with clamping. */
 static inline uint8_t tm_to_u8(float v)
 {

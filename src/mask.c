@@ -66,6 +66,18 @@ out:
     return st;
 }
 
+/* For pixel p, the two block centres around it (clamped to 0..nb-1) and the
+ * weight of the second. */
+static double cell(int p, int nb, int *i0, int *i1)
+{
+    double f = (p + 0.5) / B - 0.5;
+    int a = (int)floor(f);
+    double t = f - a;
+    *i0 = a < 0 ? 0 : a > nb - 1 ? nb - 1 : a;
+    *i1 = a + 1 > nb - 1 ? nb - 1 : a + 1 < 0 ? 0 : a + 1;
+    return t;
+}
+
 tm_status tm_mask_compute(const float *y, int w, int h, float *mask)
 {
     int bw = w / B, bh = h / B;
@@ -99,21 +111,11 @@ tm_status tm_mask_compute(const float *y, int w, int h, float *mask)
         }
     /* Bilinear interpolation between block centres. */
     for (int yy = 0; yy < h; yy++) {
-        double fy = (yy + 0.5) / B - 0.5;
-        int y0 = (int)floor(fy);
-        double ty = fy - y0;
-        int y1 = y0 + 1;
-        if (y0 < 0) y0 = 0;
-        if (y1 > bh - 1) y1 = bh - 1;
-        if (y0 > bh - 1) y0 = bh - 1;
+        int y0, y1;
+        double ty = cell(yy, bh, &y0, &y1);
         for (int xx = 0; xx < w; xx++) {
-            double fx = (xx + 0.5) / B - 0.5;
-            int x0 = (int)floor(fx);
-            double tx = fx - x0;
-            int x1 = x0 + 1;
-            if (x0 < 0) x0 = 0;
-            if (x1 > bw - 1) x1 = bw - 1;
-            if (x0 > bw - 1) x0 = bw - 1;
+            int x0, x1;
+            double tx = cell(xx, bw, &x0, &x1);
             double top = m[y0 * bw + x0] * (1 - tx) + m[y0 * bw + x1] * tx;
             double bot = m[y1 * bw + x0] * (1 - tx) + m[y1 * bw + x1] * tx;
             mask[(size_t)yy * w + xx] = (float)(top * (1 - ty) + bot * ty);

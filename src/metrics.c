@@ -8,17 +8,12 @@
 
 #include "scheme.h"
 
-static int color_channels(const tm_image *img)
-{
-    return img->channels == 2 || img->channels == 4 ? img->channels - 1 : img->channels;
-}
-
 double tm_psnr(const tm_image *a, const tm_image *b)
 {
-    if (!a || !b || a->width != b->width || a->height != b->height || color_channels(a) != color_channels(b))
+    if (!a || !b || a->width != b->width || a->height != b->height || tm_color_channels(a) != tm_color_channels(b))
         return -1;
     size_t n = (size_t)a->width * a->height;
-    int nc = color_channels(a);
+    int nc = tm_color_channels(a);
     double se = 0;
     for (int c = 0; c < nc; c++)
         for (size_t i = 0; i < n; i++) {
@@ -53,7 +48,7 @@ static void gauss11(const float *src, float *dst, float *tmp, int w, int h)
 
 double tm_ssim(const tm_image *a, const tm_image *b)
 {
-    if (!a || !b || a->width != b->width || a->height != b->height || color_channels(a) != color_channels(b))
+    if (!a || !b || a->width != b->width || a->height != b->height || tm_color_channels(a) != tm_color_channels(b))
         return NAN;
     int w = a->width, h = a->height;
     if (w < 11 || h < 11) return NAN;

@@ -224,7 +224,10 @@ static void test_crop_window_overflow(void)
         if (pid == 0) {
             tm_image *in = tm_test_synthetic(200, 100, 3, 1, 1), *out = NULL;
             tm_status st = in ? tm_attack_apply(specs[k], in, &out, NULL, 0) : TM_ERR_NOMEM;
-            _exit(st == TM_ERR_ARG && !out ? 0 : 1);
+            int refused = st == TM_ERR_ARG && !out;
+            tm_image_free(out);
+            tm_image_free(in);
+            _exit(refused ? 0 : 1);
         }
         int status = 0;
         CU_ASSERT_EQUAL_FATAL(waitpid(pid, &status, 0), pid);

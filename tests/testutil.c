@@ -95,19 +95,7 @@ double tm_test_maxdiff(const tm_image *a, const tm_image *b)
 
 double tm_test_psnr(const tm_image *a, const tm_image *b)
 {
-    if (a->width != b->width || a->height != b->height) return -1;
-    int ca = a->channels == 2 || a->channels == 4 ? a->channels - 1 : a->channels;
-    int cb = b->channels == 2 || b->channels == 4 ? b->channels - 1 : b->channels;
-    if (ca != cb) return -1;
-    size_t n = (size_t)a->width * a->height;
-    double se = 0;
-    for (int c = 0; c < ca; c++)
-        for (size_t i = 0; i < n; i++) {
-            double d = (double)a->plane[c][i] - b->plane[c][i];
-            se += d * d;
-        }
-    double mse = se / ((double)n * ca);
-    return mse <= 0 ? 999.0 : 10.0 * log10(255.0 * 255.0 / mse);
+    return tm_psnr(a, b);
 }
 
 uint8_t *tm_test_slurp(const char *path, size_t *len)

@@ -31,6 +31,10 @@ int cli_usage(const char *cmd, const char *fmt, ...) __attribute__((format(print
 int cli_parse_u64(const char *s, uint64_t *out);
 int cli_parse_double(const char *s, double *out);
 
+/* Parses a --max-pixels value into lo; on error reports it for cmd and
+ * returns CLI_ERR. */
+int cli_parse_max_pixels(const char *cmd, const char *arg, tm_load_options *lo);
+
 /* Writes s as a JSON string literal (quotes and escapes included). */
 void cli_json_string(FILE *f, const char *s);
 

@@ -35,15 +35,6 @@ static void strip_help(void)
            "Exit status: 0 written, 2 error.\n");
 }
 
-/* Options shared by the image commands. */
-static int parse_max_pixels(const char *cmd, const char *arg, tm_load_options *lo)
-{
-    uint64_t v;
-    if (cli_parse_u64(arg, &v) || v == 0) return cli_usage(cmd, "--max-pixels wants a positive integer, not '%s'", arg);
-    lo->max_pixels = v;
-    return CLI_OK;
-}
-
 int cmd_strip(int argc, char **argv)
 {
     static const struct option opts[] = {
@@ -67,7 +58,7 @@ int cmd_strip(int argc, char **argv)
             quality = (int)v;
             break;
         case 'M':
-            if (parse_max_pixels("strip", optarg, &lo)) return CLI_ERR;
+            if (cli_parse_max_pixels("strip", optarg, &lo)) return CLI_ERR;
             break;
         case 'f': force = 1; break;
         case 'h': strip_help(); return CLI_OK;
@@ -186,7 +177,7 @@ int cmd_inspect(int argc, char **argv)
         switch (c) {
         case 'j': json = 1; break;
         case 'M':
-            if (parse_max_pixels("inspect", optarg, &lo)) return CLI_ERR;
+            if (cli_parse_max_pixels("inspect", optarg, &lo)) return CLI_ERR;
             break;
         case 'h': inspect_help(); return CLI_OK;
         default: return cli_usage("inspect", "unknown or incomplete option '%s'", argv[optind - 1]);

@@ -247,11 +247,7 @@ int cmd_mark(int argc, char **argv)
             mp.strength = d;
             break;
         case 'M':
-            if (cli_parse_u64(optarg, &u) || u == 0) {
-                cli_usage("mark", "--max-pixels wants a positive integer, not '%s'", optarg);
-                goto out;
-            }
-            lo.max_pixels = u;
+            if (cli_parse_max_pixels("mark", optarg, &lo)) goto out;
             break;
         case 'f': force = 1; break;
         case 'j': json = 1; break;

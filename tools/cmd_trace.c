@@ -188,7 +188,6 @@ int cmd_trace(int argc, char **argv)
     optind = 1;
     opterr = 0;
     while ((c = getopt_long(argc, argv, "k:r:h", opts, NULL)) != -1) {
-        uint64_t u;
         switch (c) {
         case 'k': keyfile = optarg; break;
         case 'r': regfile = optarg; break;
@@ -200,11 +199,7 @@ int cmd_trace(int argc, char **argv)
             break;
         case 'j': json = 1; break;
         case 'M':
-            if (cli_parse_u64(optarg, &u) || u == 0) {
-                cli_usage("trace", "--max-pixels wants a positive integer, not '%s'", optarg);
-                goto out;
-            }
-            lo.max_pixels = u;
+            if (cli_parse_max_pixels("trace", optarg, &lo)) goto out;
             break;
         case 'h':
             trace_help();

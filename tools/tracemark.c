@@ -76,6 +76,14 @@ int cli_parse_double(const char *s, double *out)
     return 0;
 }
 
+int cli_parse_max_pixels(const char *cmd, const char *arg, tm_load_options *lo)
+{
+    uint64_t v;
+    if (cli_parse_u64(arg, &v) || v == 0) return cli_usage(cmd, "--max-pixels wants a positive integer, not '%s'", arg);
+    lo->max_pixels = v;
+    return CLI_OK;
+}
+
 void cli_json_string(FILE *f, const char *s)
 {
     fputc('"', f);
