@@ -5,7 +5,10 @@
  * colon-separated arguments, positional or key=value:
  *   "jpeg:q=75"   "blur:sigma=1.0"   "crop:0.5"   "gamma:1.2,jpeg:q=50:ss=444"
  * Every step makes a new image; the input is never modified. Randomised
- * steps take a seed, so every measurement is reproducible. */
+ * steps take a seed, so every measurement is reproducible. The geometric
+ * steps (scale, aspect, rotate, flip, turn) move every plane, alpha included;
+ * scale and aspect use one separable resampler whose kernel widens by 1/F
+ * when shrinking, so a downscale is antialiased like a real one. */
 #include "config.h"
 
 #include <ctype.h>
@@ -293,6 +296,320 @@ static tm_status a_crop(const step_args *a, const tm_image *in, tm_image **out, 
     return tm_image_set_icc(*out, in->icc, in->icc_len);
 }
 
+/* ---- geometry ------------------------------------------------------------ */
+
+/* A new w x h image with in's channels and colour description. */
+static tm_status new_like(const tm_image *in, int w, int h, tm_image **out)
+{
+    tm_status st = tm_image_create(w, h, in->channels, out);
+    if (st != TM_OK) return st;
+    (*out)->has_gamma = in->has_gamma;
+    (*out)->gamma = in->gamma;
+    (*out)->has_srgb = in->has_srgb;
+    (*out)->srgb_intent = in->srgb_intent;
+    (*out)->has_chrm = in->has_chrm;
+    memcpy((*out)->chrm, in->chrm, sizeof in->chrm);
+    if ((st = tm_image_set_icc(*out, in->icc, in->icc_len)) != TM_OK) {
+        tm_image_free(*out);
+        *out = NULL;
+    }
+    return st;
+}
+
+static double sinc(double x)
+{
+    return x == 0 ? 1.0 : sin(M_PI * x) / (M_PI * x);
+}
+static double k_box(double x)
+{
+    return x >= -0.5 && x < 0.5;
+}
+static double k_bilinear(double x)
+{
+    x = fabs(x);
+    return x < 1 ? 1 - x : 0;
+}
+/* Keys' cubic convolution kernel with a = -0.5 (Catmull-Rom). */
+static double k_bicubic(double x)
+{
+    x = fabs(x);
+    if (x < 1) return (1.5 * x - 2.5) * x * x + 1;
+    if (x < 2) return ((-0.5 * x + 2.5) * x - 4) * x + 2;
+    return 0;
+}
+static double k_lanczos3(double x)
+{
+    return fabs(x) < 3 ? sinc(x) * sinc(x / 3) : 0;
+}
+
+typedef struct resample_filter {
+    const char *name;
+    double (*k)(double);
+    double support;   /* kernel is zero beyond +-support (at scale 1) */
+} resample_filter;
+
+static const resample_filter filters[] = {
+    {"lanczos", k_lanczos3, 3}, {"bicubic", k_bicubic, 2}, {"bilinear", k_bilinear, 1}, {"box", k_box, 0.5}};
+
+/* Taps of a 1-D resampling from n_in to n_out samples with exact factor f
+ * (the centres of both lines coincide): output i reads ntap inputs from
+ * first[i] (clamped at the borders) with weights wt[i * ntap ..]. When
+ * downscaling the kernel is widened by 1/f, so it also antialiases. */
+typedef struct taps {
+    int ntap;
+    int *first;
+    float *wt;
+} taps;
+
+static void taps_free(taps *t)
+{
+    free(t->first);
+    free(t->wt);
+}
+
+static tm_status taps_make(int n_in, int n_out, double f, const resample_filter *flt, taps *t)
+{
+    double stretch = f < 1 ? 1 / f : 1;
+    double support = flt->support * stretch;
+    t->ntap = (int)ceil(2 * support) + 1;
+    t->first = malloc(sizeof(int) * n_out);
+    t->wt = malloc(sizeof(float) * n_out * t->ntap);
+    if (!t->first || !t->wt) {
+        taps_free(t);
+        return TM_ERR_NOMEM;
+    }
+    for (int i = 0; i < n_out; i++) {
+        double centre = (i + 0.5 - n_out / 2.0) / f + n_in / 2.0 - 0.5;
+        int first = (int)floor(centre - support) + 1;
+        if (flt->k == k_box) first = (int)ceil(centre - support - 1e-9); /* half-open box */
+        double sum = 0;
+        float *w = t->wt + (size_t)i * t->ntap;
+        for (int k = 0; k < t->ntap; k++) sum += w[k] = (float)flt->k((first + k - centre) / stretch);
+        if (sum == 0) { /* cannot happen for these kernels; nearest sample then */
+            first = (int)lround(centre);
+            memset(w, 0, sizeof(float) * t->ntap);
+            w[0] = 1;
+            sum = 1;
+        }
+        for (int k = 0; k < t->ntap; k++) w[k] = (float)(w[k] / sum);
+        t->first[i] = first;
+    }
+    return TM_OK;
+}
+
+static int clampi(int v, int lo, int hi)
+{
+    return v < lo ? lo : v > hi ? hi : v;
+}
+
+/* Separable resampling of every plane of in to ow x oh with exact factors fx,
+ * fy (content centred), values clamped to 0..255. */
+static tm_status resample(const tm_image *in, int ow, int oh, double fx, double fy, const resample_filter *flt,
+                          tm_image **out)
+{
+    int w = in->width, h = in->height;
+    taps tx = {0}, ty = {0};
+    float *tmp = malloc(sizeof(float) * (size_t)ow * h);
+    tm_status st = TM_ERR_NOMEM;
+    *out = NULL;
+    if (!tmp) goto out;
+    if ((st = taps_make(w, ow, fx, flt, &tx)) != TM_OK) goto out;
+    if ((st = taps_make(h, oh, fy, flt, &ty)) != TM_OK) goto out;
+    if ((st = new_like(in, ow, oh, out)) != TM_OK) goto out;
+    for (int c = 0; c < in->channels; c++) {
+        const float *src = in->plane[c];
+        for (int y = 0; y < h; y++) {
+            const float *row = src + (size_t)y * w;
+            for (int x = 0; x < ow; x++) {
+                const float *wt = tx.wt + (size_t)x * tx.ntap;
+                double acc = 0;
+                for (int k = 0; k < tx.ntap; k++) acc += wt[k] * row[clampi(tx.first[x] + k, 0, w - 1)];
+                tmp[(size_t)y * ow + x] = (float)acc;
+            }
+        }
+        float *dst = (*out)->plane[c];
+        for (int y = 0; y < oh; y++) {
+            const float *wt = ty.wt + (size_t)y * ty.ntap;
+            float *drow = dst + (size_t)y * ow;
+            for (int x = 0; x < ow; x++) drow[x] = 0;
+            for (int k = 0; k < ty.ntap; k++) {
+                const float *srow = tmp + (size_t)clampi(ty.first[y] + k, 0, h - 1) * ow;
+                for (int x = 0; x < ow; x++) drow[x] += wt[k] * srow[x];
+            }
+            for (int x = 0; x < ow; x++) drow[x] = fminf(255.0f, fmaxf(0.0f, drow[x]));
+        }
+    }
+out:
+    free(tmp);
+    taps_free(&tx);
+    taps_free(&ty);
+    return st;
+}
+
+/* scale:F[:filter=...] resizes both sides by F (output round(w F) x round(h F)). */
+static tm_status a_scale(const step_args *a, const tm_image *in, tm_image **out, char *err, size_t errlen)
+{
+    double f;
+    if (num_arg(a, "f", 0.05, 8, NAN, 0, &f)) return fail(err, errlen, "scale: wants a factor in 0.05..8, e.g. scale:0.5");
+    const resample_filter *flt = &filters[0];
+    const char *name = arg(a, "filter");
+    if (name) {
+        flt = NULL;
+        for (size_t i = 0; i < sizeof filters / sizeof filters[0]; i++)
+            if (!strcmp(filters[i].name, name)) flt = &filters[i];
+        if (!flt) return fail(err, errlen, "scale: filter wants lanczos, bicubic, bilinear or box");
+    }
+    long ow = lround(in->width * f), oh = lround(in->height * f);
+    if (ow < 1 || oh < 1 || ow > TM_MAX_SIDE || oh > TM_MAX_SIDE)
+        return fail(err, errlen, "scale: %dx%d scaled by %g gives an empty or oversized image", in->width, in->height, f);
+    return resample(in, (int)ow, (int)oh, f, f, flt, out);
+}
+
+/* aspect:F stretches the width by F, keeping the height (Lanczos-3). */
+static tm_status a_aspect(const step_args *a, const tm_image *in, tm_image **out, char *err, size_t errlen)
+{
+    double f;
+    if (num_arg(a, "f", 0.5, 2, NAN, 0, &f)) return fail(err, errlen, "aspect: wants a width factor in 0.5..2");
+    long ow = lround(in->width * f);
+    if (ow < 1 || ow > TM_MAX_SIDE) return fail(err, errlen, "aspect: width %d stretched by %g is out of range", in->width, f);
+    return resample(in, (int)ow, in->height, f, 1, &filters[0], out);
+}
+
+/* Sample of plane p (w x h) at (x, y) with the given kernel (bicubic: 4x4
+ * taps, bilinear: 2x2), borders clamped. */
+static double interp(const float *p, int w, int h, double x, double y, int cubic)
+{
+    int r = cubic ? 2 : 1;
+    int x0 = (int)floor(x) - r + 1, y0 = (int)floor(y) - r + 1;
+    double acc = 0;
+    for (int j = 0; j < 2 * r; j++) {
+        double wy = cubic ? k_bicubic(y - (y0 + j)) : k_bilinear(y - (y0 + j));
+        if (wy == 0) continue;
+        const float *row = p + (size_t)clampi(y0 + j, 0, h - 1) * w;
+        double racc = 0;
+        for (int i = 0; i < 2 * r; i++) {
+            double wx = cubic ? k_bicubic(x - (x0 + i)) : k_bilinear(x - (x0 + i));
+            racc += wx * row[clampi(x0 + i, 0, w - 1)];
+        }
+        acc += wy * racc;
+    }
+    return acc;
+}
+
+/* Width and height of the largest axis-aligned rectangle inside a w x h
+ * rectangle rotated by angle a (radians). Either it touches all four rotated
+ * sides, or (for thin shapes) it is limited by the short side alone. */
+static void inner_rect(double w, double h, double a, double *rw, double *rh)
+{
+    double s = fabs(sin(a)), c = fabs(cos(a));
+    int wide = w >= h;
+    double lng = wide ? w : h, shrt = wide ? h : w;
+    if (shrt <= 2 * s * c * lng || fabs(s - c) < 1e-10) {
+        double x = 0.5 * shrt;
+        *rw = wide ? x / s : x / c;
+        *rh = wide ? x / c : x / s;
+    } else {
+        double c2 = c * c - s * s;
+        *rw = (w * c - h * s) / c2;
+        *rh = (h * c - w * s) / c2;
+    }
+}
+
+/* rotate:DEG[:crop=1|0][:interp=bicubic|bilinear] turns the content DEG
+ * degrees counterclockwise about the centre. crop=1 keeps the largest
+ * axis-aligned rectangle inside the turned image; crop=0 keeps the size and
+ * fills the uncovered corners with mid-grey (transparent where there is alpha). */
+static tm_status a_rotate(const step_args *a, const tm_image *in, tm_image **out, char *err, size_t errlen)
+{
+    double deg, crop;
+    if (num_arg(a, "deg", -360, 360, NAN, 0, &deg)) return fail(err, errlen, "rotate: wants an angle in -360..360 degrees");
+    if (num_arg(a, "crop", 0, 1, 1, 1, &crop)) return fail(err, errlen, "rotate: crop wants 1 or 0");
+    int cubic = 1;
+    const char *ip = arg(a, "interp");
+    if (ip) {
+        if (!strcmp(ip, "bilinear")) cubic = 0;
+        else if (strcmp(ip, "bicubic")) return fail(err, errlen, "rotate: interp wants bicubic or bilinear");
+    }
+    int w = in->width, h = in->height, ow = w, oh = h;
+    double th = deg * M_PI / 180, ct = cos(th), snt = sin(th);
+    if (crop != 0) {
+        double rw, rh;
+        inner_rect(w, h, th, &rw, &rh);
+        ow = (int)floor(rw + 1e-6);
+        oh = (int)floor(rh + 1e-6);
+        if (ow < 1 || oh < 1) return fail(err, errlen, "rotate: nothing of a %dx%d image is left after cropping", w, h);
+    }
+    tm_status st = new_like(in, ow, oh, out);
+    if (st != TM_OK) return st;
+    int nc = in->channels == 2 || in->channels == 4 ? in->channels - 1 : in->channels;
+    double cx = (w - 1) / 2.0, cy = (h - 1) / 2.0, ocx = (ow - 1) / 2.0, ocy = (oh - 1) / 2.0;
+    for (int y = 0; y < oh; y++)
+        for (int x = 0; x < ow; x++) {
+            /* Display (x', y') = R (x, y) with R = [c s; -s c] (y down), inverted. */
+            double u = x - ocx, v = y - ocy;
+            double sx = cx + u * ct - v * snt, sy = cy + u * snt + v * ct;
+            int inside = sx >= -0.5 && sx <= w - 0.5 && sy >= -0.5 && sy <= h - 0.5;
+            for (int c = 0; c < in->channels; c++) {
+                double val = inside || crop != 0 ? interp(in->plane[c], w, h, sx, sy, cubic) : c < nc ? 128 : 0;
+                (*out)->plane[c][(size_t)y * ow + x] = (float)fmin(255, fmax(0, val));
+            }
+        }
+    return TM_OK;
+}
+
+/* flip:h mirrors left-right, flip:v top-bottom; every plane, exactly. */
+static tm_status a_flip(const step_args *a, const tm_image *in, tm_image **out, char *err, size_t errlen)
+{
+    const char *ax = arg(a, "axis");
+    if (!ax || (strcmp(ax, "h") && strcmp(ax, "v"))) return fail(err, errlen, "flip: wants h or v");
+    int w = in->width, h = in->height, horiz = !strcmp(ax, "h");
+    tm_status st = new_like(in, w, h, out);
+    if (st != TM_OK) return st;
+    for (int c = 0; c < in->channels; c++)
+        for (int y = 0; y < h; y++) {
+            const float *src = in->plane[c] + (size_t)(horiz ? y : h - 1 - y) * w;
+            float *dst = (*out)->plane[c] + (size_t)y * w;
+            if (horiz)
+                for (int x = 0; x < w; x++) dst[x] = src[w - 1 - x];
+            else
+                memcpy(dst, src, sizeof(float) * w);
+        }
+    return TM_OK;
+}
+
+/* turn:90|180|270 turns the image by quarter turns counterclockwise, exactly
+ * (turn:90 is a transpose followed by a top-bottom flip). */
+static tm_status a_turn(const step_args *a, const tm_image *in, tm_image **out, char *err, size_t errlen)
+{
+    double deg;
+    if (num_arg(a, "deg", 90, 270, NAN, 1, &deg) || ((int)deg != 90 && (int)deg != 180 && (int)deg != 270))
+        return fail(err, errlen, "turn: wants 90, 180 or 270");
+    int q = (int)deg / 90, w = in->width, h = in->height;
+    int ow = q == 2 ? w : h, oh = q == 2 ? h : w;
+    tm_status st = new_like(in, ow, oh, out);
+    if (st != TM_OK) return st;
+    for (int c = 0; c < in->channels; c++) {
+        const float *src = in->plane[c];
+        float *dst = (*out)->plane[c];
+        for (int y = 0; y < oh; y++)
+            for (int x = 0; x < ow; x++) {
+                int sx, sy;
+                if (q == 1) { /* top-right corner comes to the top-left */
+                    sx = w - 1 - y;
+                    sy = x;
+                } else if (q == 2) {
+                    sx = w - 1 - x;
+                    sy = h - 1 - y;
+                } else {
+                    sx = y;
+                    sy = h - 1 - x;
+                }
+                dst[(size_t)y * ow + x] = src[(size_t)sy * w + sx];
+            }
+    }
+    return TM_OK;
+}
+
 static const attack_def attacks[] = {
     {"jpeg", "q,ss", "jpeg:q=Q[:ss=444|422|420]   JPEG re-encode at quality Q (default 75, 4:2:0)", a_jpeg},
     {"webp", "q", "webp:q=Q                    lossy WebP re-encode at quality Q (default 75)", a_webp},
@@ -304,6 +621,11 @@ static const attack_def attacks[] = {
     {"contrast", "k", "contrast:K                  scale contrast about mid-grey by K", a_contrast},
     {"gray", "", "gray                        convert to greyscale", a_gray},
     {"crop", "f", "crop:F | crop:WxH+X+Y        keep the centred fraction F of each side, or a window", a_crop},
+    {"scale", "f,filter", "scale:F[:filter=lanczos|bicubic|bilinear|box]  resize both sides by F, 0.05..8 (default Lanczos-3)", a_scale},
+    {"aspect", "f", "aspect:F                    stretch the width by F, 0.5..2, keeping the height", a_aspect},
+    {"rotate", "deg,crop,interp", "rotate:DEG[:crop=1|0][:interp=bicubic|bilinear]  turn DEG degrees counterclockwise; crop=1 keeps the largest upright rectangle, crop=0 the size (grey corners)", a_rotate},
+    {"flip", "axis", "flip:h|v                    mirror left-right (h) or top-bottom (v)", a_flip},
+    {"turn", "deg", "turn:90|180|270             exact quarter turns counterclockwise", a_turn},
 };
 #define N_ATTACKS (sizeof attacks / sizeof attacks[0])
 

@@ -106,6 +106,72 @@ static double chip_value(const fftwf_complex *spec, const tm_chip *c, double dy,
 }
 
 #define N_HYPOTHESES 4
+#define TM_RINGS 64
+
+/* The eight symmetries of the square tile: dst(u, v) = src(P_d(u, v)) with
+ * P_d = optional transpose (bit 2), then negate x (bit 0) and/or y (bit 1).
+ * When the suspect is the original with its pixel coordinates mapped by P_d,
+ * permuting its fold by P_d restores the original fold up to a shift. */
+static void dihedral_permute(const float *src, float *dst, int d)
+{
+    for (int v = 0; v < TM_TILE; v++)
+        for (int u = 0; u < TM_TILE; u++) {
+            int x = d & 4 ? v : u, yy = d & 4 ? u : v;
+            if (d & 1) x = TM_TILE - 1 - x;
+            if (d & 2) yy = TM_TILE - 1 - yy;
+            dst[v * TM_TILE + u] = src[yy * TM_TILE + x];
+        }
+}
+
+/* The spectrum (into spec) of the tile in fft's spatial buffer, its noise
+ * power per ring (ring_pow), and the pilot correlation for every circular
+ * shift (corr) with its peak in null standard deviations (*z). */
+static void pilot_scan(const tm_layout *lay, tm_tile_fft *fft, fftwf_complex *spec, double *ring_pow, float *corr,
+                       double *z)
+{
+    tm_tile_fft_forward(fft);
+    memcpy(spec, tm_tile_fft_spectrum(fft), sizeof(fftwf_complex) * TM_TILE * (TM_TILE / 2 + 1));
+
+    /* Noise power per ring over every band dimension (pilot and payload). */
+    int ring_n[TM_RINGS] = {0};
+    for (int r = 0; r < TM_RINGS; r++) ring_pow[r] = 0;
+    const tm_chip *sets[2] = {lay->pilot, lay->payload};
+    size_t counts[2] = {lay->n_pilot, (size_t)TM_CODE_BITS * TM_CHIPS_PER_BIT};
+    for (int s = 0; s < 2; s++)
+        for (size_t i = 0; i < counts[s]; i++) {
+            double v = chip_value(spec, &sets[s][i], 0, 0);
+            ring_pow[sets[s][i].ring] += v * v;
+            ring_n[sets[s][i].ring]++;
+        }
+    for (int r = 0; r < TM_RINGS; r++) ring_pow[r] = ring_n[r] ? ring_pow[r] / ring_n[r] : 0;
+
+    /* Pilot correlation for every circular shift: A(k) = w_k F(k) conj(P(k)). */
+    fftwf_complex *a = tm_tile_fft_spectrum(fft);
+    memset(a, 0, sizeof(fftwf_complex) * TM_TILE * (TM_TILE / 2 + 1));
+    for (size_t i = 0; i < lay->n_pilot; i++) {
+        const tm_chip *c = &lay->pilot[i];
+        double wgt = ring_pow[c->ring] > 0 ? 1.0 / ring_pow[c->ring] : 0;
+        size_t idx = (size_t)c->kx * (TM_TILE / 2 + 1) + c->ky;
+        double fr = spec[idx][0], fi = spec[idx][1];
+        if (!c->imag) { /* F conj(s) */
+            a[idx][0] += (float)(wgt * c->sign * fr);
+            a[idx][1] += (float)(wgt * c->sign * fi);
+        } else { /* F conj(i s) = -i s F */
+            a[idx][0] += (float)(wgt * c->sign * fi);
+            a[idx][1] += (float)(-wgt * c->sign * fr);
+        }
+    }
+    tm_tile_fft_inverse(fft);
+    memcpy(corr, tm_tile_fft_spatial(fft), sizeof(float) * TM_TILE * TM_TILE);
+    double sum = 0, sum2 = 0, best = -INFINITY;
+    for (int i = 0; i < TM_TILE * TM_TILE; i++) {
+        sum += corr[i];
+        sum2 += (double)corr[i] * corr[i];
+        if (corr[i] > best) best = corr[i];
+    }
+    double nn = (double)TM_TILE * TM_TILE, mu = sum / nn, sd = sqrt(fmax(sum2 / nn - mu * mu, 1e-30));
+    *z = (best - mu) / sd;
+}
 
 /* The n strongest circular local maxima (3x3) of corr, strongest first. */
 static void top_peaks(const float *corr, int *py, int *px, int *n, int want)
@@ -164,17 +230,19 @@ tm_status tm_detect_run(const tm_key *key, const tm_image *img, tm_detection *ou
     size_t n = (size_t)w * h;
     tm_layout *lay = NULL;
     tm_tile_fft *fft = NULL;
-    float *y = NULL, *fold = NULL;
-    fftwf_complex *spec = NULL;
+    float *y = NULL, *fold = NULL, *corr = NULL, *corr_d = NULL;
+    fftwf_complex *spec = NULL, *spec_d = NULL;
     tm_status st = TM_ERR_NOMEM;
-    double ring_pow[64] = {0};
-    int ring_n[64] = {0};
+    double ring_pow[TM_RINGS] = {0}, ring_d[TM_RINGS];
 
     out->usable = (uint64_t)w * h >= (uint64_t)TM_TILE * TM_TILE && w >= TM_TILE / 2 && h >= TM_TILE / 2;
     y = malloc(n * sizeof(float));
     fold = malloc(sizeof(float) * TM_TILE * TM_TILE);
     spec = fftwf_malloc(sizeof(fftwf_complex) * TM_TILE * (TM_TILE / 2 + 1));
-    if (!y || !fold || !spec) goto out;
+    spec_d = fftwf_malloc(sizeof(fftwf_complex) * TM_TILE * (TM_TILE / 2 + 1));
+    corr = malloc(sizeof(float) * TM_TILE * TM_TILE);
+    corr_d = malloc(sizeof(float) * TM_TILE * TM_TILE);
+    if (!y || !fold || !spec || !spec_d || !corr || !corr_d) goto out;
     if ((st = tm_layout_create(key, &lay)) != TM_OK) goto out;
     if ((st = tm_tile_fft_create(&fft)) != TM_OK) goto out;
     tm_luma(img, y);
@@ -183,52 +251,26 @@ tm_status tm_detect_run(const tm_key *key, const tm_image *img, tm_detection *ou
     out->activity = activity;
     if (activity < 0.01) out->usable = 0; /* flat: nothing to read */
 
-    memcpy(tm_tile_fft_spatial(fft), fold, sizeof(float) * TM_TILE * TM_TILE);
-    tm_tile_fft_forward(fft);
-    memcpy(spec, tm_tile_fft_spectrum(fft), sizeof(fftwf_complex) * TM_TILE * (TM_TILE / 2 + 1));
-
-    /* Noise power per ring over every band dimension (pilot and payload). */
-    const tm_chip *sets[2] = {lay->pilot, lay->payload};
-    size_t counts[2] = {lay->n_pilot, (size_t)TM_CODE_BITS * TM_CHIPS_PER_BIT};
-    for (int s = 0; s < 2; s++)
-        for (size_t i = 0; i < counts[s]; i++) {
-            double v = chip_value(spec, &sets[s][i], 0, 0);
-            ring_pow[sets[s][i].ring] += v * v;
-            ring_n[sets[s][i].ring]++;
-        }
-    for (int r = 0; r < 64; r++) ring_pow[r] = ring_n[r] ? ring_pow[r] / ring_n[r] : 0;
-
-    /* Pilot correlation for every circular shift: A(k) = w_k F(k) conj(P(k)). */
-    fftwf_complex *a = tm_tile_fft_spectrum(fft);
-    memset(a, 0, sizeof(fftwf_complex) * TM_TILE * (TM_TILE / 2 + 1));
-    for (size_t i = 0; i < lay->n_pilot; i++) {
-        const tm_chip *c = &lay->pilot[i];
-        double wgt = ring_pow[c->ring] > 0 ? 1.0 / ring_pow[c->ring] : 0;
-        size_t idx = (size_t)c->kx * (TM_TILE / 2 + 1) + c->ky;
-        /* F conj(P) with P having sign s on its real or imaginary part. */
-        double fr = spec[idx][0], fi = spec[idx][1];
-        if (!c->imag) {
-            a[idx][0] += (float)(wgt * c->sign * fr);
-            a[idx][1] += (float)(wgt * c->sign * fi);
-        } else { /* F * conj(i s) = -i s F */
-            a[idx][0] += (float)(wgt * c->sign * fi);
-            a[idx][1] += (float)(-wgt * c->sign * fr);
+    /* Flips and quarter turns of the suspect permute its folded tile (up to a
+     * shift, which the pilot search absorbs): try all eight and keep the one
+     * whose pilot stands out most (docs/scheme.md section 7). */
+    out->pilot_z = -INFINITY;
+    for (int d = 0; d < 8; d++) {
+        dihedral_permute(fold, tm_tile_fft_spatial(fft), d);
+        double z;
+        pilot_scan(lay, fft, spec_d, ring_d, corr_d, &z);
+        if (z > out->pilot_z) {
+            out->pilot_z = z;
+            out->dihedral = d;
+            memcpy(spec, spec_d, sizeof(fftwf_complex) * TM_TILE * (TM_TILE / 2 + 1));
+            memcpy(ring_pow, ring_d, sizeof ring_pow);
+            memcpy(corr, corr_d, sizeof(float) * TM_TILE * TM_TILE);
         }
     }
-    tm_tile_fft_inverse(fft);
-    const float *corr = tm_tile_fft_spatial(fft);
-    double sum = 0, sum2 = 0, best = -INFINITY;
-    for (int i = 0; i < TM_TILE * TM_TILE; i++) {
-        sum += corr[i];
-        sum2 += (double)corr[i] * corr[i];
-        if (corr[i] > best) best = corr[i];
-    }
-    double nn = (double)TM_TILE * TM_TILE, mu = sum / nn, sd = sqrt(fmax(sum2 / nn - mu * mu, 1e-30));
-    out->pilot_z = (best - mu) / sd;
-    /* P(max of T^2 null correlations >= z) <= T^2 Q(z). */
+    /* P(max of 8 T^2 null correlations >= z) <= 8 T^2 Q(z). */
     double lq = out->pilot_z > 0 ? log10(gsl_cdf_ugaussian_Q(out->pilot_z) + 1e-300) : 0;
     if (out->pilot_z > 30) lq = (-out->pilot_z * out->pilot_z / 2 - log(out->pilot_z * sqrt(2 * M_PI))) / M_LN10;
-    out->pilot_log10_p = fmin(0.0, lq + log10(nn));
+    out->pilot_log10_p = fmin(0.0, lq + log10(8.0 * TM_TILE * TM_TILE));
 
     /* Origin hypotheses: the strongest pilot peaks and the uncropped origin.
      * The one whose soft values carry the most energy wins. Both the peaks and
@@ -236,9 +278,11 @@ tm_status tm_detect_run(const tm_key *key, const tm_image *img, tm_detection *ou
      * innocent codeword, so choosing among them leaves the bound intact. */
     int hy[N_HYPOTHESES + 1], hx[N_HYPOTHESES + 1], nh = 0;
     top_peaks(corr, hy, hx, &nh, N_HYPOTHESES);
-    hy[nh] = 0;
-    hx[nh] = 0;
-    nh++;
+    if (out->dihedral == 0) {
+        hy[nh] = 0;
+        hx[nh] = 0;
+        nh++;
+    }
     double best_energy = -1;
     for (int k = 0; k < nh; k++) {
         double y_k[TM_CODE_BITS], energy = 0;
@@ -255,7 +299,10 @@ tm_status tm_detect_run(const tm_key *key, const tm_image *img, tm_detection *ou
 out:
     free(y);
     free(fold);
+    free(corr);
+    free(corr_d);
     fftwf_free(spec);
+    fftwf_free(spec_d);
     tm_layout_free(lay);
     tm_tile_fft_free(fft);
     return st;

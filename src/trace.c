@@ -83,6 +83,13 @@ tm_status tm_trace_run(const tm_key *key, const tm_image *suspect, const tm_reg_
     out->pilot_log10_p = det->pilot_log10_p;
     out->offset_x = det->offset_x;
     out->offset_y = det->offset_y;
+    /* detect.c's symmetry d as "the original, mirrored left-right when flip,
+     * then turned rotation_deg counter-clockwise", which gives the suspect. */
+    static const struct {
+        int flip, rot;
+    } dihedral[8] = {{0, 0}, {1, 0}, {1, 180}, {0, 180}, {1, 90}, {0, 270}, {0, 90}, {1, 270}};
+    out->flip = dihedral[det->dihedral].flip;
+    out->rotation_deg = dihedral[det->dihedral].rot;
 
     size_t cap = 16;
     while (cap < 2 * n + 16) cap *= 2;

@@ -457,8 +457,9 @@ typedef struct tm_trace_result {
     double pilot_z;                /* strength of the key's pilot pattern */
     double pilot_log10_p;          /* its significance over the shifts searched */
     int offset_x, offset_y;        /* recovered origin of the mark's tile grid */
-    double scale, rotation_deg;    /* recovered geometry (1, 0 until sync lands) */
-    int flip;
+    double scale;                  /* suspect size / original size */
+    double rotation_deg;           /* counter-clockwise turn of the suspect */
+    int flip;                      /* the suspect is mirrored left-right (before the turn) */
 } tm_trace_result;
 
 /* Reads suspect under key and scores copies[0..n) (e.g. from

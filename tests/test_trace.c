@@ -228,7 +228,48 @@ static void test_unreadable_suspects(void)
     tm_image_free(flat);
 }
 
+/* Flips and quarter turns (the EXIF orientation transforms applied to a
+ * marked copy) are traced, and the transform is reported: flip, then a
+ * counter-clockwise turn. */
+static void test_flips_and_turns(void)
+{
+    static const struct {
+        int orientation, flip, rot;
+    } cases[] = {{2, 1, 0}, {3, 0, 180}, {4, 1, 180}, {5, 1, 90}, {6, 0, 270}, {7, 1, 270}, {8, 0, 90}};
+    tm_image *orig = NULL, *marked = NULL;
+    CU_ASSERT_EQUAL_FATAL(tm_image_load(tm_test_corpus("skimage_coffee.png"), NULL, &orig, NULL), TM_OK);
+    tm_embedder *e = NULL;
+    CU_ASSERT_EQUAL_FATAL(tm_embedder_create(key_a, orig, NULL, &e), TM_OK);
+    CU_ASSERT_EQUAL_FATAL(tm_embedder_mark(e, "leaker@example.com", &marked), TM_OK);
+    fake_registry reg;
+    fake_registry_fill(&reg, e);
+    for (size_t k = 0; k < sizeof cases / sizeof cases[0]; k++) {
+        tm_image *turned = NULL, *sus = NULL;
+        char err[64];
+        CU_ASSERT_EQUAL_FATAL(tm_image_clone(marked, &turned), TM_OK);
+        CU_ASSERT_EQUAL_FATAL(tm_image_orient(turned, cases[k].orientation), TM_OK);
+        CU_ASSERT_EQUAL_FATAL(tm_attack_apply("jpeg:q=75", turned, &sus, err, sizeof err), TM_OK);
+        tm_trace_result r;
+        CU_ASSERT_EQUAL_FATAL(tm_trace_run(key_a, sus, reg.copies, reg.n, NULL, &r), TM_OK);
+        int ok = r.verdict == TM_VERDICT_ACCUSED && r.n_accused == 1 && r.accused[0].index == 0;
+        if (!ok || r.flip != cases[k].flip || r.rotation_deg != cases[k].rot)
+            fprintf(stderr, "orientation %d: verdict %d, flip %d rot %.0f (want %d %d)\n", cases[k].orientation,
+                    r.verdict, r.flip, r.rotation_deg, cases[k].flip, cases[k].rot);
+        CU_ASSERT(ok);
+        CU_ASSERT_EQUAL(r.flip, cases[k].flip);
+        CU_ASSERT_EQUAL(r.rotation_deg, cases[k].rot);
+        tm_trace_result_clear(&r);
+        tm_image_free(turned);
+        tm_image_free(sus);
+    }
+    fake_registry_free(&reg);
+    tm_embedder_free(e);
+    tm_image_free(marked);
+    tm_image_free(orig);
+}
+
 static CU_TestInfo tests[] = {
+    {"flips and quarter turns", test_flips_and_turns},
     {"zero strength round trip", test_zero_strength_roundtrip},
     {"deterministic, luminance only", test_deterministic_and_luma_only},
     {"small or flat suspects are inconclusive", test_unreadable_suspects},

@@ -1,0 +1,602 @@
+/* sync.c -- blind estimation of the scale and rotation of the tiled mark,
+ * and resampling of a suspect back to the marked frame.
+ *
+ * Every band bin of the 128-pixel tile has the same magnitude, so a marked
+ * image scaled by s and turned by theta carries spectral lines at
+ * R(theta) k / (128 s) for every integer k with 4 <= |k| <= 20, whatever the
+ * key and the recipient. The estimate works on a centred window of at most
+ * 2048 pixels a side: a local-mean residual divided by the local RMS (the
+ * host's structure mostly goes), a Hann window, one FFT, and the power
+ * spectrum divided by its local average (the host's 1/f falloff goes). Then:
+ *   1. hypotheses: the autocorrelation (inverse FFT of the whitened power in
+ *      the band) of a lattice is a lattice; each of its strongest peaks is
+ *      read as several lattice vectors ((1,0), (1,1), (2,0), (2,1), (1,2)) so
+ *      a peak at a multiple of the period cannot lock the estimate onto it;
+ *   2. scoring: the mean whitened power at all predicted lattice points (off
+ *      the axes, where the host's own lines sit), in null standard
+ *      deviations; a coarse grid on the low harmonics, a finer one on all,
+ *      then GSL's Nelder-Mead simplex for sub-bin accuracy.
+ * No key is needed and nothing here depends on it. */
+#include "config.h"
+
+#include <gsl/gsl_errno.h>
+#include <gsl/gsl_multimin.h>
+#include <math.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "scheme.h"
+#include "sync.h"
+
+#define WIN_SMALL 1024     /* FFT side for images up to about 2 MP */
+#define WIN_LARGE 2048     /* and above */
+#define PRE_RADIUS 3       /* 7x7 local statistics for the residual */
+#define PRE_NU2 4.0        /* floor of the local variance */
+#define CLIP 12.0          /* whitened power cap: one host line cannot dominate a score */
+#define N_PEAKS 10         /* autocorrelation peaks turned into hypotheses */
+#define MAX_HYP 64
+#define N_REFINE 6         /* hypotheses refined to full accuracy */
+#define MIN_POINTS 24      /* fewer usable lattice points: no score */
+
+typedef struct lattice_k {
+    float kx, ky, r;
+} lattice_k;
+
+/* The whitened power spectrum and the lattice vectors scored against it. */
+typedef struct spectrum {
+    int n, nc;             /* FFT side, n / 2 + 1 */
+    float *pw;             /* n x nc whitened, clipped power */
+    double mu, sd;         /* its mean and deviation over the band */
+    lattice_k *k;          /* band vectors off the axes, half plane, by radius */
+    int nk;
+} spectrum;
+
+/* ---- prefilter ------------------------------------------------------------ */
+
+/* Box mean of src (w x h), radius r, clamped borders, into dst (may alias src);
+ * tmp holds w x h floats, col w doubles. */
+static void box_mean(const float *src, float *dst, float *tmp, double *col, int w, int h, int r)
+{
+    for (int y = 0; y < h; y++) {
+        const float *s = src + (size_t)y * w;
+        float *t = tmp + (size_t)y * w;
+        double acc = 0;
+        int lo = 0, hi = -1;
+        for (int x = 0; x < w; x++) {
+            int want_hi = x + r < w ? x + r : w - 1, want_lo = x - r > 0 ? x - r : 0;
+            while (hi < want_hi) acc += s[++hi];
+            while (lo < want_lo) acc -= s[lo++];
+            t[x] = (float)(acc / (hi - lo + 1));
+        }
+    }
+    memset(col, 0, sizeof(double) * w);
+    int lo = 0, hi = -1;
+    for (int y = 0; y < h; y++) {
+        int want_hi = y + r < h ? y + r : h - 1, want_lo = y - r > 0 ? y - r : 0;
+        while (hi < want_hi) {
+            hi++;
+            for (int x = 0; x < w; x++) col[x] += tmp[(size_t)hi * w + x];
+        }
+        while (lo < want_lo) {
+            for (int x = 0; x < w; x++) col[x] -= tmp[(size_t)lo * w + x];
+            lo++;
+        }
+        double inv = 1.0 / (hi - lo + 1);
+        for (int x = 0; x < w; x++) dst[(size_t)y * w + x] = (float)(col[x] * inv);
+    }
+}
+
+/* Residual of the rw x rh window of y at (x0, y0), over the local RMS, times a
+ * Hann window, into the top-left of buf (n x n, zero elsewhere). */
+static tm_status prefilter(const float *y, int w, int x0, int y0, int rw, int rh, int n, float *buf)
+{
+    size_t m = (size_t)rw * rh;
+    float *reg = malloc(m * sizeof(float)), *mean = malloc(m * sizeof(float)), *tmp = malloc(m * sizeof(float));
+    double *col = malloc(sizeof(double) * rw), *hx = malloc(sizeof(double) * rw), *hy = malloc(sizeof(double) * rh);
+    tm_status st = TM_ERR_NOMEM;
+    if (!reg || !mean || !tmp || !col || !hx || !hy) goto out;
+    for (int r = 0; r < rh; r++) memcpy(reg + (size_t)r * rw, y + (size_t)(y0 + r) * w + x0, sizeof(float) * rw);
+    box_mean(reg, mean, tmp, col, rw, rh, PRE_RADIUS);
+    for (size_t i = 0; i < m; i++) {
+        reg[i] -= mean[i];
+        mean[i] = reg[i] * reg[i];
+    }
+    box_mean(mean, mean, tmp, col, rw, rh, PRE_RADIUS);
+    for (int i = 0; i < rw; i++) hx[i] = 0.5 - 0.5 * cos(2 * M_PI * (i + 0.5) / rw);
+    for (int i = 0; i < rh; i++) hy[i] = 0.5 - 0.5 * cos(2 * M_PI * (i + 0.5) / rh);
+    memset(buf, 0, sizeof(float) * (size_t)n * n);
+    for (int r = 0; r < rh; r++)
+        for (int c = 0; c < rw; c++) {
+            size_t i = (size_t)r * rw + c;
+            buf[(size_t)r * n + c] = (float)(hy[r] * hx[c] * reg[i] / sqrt(mean[i] + PRE_NU2));
+        }
+    st = TM_OK;
+out:
+    free(reg);
+    free(mean);
+    free(tmp);
+    free(col);
+    free(hx);
+    free(hy);
+    return st;
+}
+
+/* ---- whitened spectrum ------------------------------------------------------- */
+
+/* pw = power / its local mean over (2b+1)^2 bins (rows wrap, columns clamp),
+ * capped at CLIP. tmp and acc hold n * nc floats and nc doubles. */
+static void whiten(const fftwf_complex *f, float *pw, float *tmp, double *acc, int n, int nc, int b)
+{
+    size_t len = (size_t)n * nc;
+    for (size_t i = 0; i < len; i++) pw[i] = f[i][0] * f[i][0] + f[i][1] * f[i][1];
+    /* Along columns (frequency x), clamped. */
+    for (int r = 0; r < n; r++) {
+        const float *s = pw + (size_t)r * nc;
+        float *t = tmp + (size_t)r * nc;
+        double a = 0;
+        int lo = 0, hi = -1;
+        for (int x = 0; x < nc; x++) {
+            int want_hi = x + b < nc ? x + b : nc - 1, want_lo = x - b > 0 ? x - b : 0;
+            while (hi < want_hi) a += s[++hi];
+            while (lo < want_lo) a -= s[lo++];
+            t[x] = (float)(a / (hi - lo + 1));
+        }
+    }
+    /* Along rows (frequency y), circular. */
+    memset(acc, 0, sizeof(double) * nc);
+    for (int d = -b; d <= b; d++) {
+        const float *t = tmp + (size_t)((d + n) % n) * nc;
+        for (int x = 0; x < nc; x++) acc[x] += t[x];
+    }
+    double inv = 1.0 / (2 * b + 1);
+    for (int r = 0; r < n; r++) {
+        float *p = pw + (size_t)r * nc;
+        for (int x = 0; x < nc; x++) {
+            double loc = acc[x] * inv;
+            double v = loc > 0 ? p[x] / loc : 0;
+            p[x] = (float)(v < CLIP ? v : CLIP);
+        }
+        const float *out_row = tmp + (size_t)((r - b + n) % n) * nc, *in_row = tmp + (size_t)((r + b + 1) % n) * nc;
+        for (int x = 0; x < nc; x++) acc[x] += in_row[x] - out_row[x];
+    }
+}
+
+/* Band limits in bins for an FFT of side n: every scale in the search range. */
+static double band_lo(int n)
+{
+    return TM_BAND_LO * n / (TM_TILE * TM_SYNC_SCALE_MAX);
+}
+static double band_hi(int n)
+{
+    return 0.49 * n;
+}
+
+/* Is bin (fx, fy) (signed frequencies) in the band and off the axes? */
+static int band_bin(int fx, int fy, int n)
+{
+    if (abs(fx) <= 1 || abs(fy) <= 1) return 0;
+    double r = sqrt((double)fx * fx + (double)fy * fy);
+    return r >= band_lo(n) && r <= band_hi(n);
+}
+
+/* Mean and deviation of the whitened power over the band. */
+static void band_stats(spectrum *sp)
+{
+    double s = 0, s2 = 0;
+    size_t cnt = 0;
+    for (int r = 0; r < sp->n; r++) {
+        int fy = r <= sp->n / 2 ? r : r - sp->n;
+        for (int x = 0; x < sp->nc; x++) {
+            if (!band_bin(x, fy, sp->n)) continue;
+            double v = sp->pw[(size_t)r * sp->nc + x];
+            s += v;
+            s2 += v * v;
+            cnt++;
+        }
+    }
+    sp->mu = cnt ? s / cnt : 1;
+    sp->sd = cnt ? sqrt(fmax(s2 / cnt - sp->mu * sp->mu, 1e-12)) : 1;
+}
+
+static int cmp_radius(const void *a, const void *b)
+{
+    float ra = ((const lattice_k *)a)->r, rb = ((const lattice_k *)b)->r;
+    return (ra > rb) - (ra < rb);
+}
+
+/* The tile's band vectors k off the axes, one of each +-k pair, by radius. */
+static tm_status lattice_make(spectrum *sp)
+{
+    int hi = (int)TM_BAND_HI;
+    sp->k = malloc(sizeof(lattice_k) * (size_t)(2 * hi + 1) * (hi + 1));
+    if (!sp->k) return TM_ERR_NOMEM;
+    sp->nk = 0;
+    for (int ky = 1; ky <= hi; ky++)
+        for (int kx = -hi; kx <= hi; kx++) {
+            double r = sqrt((double)kx * kx + (double)ky * ky);
+            if (kx == 0 || r < TM_BAND_LO || r > TM_BAND_HI) continue;
+            sp->k[sp->nk++] = (lattice_k){(float)kx, (float)ky, (float)r};
+        }
+    qsort(sp->k, (size_t)sp->nk, sizeof(lattice_k), cmp_radius);
+    return TM_OK;
+}
+
+/* Lattice evidence for (scale s, rotation th degrees) using harmonics up to
+ * |k| <= kmax: mean whitened power at the predicted points (bilinear), in
+ * null standard deviations of such a mean. */
+static double lattice_score(const spectrum *sp, double s, double th, double kmax)
+{
+    int n = sp->n, nc = sp->nc;
+    double a = th * M_PI / 180, c = cos(a), sn = sin(a), g = n / (TM_TILE * s);
+    double lim = band_hi(n), sum = 0;
+    int cnt = 0;
+    for (int i = 0; i < sp->nk && sp->k[i].r <= kmax; i++) {
+        double kx = sp->k[i].kx, ky = sp->k[i].ky;
+        double fx = g * (c * kx + sn * ky), fy = g * (-sn * kx + c * ky);
+        if (fabs(fx) > lim || fabs(fy) > lim) continue;
+        if (fx < 0) {
+            fx = -fx;
+            fy = -fy;
+        }
+        if (fy < 0) fy += n;
+        int x0 = (int)fx, y0 = (int)fy;
+        double ax = fx - x0, ay = fy - y0;
+        int y1 = y0 + 1 < n ? y0 + 1 : 0;
+        if (x0 + 1 >= nc) continue;
+        const float *r0 = sp->pw + (size_t)y0 * nc, *r1 = sp->pw + (size_t)y1 * nc;
+        sum += (1 - ay) * ((1 - ax) * r0[x0] + ax * r0[x0 + 1]) + ay * ((1 - ax) * r1[x0] + ax * r1[x0 + 1]);
+        cnt++;
+    }
+    if (cnt < MIN_POINTS) return 0;
+    return (sum / cnt - sp->mu) / sp->sd * sqrt((double)cnt);
+}
+
+/* ---- hypotheses and refinement ------------------------------------------------- */
+
+/* Reduces a lattice angle to (-45, 45]. */
+static double wrap45(double th)
+{
+    th -= 90 * floor(th / 90 + 0.5);
+    if (th <= -45) th += 90;
+    return th;
+}
+
+/* True when two hypotheses are the same within tol (relative scale, degrees). */
+static int same_geom(const tm_geom *a, const tm_geom *b, double ts, double ta)
+{
+    return fabs(log(a->scale / b->scale)) < ts && fabs(wrap45(a->rotation_deg - b->rotation_deg)) < ta;
+}
+
+/* Best score on a (2m+1)^2 grid of steps (ds relative, dt degrees) around g. */
+static void grid_refine(const spectrum *sp, tm_geom *g, int m, double ds, double dt, double kmax)
+{
+    tm_geom best = *g;
+    best.score = -INFINITY;
+    for (int i = -m; i <= m; i++)
+        for (int j = -m; j <= m; j++) {
+            double s = g->scale * exp(i * ds), t = g->rotation_deg + j * dt;
+            if (s < TM_SYNC_SCALE_MIN * 0.97 || s > TM_SYNC_SCALE_MAX * 1.03) continue;
+            double v = lattice_score(sp, s, t, kmax);
+            if (v > best.score) best = (tm_geom){s, t, v};
+        }
+    if (best.score > -INFINITY) *g = best;
+}
+
+static double nm_cost(const gsl_vector *x, void *params)
+{
+    const spectrum *sp = params;
+    return -lattice_score(sp, exp(gsl_vector_get(x, 0)), gsl_vector_get(x, 1), TM_BAND_HI);
+}
+
+/* Nelder-Mead polish of g on the full-harmonic score. */
+static tm_status simplex_refine(const spectrum *sp, tm_geom *g)
+{
+    tm_status st = TM_ERR_NOMEM;
+    gsl_multimin_function f = {nm_cost, 2, (void *)sp};
+    gsl_vector *x = gsl_vector_alloc(2), *step = gsl_vector_alloc(2);
+    gsl_multimin_fminimizer *m = gsl_multimin_fminimizer_alloc(gsl_multimin_fminimizer_nmsimplex2, 2);
+    if (!x || !step || !m) goto out;
+    gsl_vector_set(x, 0, log(g->scale));
+    gsl_vector_set(x, 1, g->rotation_deg);
+    gsl_vector_set(step, 0, 6e-4);
+    gsl_vector_set(step, 1, 0.03);
+    st = TM_ERR_INTERNAL;
+    if (gsl_multimin_fminimizer_set(m, &f, x, step) != GSL_SUCCESS) goto out;
+    for (int it = 0; it < 120; it++) {
+        int rc = gsl_multimin_fminimizer_iterate(m);
+        if (rc == GSL_ENOPROG) break;
+        if (rc != GSL_SUCCESS) goto out;
+        if (gsl_multimin_test_size(gsl_multimin_fminimizer_size(m), 2e-5) == GSL_SUCCESS) break;
+    }
+    double v = -gsl_multimin_fminimizer_minimum(m);
+    if (v > g->score) {
+        const gsl_vector *b = gsl_multimin_fminimizer_x(m);
+        *g = (tm_geom){exp(gsl_vector_get(b, 0)), gsl_vector_get(b, 1), v};
+    }
+    st = TM_OK;
+out:
+    gsl_vector_free(x);
+    gsl_vector_free(step);
+    if (m) gsl_multimin_fminimizer_free(m);
+    return st;
+}
+
+/* Strongest local maxima of the autocorrelation a (n x n, lags wrapped) at
+ * lags of length [rmin, rmax] in the upper half plane, sub-pixel; returns
+ * their count. */
+static int acf_peaks(const float *a, int n, double rmin, double rmax, double *px, double *py)
+{
+    float val[N_PEAKS];
+    int cnt = 0, rm = (int)ceil(rmax);
+    for (int dy = 0; dy <= rm; dy++)
+        for (int dx = -rm; dx <= rm; dx++) {
+            double r = sqrt((double)dx * dx + (double)dy * dy);
+            if (r < rmin || r > rmax || (dy == 0 && dx <= 0)) continue;
+            float v = a[(size_t)dy * n + (dx + n) % n];
+            if (v <= 0 || (cnt == N_PEAKS && v <= val[N_PEAKS - 1])) continue;
+            int is_max = 1;
+            for (int j = -2; j <= 2 && is_max; j++)
+                for (int i = -2; i <= 2; i++) {
+                    if (!i && !j) continue;
+                    if (a[(size_t)((dy + j + n) % n) * n + (dx + i + n) % n] > v) {
+                        is_max = 0;
+                        break;
+                    }
+                }
+            if (!is_max) continue;
+            /* Parabolic vertex in each direction. */
+            double l = a[(size_t)dy * n + (dx - 1 + n) % n], rr = a[(size_t)dy * n + (dx + 1 + n) % n];
+            double u = a[(size_t)((dy - 1 + n) % n) * n + (dx + n) % n], d = a[(size_t)((dy + 1) % n) * n + (dx + n) % n];
+            double ox = l - 2 * v + rr < 0 ? 0.5 * (l - rr) / (l - 2 * v + rr) : 0;
+            double oy = u - 2 * v + d < 0 ? 0.5 * (u - d) / (u - 2 * v + d) : 0;
+            int k = cnt < N_PEAKS ? cnt++ : N_PEAKS - 1;
+            while (k > 0 && val[k - 1] < v) {
+                val[k] = val[k - 1];
+                px[k] = px[k - 1];
+                py[k] = py[k - 1];
+                k--;
+            }
+            val[k] = v;
+            px[k] = dx + ox;
+            py[k] = dy + oy;
+        }
+    return cnt;
+}
+
+static int cmp_score(const void *a, const void *b)
+{
+    double sa = ((const tm_geom *)a)->score, sb = ((const tm_geom *)b)->score;
+    return (sa < sb) - (sa > sb);
+}
+
+/* Adds g to hyp[0..*nh) unless a near-duplicate is there. */
+static void hyp_add(tm_geom *hyp, int *nh, tm_geom g)
+{
+    if (!(g.scale >= TM_SYNC_SCALE_MIN * 0.97 && g.scale <= TM_SYNC_SCALE_MAX * 1.03)) return;
+    for (int i = 0; i < *nh; i++)
+        if (same_geom(&hyp[i], &g, 0.01, 0.5)) return;
+    if (*nh < MAX_HYP) hyp[(*nh)++] = g;
+}
+
+tm_status tm_sync_estimate(const float *y, int w, int h, tm_geom *cands, int max, int *n)
+{
+    if (!y || !cands || !n || max < 1 || w < 1 || h < 1) return TM_ERR_ARG;
+    *n = 0;
+    spectrum sp = {0};
+    float *buf = NULL, *tmp = NULL;
+    double *acc = NULL;
+    fftwf_complex *spec = NULL;
+    fftwf_plan fwd = NULL, inv = NULL;
+    tm_geom hyp[MAX_HYP];
+    int nh = 0;
+    tm_status st = TM_OK;
+    const tm_geom identity = {1, 0, 0};
+
+    if (w < TM_TILE || h < TM_TILE) { /* too small to hold a lattice */
+        cands[0] = identity;
+        *n = 1;
+        goto out;
+    }
+    int nn = w >= WIN_LARGE * 3 / 4 && h >= WIN_LARGE * 3 / 4 ? WIN_LARGE : WIN_SMALL;
+    int rw = w < nn ? w : nn, rh = h < nn ? h : nn;
+    sp.n = nn;
+    sp.nc = nn / 2 + 1;
+    size_t len = (size_t)nn * sp.nc;
+    st = TM_ERR_NOMEM;
+    buf = fftwf_malloc(sizeof(float) * (size_t)nn * nn);
+    spec = fftwf_malloc(sizeof(fftwf_complex) * len);
+    sp.pw = malloc(sizeof(float) * len);
+    tmp = malloc(sizeof(float) * len);
+    acc = malloc(sizeof(double) * sp.nc);
+    if (!buf || !spec || !sp.pw || !tmp || !acc) goto out;
+    if ((st = lattice_make(&sp)) != TM_OK) goto out;
+    tm_fftw_lock();
+    fwd = fftwf_plan_dft_r2c_2d(nn, nn, buf, spec, FFTW_ESTIMATE);
+    inv = fftwf_plan_dft_c2r_2d(nn, nn, spec, buf, FFTW_ESTIMATE);
+    tm_fftw_unlock();
+    st = TM_ERR_INTERNAL;
+    if (!fwd || !inv) goto out;
+    if ((st = prefilter(y, w, (w - rw) / 2, (h - rh) / 2, rw, rh, nn, buf)) != TM_OK) goto out;
+    fftwf_execute(fwd);
+    whiten(spec, sp.pw, tmp, acc, nn, sp.nc, nn / 64);
+    band_stats(&sp);
+
+    /* 1. Hypotheses from the autocorrelation of the band's whitened power. */
+    for (int r = 0; r < nn; r++) {
+        int fy = r <= nn / 2 ? r : r - nn;
+        for (int x = 0; x < sp.nc; x++) {
+            size_t i = (size_t)r * sp.nc + x;
+            spec[i][0] = band_bin(x, fy, nn) ? (float)(sp.pw[i] - sp.mu) : 0.0f;
+            spec[i][1] = 0;
+        }
+    }
+    fftwf_execute(inv);
+    double px[N_PEAKS], py[N_PEAKS];
+    double rmax = fmin(nn / 2.0 - 3, 1.5 * TM_TILE * TM_SYNC_SCALE_MAX);
+    int np = acf_peaks(buf, nn, 0.85 * TM_TILE * TM_SYNC_SCALE_MIN, rmax, px, py);
+    static const int mvec[][2] = {{1, 0}, {1, 1}, {2, 0}, {2, 1}, {1, 2}};
+    hyp_add(hyp, &nh, identity);
+    for (int p = 0; p < np; p++) {
+        double len_v = hypot(px[p], py[p]), phi = atan2(py[p], px[p]) * 180 / M_PI;
+        for (size_t k = 0; k < sizeof mvec / sizeof mvec[0]; k++) {
+            double lm = hypot(mvec[k][0], mvec[k][1]), alpha = atan2(mvec[k][1], mvec[k][0]) * 180 / M_PI;
+            hyp_add(hyp, &nh, (tm_geom){len_v / (TM_TILE * lm), wrap45(alpha - phi), 0});
+        }
+    }
+
+    /* 2. Score each on the low harmonics around its raw position, refine the best. */
+    for (int i = 0; i < nh; i++) grid_refine(&sp, &hyp[i], 3, 0.006, 0.35, 9);
+    qsort(hyp + 1, (size_t)(nh - 1), sizeof hyp[0], cmp_score);
+    int nr = nh < N_REFINE + 1 ? nh : N_REFINE + 1; /* identity stays in slot 0 */
+    for (int i = 0; i < nr; i++) {
+        grid_refine(&sp, &hyp[i], 4, 0.0015, 0.08, 14);
+        grid_refine(&sp, &hyp[i], 3, 0.0004, 0.025, TM_BAND_HI);
+        if ((st = simplex_refine(&sp, &hyp[i])) != TM_OK) goto out;
+        hyp[i].rotation_deg = wrap45(hyp[i].rotation_deg);
+    }
+    tm_geom ident = identity;
+    ident.score = lattice_score(&sp, 1, 0, TM_BAND_HI);
+
+    /* 3. Strongest first, duplicates dropped, the identity always present. */
+    qsort(hyp, (size_t)nr, sizeof hyp[0], cmp_score);
+    int cnt = 0, have_identity = 0;
+    for (int i = 0; i < nr && cnt < max; i++) {
+        int dup = 0;
+        for (int j = 0; j < cnt; j++) dup |= same_geom(&cands[j], &hyp[i], 1e-3, 0.05);
+        if (dup) continue;
+        cands[cnt++] = hyp[i];
+    }
+    for (int j = 0; j < cnt; j++) have_identity |= fabs(cands[j].scale - 1) < 1e-9 && cands[j].rotation_deg == 0;
+    if (!have_identity) {
+        if (cnt == max) cnt--;
+        cands[cnt++] = ident;
+    }
+    *n = cnt;
+    st = TM_OK;
+out:
+    tm_fftw_lock();
+    if (fwd) fftwf_destroy_plan(fwd);
+    if (inv) fftwf_destroy_plan(inv);
+    tm_fftw_unlock();
+    fftwf_free(buf);
+    fftwf_free(spec);
+    free(sp.pw);
+    free(sp.k);
+    free(tmp);
+    free(acc);
+    return st;
+}
+
+/* ---- resampling ------------------------------------------------------------------ */
+
+static double k_lanczos3(double x)
+{
+    x = fabs(x);
+    if (x < 1e-9) return 1;
+    if (x >= 3) return 0;
+    double a = M_PI * x;
+    return 3 * sin(a) * sin(a / 3) / (a * a);
+}
+
+static double k_cubic(double x)
+{
+    x = fabs(x);
+    if (x < 1) return (1.5 * x - 2.5) * x * x + 1;
+    if (x < 2) return ((-0.5 * x + 2.5) * x - 4) * x + 2;
+    return 0;
+}
+
+static int clampi(int v, int lo, int hi)
+{
+    return v < lo ? lo : v > hi ? hi : v;
+}
+
+/* 1-D Lanczos-3 resampling of n_in samples (stride in_stride) to n_out with
+ * exact factor f, centres aligned, kernel widened by 1/f when shrinking. */
+static void resample_line(const float *src, int n_in, size_t in_stride, float *dst, int n_out, size_t out_stride,
+                          double f, float *wt)
+{
+    double stretch = f < 1 ? 1 / f : 1, support = 3 * stretch;
+    int ntap = (int)ceil(2 * support) + 1;
+    for (int i = 0; i < n_out; i++) {
+        double centre = (i + 0.5 - n_out / 2.0) / f + n_in / 2.0 - 0.5;
+        int first = (int)floor(centre - support) + 1;
+        double sum = 0, acc = 0;
+        for (int k = 0; k < ntap; k++) sum += wt[k] = (float)k_lanczos3((first + k - centre) / stretch);
+        for (int k = 0; k < ntap; k++) acc += wt[k] * src[(size_t)clampi(first + k, 0, n_in - 1) * in_stride];
+        dst[(size_t)i * out_stride] = (float)(sum != 0 ? acc / sum : src[(size_t)clampi((int)lround(centre), 0, n_in - 1) * in_stride]);
+    }
+}
+
+/* Bicubic sample of plane p (w x h) at (x, y); NAN outside the image. */
+static double cubic_at(const float *p, int w, int h, double x, double y)
+{
+    if (!(x >= -0.5 && x <= w - 0.5 && y >= -0.5 && y <= h - 0.5)) return NAN;
+    int x0 = (int)floor(x) - 1, y0 = (int)floor(y) - 1;
+    double acc = 0;
+    for (int j = 0; j < 4; j++) {
+        double wy = k_cubic(y - (y0 + j)), racc = 0;
+        const float *row = p + (size_t)clampi(y0 + j, 0, h - 1) * w;
+        for (int i = 0; i < 4; i++) racc += k_cubic(x - (x0 + i)) * row[clampi(x0 + i, 0, w - 1)];
+        acc += wy * racc;
+    }
+    return acc;
+}
+
+tm_status tm_sync_resample(const tm_image *in, const tm_geom *g, tm_image **out)
+{
+    if (!in || !g || !out) return TM_ERR_ARG;
+    *out = NULL;
+    if (!(g->scale >= 0.05 && g->scale <= 20) || !(fabs(g->rotation_deg) <= 360)) return TM_ERR_ARG;
+    double f = 1 / g->scale;
+    long sw = lround(in->width * f), sh = lround(in->height * f);
+    if (sw < 1 || sh < 1 || sw > TM_MAX_SIDE || sh > TM_MAX_SIDE) return TM_ERR_DIMENSIONS;
+    double a = -g->rotation_deg * M_PI / 180, c = cos(a), s = sin(a);
+    int rot = fabs(g->rotation_deg) > 1e-9;
+    long ow = rot ? (long)ceil(sw * fabs(c) + sh * fabs(s) - 1e-6) : sw;
+    long oh = rot ? (long)ceil(sw * fabs(s) + sh * fabs(c) - 1e-6) : sh;
+    if (ow > TM_MAX_SIDE || oh > TM_MAX_SIDE) return TM_ERR_DIMENSIONS;
+    int w = in->width, h = in->height;
+    tm_image *res = NULL, *img = NULL;
+    float *tmp = malloc(sizeof(float) * (size_t)sw * h);
+    float *wt = malloc(sizeof(float) * (size_t)(6 * fmax(1, g->scale) + 8));
+    tm_status st = TM_ERR_NOMEM;
+    if (!tmp || !wt) goto out;
+    /* Scale by 1/scale, separably. */
+    if ((st = tm_image_create((int)sw, (int)sh, in->channels, &res)) != TM_OK) goto out;
+    for (int ch = 0; ch < in->channels; ch++) {
+        for (int y = 0; y < h; y++)
+            resample_line(in->plane[ch] + (size_t)y * w, w, 1, tmp + (size_t)y * sw, (int)sw, 1, f, wt);
+        for (int x = 0; x < sw; x++) resample_line(tmp + x, h, (size_t)sw, res->plane[ch] + x, (int)sh, (size_t)sw, f, wt);
+    }
+    /* Turn by -rotation into a canvas that holds it all. */
+    if (rot) {
+        if ((st = tm_image_create((int)ow, (int)oh, in->channels, &img)) != TM_OK) goto out;
+        double cx = (sw - 1) / 2.0, cy = (sh - 1) / 2.0, ocx = (ow - 1) / 2.0, ocy = (oh - 1) / 2.0;
+        size_t nres = (size_t)sw * sh;
+        for (int ch = 0; ch < in->channels; ch++) {
+            double mean = 0;
+            for (size_t i = 0; i < nres; i++) mean += res->plane[ch][i];
+            mean /= (double)nres;
+            for (int y = 0; y < oh; y++)
+                for (int x = 0; x < ow; x++) {
+                    double u = x - ocx, v = y - ocy;
+                    double val = cubic_at(res->plane[ch], (int)sw, (int)sh, cx + u * c - v * s, cy + u * s + v * c);
+                    img->plane[ch][(size_t)y * ow + x] = (float)(isnan(val) ? mean : val);
+                }
+        }
+        tm_image_free(res);
+        res = img;
+        img = NULL;
+    }
+    if ((st = tm_image_set_icc(res, in->icc, in->icc_len)) != TM_OK) goto out;
+    *out = res;
+    res = NULL;
+    st = TM_OK;
+out:
+    free(tmp);
+    free(wt);
+    tm_image_free(res);
+    tm_image_free(img);
+    return st;
+}

@@ -1,0 +1,39 @@
+/* sync.h -- blind geometric synchronisation of the tiled mark (internal).
+ *
+ * The mark repeats a 128-pixel tile whose spectrum has the same magnitude at
+ * every band bin, so any copy that was scaled by s and rotated by theta shows
+ * a lattice of spectral lines at R(theta) k / (128 s), k an integer vector with
+ * 4 <= |k| <= 20. sync.c reads (s, theta) from that lattice without the key
+ * and resamples the suspect back to the marked frame (docs/scheme.md,
+ * "Geometric synchronisation"). */
+#ifndef TM_SYNC_H
+#define TM_SYNC_H
+
+#include "tracemark.h"
+
+/* One geometric hypothesis: the suspect is the marked image scaled by scale
+ * and turned rotation_deg counterclockwise (as attack "rotate:DEG"); score is
+ * the lattice evidence in null standard deviations. */
+typedef struct tm_geom {
+    double scale;
+    double rotation_deg;
+    double score;
+} tm_geom;
+
+/* Search range of the estimate (suspect scale relative to the marked copy). */
+#define TM_SYNC_SCALE_MIN 0.3
+#define TM_SYNC_SCALE_MAX 2.5
+
+/* Up to max candidate (scale, rotation) hypotheses for the mark's lattice in
+ * luminance y (w x h), strongest first, always including the identity (scale
+ * 1, rotation 0); rotation in (-45, 45] (the square lattice cannot tell
+ * 90-degree turns and flips apart: the caller tries those). *n gets the count. */
+tm_status tm_sync_estimate(const float *y, int w, int h, tm_geom *cands, int max, int *n);
+
+/* Resamples the image back to the marked frame: scale by 1/scale and rotate
+ * by -rotation_deg about the centre (Lanczos-3, then bicubic), output size
+ * holding the whole rotated content, corners filled with each plane's mean;
+ * every plane follows. *out is new; the caller frees it. */
+tm_status tm_sync_resample(const tm_image *in, const tm_geom *g, tm_image **out);
+
+#endif
