@@ -46,7 +46,8 @@ typedef struct lattice_k {
 typedef struct spectrum {
     int n, nc;             /* FFT side, n / 2 + 1 */
     float *pw;             /* n x nc whitened, clipped power */
-    double mu, sd;         /* its mean and deviation over the band */
+    float *pb;             /* the same blurred over 5x5 bins, for coarse search */
+    double mu, sd, sdb;    /* their mean and deviations over the band */
     lattice_k *k;          /* band vectors off the axes, half plane, by radius */
     int nk;
 } spectrum;
@@ -179,8 +180,8 @@ static int band_bin(int fx, int fy, int n)
     return r >= band_lo(n) && r <= band_hi(n);
 }
 
-/* Mean and deviation of the whitened power over the band. */
-static void band_stats(spectrum *sp)
+/* Mean and deviation of p (a whitened power) over the band. */
+static void band_stats(const spectrum *sp, const float *p, double *mu, double *sd)
 {
     double s = 0, s2 = 0;
     size_t cnt = 0;
@@ -188,14 +189,36 @@ static void band_stats(spectrum *sp)
         int fy = r <= sp->n / 2 ? r : r - sp->n;
         for (int x = 0; x < sp->nc; x++) {
             if (!band_bin(x, fy, sp->n)) continue;
-            double v = sp->pw[(size_t)r * sp->nc + x];
+            double v = p[(size_t)r * sp->nc + x];
             s += v;
             s2 += v * v;
             cnt++;
         }
     }
-    sp->mu = cnt ? s / cnt : 1;
-    sp->sd = cnt ? sqrt(fmax(s2 / cnt - sp->mu * sp->mu, 1e-12)) : 1;
+    *mu = cnt ? s / cnt : 1;
+    *sd = cnt ? sqrt(fmax(s2 / cnt - *mu * *mu, 1e-12)) : 1;
+}
+
+/* pb = pw averaged over 5x5 bins (rows wrap, columns clamp); row holds nc floats. */
+static void blur5(const float *pw, float *pb, float *row, int n, int nc)
+{
+    for (int r = 0; r < n; r++) {
+        float *d = pb + (size_t)r * nc;
+        memset(d, 0, sizeof(float) * nc);
+        for (int j = -2; j <= 2; j++) {
+            const float *s = pw + (size_t)((r + j + n) % n) * nc;
+            for (int x = 0; x < nc; x++) d[x] += s[x];
+        }
+    }
+    for (int r = 0; r < n; r++) {
+        float *d = pb + (size_t)r * nc;
+        memcpy(row, d, sizeof(float) * nc);
+        for (int x = 0; x < nc; x++) {
+            double a = 0;
+            for (int i = -2; i <= 2; i++) a += row[x + i < 0 ? 0 : x + i >= nc ? nc - 1 : x + i];
+            d[x] = (float)(a / 25);
+        }
+    }
 }
 
 static int cmp_radius(const void *a, const void *b)
@@ -221,16 +244,18 @@ static tm_status lattice_make(spectrum *sp)
     return TM_OK;
 }
 
-/* Lattice evidence for (scale s, rotation th degrees) using harmonics up to
- * |k| <= kmax: mean whitened power at the predicted points (bilinear), in
- * null standard deviations of such a mean. */
-static double lattice_score(const spectrum *sp, double s, double th, double kmax)
+/* Lattice evidence for (scale s, rotation th degrees) on the raw (coarse = 0)
+ * or blurred power: mean whitened power at the predicted points (bilinear),
+ * in null standard deviations of such a mean. */
+static double lattice_score(const spectrum *sp, int coarse, double s, double th)
 {
+    const float *p = coarse ? sp->pb : sp->pw;
+    double sd = coarse ? sp->sdb : sp->sd;
     int n = sp->n, nc = sp->nc;
     double a = th * M_PI / 180, c = cos(a), sn = sin(a), g = n / (TM_TILE * s);
     double lim = band_hi(n), sum = 0;
     int cnt = 0;
-    for (int i = 0; i < sp->nk && sp->k[i].r <= kmax; i++) {
+    for (int i = 0; i < sp->nk; i++) {
         double kx = sp->k[i].kx, ky = sp->k[i].ky;
         double fx = g * (c * kx + sn * ky), fy = g * (-sn * kx + c * ky);
         if (fabs(fx) > lim || fabs(fy) > lim) continue;
@@ -243,12 +268,12 @@ static double lattice_score(const spectrum *sp, double s, double th, double kmax
         double ax = fx - x0, ay = fy - y0;
         int y1 = y0 + 1 < n ? y0 + 1 : 0;
         if (x0 + 1 >= nc) continue;
-        const float *r0 = sp->pw + (size_t)y0 * nc, *r1 = sp->pw + (size_t)y1 * nc;
+        const float *r0 = p + (size_t)y0 * nc, *r1 = p + (size_t)y1 * nc;
         sum += (1 - ay) * ((1 - ax) * r0[x0] + ax * r0[x0 + 1]) + ay * ((1 - ax) * r1[x0] + ax * r1[x0 + 1]);
         cnt++;
     }
     if (cnt < MIN_POINTS) return 0;
-    return (sum / cnt - sp->mu) / sp->sd * sqrt((double)cnt);
+    return (sum / cnt - sp->mu) / sd * sqrt((double)cnt);
 }
 
 /* ---- hypotheses and refinement ------------------------------------------------- */
@@ -267,16 +292,24 @@ static int same_geom(const tm_geom *a, const tm_geom *b, double ts, double ta)
     return fabs(log(a->scale / b->scale)) < ts && fabs(wrap45(a->rotation_deg - b->rotation_deg)) < ta;
 }
 
-/* Best score on a (2m+1)^2 grid of steps (ds relative, dt degrees) around g. */
-static void grid_refine(const spectrum *sp, tm_geom *g, int m, double ds, double dt, double kmax)
+/* Radius in bins of the band's top harmonic for scale s: a step of 1 / that
+ * (relative scale, or radians) moves the outermost lattice points by a bin. */
+static double top_radius(const spectrum *sp, double s)
+{
+    return fmin(TM_BAND_HI * sp->n / (TM_TILE * s), band_hi(sp->n));
+}
+
+/* Best score on a (2m+1)^2 grid around g, steps of `bins` at the top harmonic. */
+static void grid_refine(const spectrum *sp, int coarse, tm_geom *g, int m, double bins)
 {
     tm_geom best = *g;
     best.score = -INFINITY;
+    double ds = bins / top_radius(sp, g->scale), dt = ds * 180 / M_PI;
     for (int i = -m; i <= m; i++)
         for (int j = -m; j <= m; j++) {
             double s = g->scale * exp(i * ds), t = g->rotation_deg + j * dt;
             if (s < TM_SYNC_SCALE_MIN * 0.97 || s > TM_SYNC_SCALE_MAX * 1.03) continue;
-            double v = lattice_score(sp, s, t, kmax);
+            double v = lattice_score(sp, coarse, s, t);
             if (v > best.score) best = (tm_geom){s, t, v};
         }
     if (best.score > -INFINITY) *g = best;
@@ -285,7 +318,7 @@ static void grid_refine(const spectrum *sp, tm_geom *g, int m, double ds, double
 static double nm_cost(const gsl_vector *x, void *params)
 {
     const spectrum *sp = params;
-    return -lattice_score(sp, exp(gsl_vector_get(x, 0)), gsl_vector_get(x, 1), TM_BAND_HI);
+    return -lattice_score(sp, 0, exp(gsl_vector_get(x, 0)), gsl_vector_get(x, 1));
 }
 
 /* Nelder-Mead polish of g on the full-harmonic score. */
@@ -298,15 +331,16 @@ static tm_status simplex_refine(const spectrum *sp, tm_geom *g)
     if (!x || !step || !m) goto out;
     gsl_vector_set(x, 0, log(g->scale));
     gsl_vector_set(x, 1, g->rotation_deg);
-    gsl_vector_set(step, 0, 6e-4);
-    gsl_vector_set(step, 1, 0.03);
+    double ds = 0.25 / top_radius(sp, g->scale);
+    gsl_vector_set(step, 0, ds);
+    gsl_vector_set(step, 1, ds * 180 / M_PI);
     st = TM_ERR_INTERNAL;
     if (gsl_multimin_fminimizer_set(m, &f, x, step) != GSL_SUCCESS) goto out;
     for (int it = 0; it < 120; it++) {
         int rc = gsl_multimin_fminimizer_iterate(m);
         if (rc == GSL_ENOPROG) break;
         if (rc != GSL_SUCCESS) goto out;
-        if (gsl_multimin_test_size(gsl_multimin_fminimizer_size(m), 2e-5) == GSL_SUCCESS) break;
+        if (gsl_multimin_test_size(gsl_multimin_fminimizer_size(m), 0.01 * ds) == GSL_SUCCESS) break;
     }
     double v = -gsl_multimin_fminimizer_minimum(m);
     if (v > g->score) {
@@ -406,9 +440,10 @@ tm_status tm_sync_estimate(const float *y, int w, int h, tm_geom *cands, int max
     buf = fftwf_malloc(sizeof(float) * (size_t)nn * nn);
     spec = fftwf_malloc(sizeof(fftwf_complex) * len);
     sp.pw = malloc(sizeof(float) * len);
+    sp.pb = malloc(sizeof(float) * len);
     tmp = malloc(sizeof(float) * len);
     acc = malloc(sizeof(double) * sp.nc);
-    if (!buf || !spec || !sp.pw || !tmp || !acc) goto out;
+    if (!buf || !spec || !sp.pw || !sp.pb || !tmp || !acc) goto out;
     if ((st = lattice_make(&sp)) != TM_OK) goto out;
     tm_fftw_lock();
     fwd = fftwf_plan_dft_r2c_2d(nn, nn, buf, spec, FFTW_ESTIMATE);
@@ -419,7 +454,10 @@ tm_status tm_sync_estimate(const float *y, int w, int h, tm_geom *cands, int max
     if ((st = prefilter(y, w, (w - rw) / 2, (h - rh) / 2, rw, rh, nn, buf)) != TM_OK) goto out;
     fftwf_execute(fwd);
     whiten(spec, sp.pw, tmp, acc, nn, sp.nc, nn / 64);
-    band_stats(&sp);
+    blur5(sp.pw, sp.pb, tmp, nn, sp.nc);
+    double mub;
+    band_stats(&sp, sp.pw, &sp.mu, &sp.sd);
+    band_stats(&sp, sp.pb, &mub, &sp.sdb); /* mub ~ mu: the blur keeps the mean */
 
     /* 1. Hypotheses from the autocorrelation of the band's whitened power. */
     for (int r = 0; r < nn; r++) {
@@ -444,18 +482,17 @@ tm_status tm_sync_estimate(const float *y, int w, int h, tm_geom *cands, int max
         }
     }
 
-    /* 2. Score each on the low harmonics around its raw position, refine the best. */
-    for (int i = 0; i < nh; i++) grid_refine(&sp, &hyp[i], 3, 0.006, 0.35, 9);
+    /* 2. Score each on the blurred power around its raw position, refine the best. */
+    for (int i = 0; i < nh; i++) grid_refine(&sp, 1, &hyp[i], 3, 1.5);
     qsort(hyp + 1, (size_t)(nh - 1), sizeof hyp[0], cmp_score);
     int nr = nh < N_REFINE + 1 ? nh : N_REFINE + 1; /* identity stays in slot 0 */
     for (int i = 0; i < nr; i++) {
-        grid_refine(&sp, &hyp[i], 4, 0.0015, 0.08, 14);
-        grid_refine(&sp, &hyp[i], 3, 0.0004, 0.025, TM_BAND_HI);
+        grid_refine(&sp, 0, &hyp[i], 3, 0.4);
         if ((st = simplex_refine(&sp, &hyp[i])) != TM_OK) goto out;
         hyp[i].rotation_deg = wrap45(hyp[i].rotation_deg);
     }
     tm_geom ident = identity;
-    ident.score = lattice_score(&sp, 1, 0, TM_BAND_HI);
+    ident.score = lattice_score(&sp, 0, 1, 0);
 
     /* 3. Strongest first, duplicates dropped, the identity always present. */
     qsort(hyp, (size_t)nr, sizeof hyp[0], cmp_score);
@@ -481,6 +518,7 @@ out:
     fftwf_free(buf);
     fftwf_free(spec);
     free(sp.pw);
+    free(sp.pb);
     free(sp.k);
     free(tmp);
     free(acc);

@@ -104,6 +104,11 @@ static const struct {
     {"contrast", "contrast:1.1", W, H, 3},
     {"gray", "gray", W, H, 1},
     {"crop", "crop:0.5", W / 2, H / 2, 3},
+    {"scale", "scale:0.5", W / 2, H / 2, 3},
+    {"aspect", "aspect:1.5", W * 3 / 2, H, 3},
+    {"rotate", "rotate:10:crop=0", W, H, 3},
+    {"flip", "flip:h", W, H, 3},
+    {"turn", "turn:90", H, W, 3},
 };
 #define N_EXAMPLES (sizeof examples / sizeof examples[0])
 

@@ -38,6 +38,9 @@ int cli_parse_max_pixels(const char *cmd, const char *arg, tm_load_options *lo);
 /* Writes s as a JSON string literal (quotes and escapes included). */
 void cli_json_string(FILE *f, const char *s);
 
+/* Writes v with printf format fmt, or null when v is not finite (JSON has no NaN). */
+void cli_json_number(FILE *f, const char *fmt, double v);
+
 /* True when the stream is a terminal (progress output is shown only then). */
 int cli_isatty(FILE *f);
 

@@ -98,8 +98,13 @@ static void json_copy(const tm_reg_copy *c, const tm_accusation *a)
 {
     printf("{\"recipient\": ");
     cli_json_string(stdout, c->recipient);
-    printf(", \"image\": \"%s\", \"copy_id\": %lld, \"score\": %.4g, \"z\": %.2f, \"log10_p\": %.2f}", c->image_id,
-           (long long)c->copy_id, a->score, a->z, a->log10_p);
+    printf(", \"image\": \"%s\", \"copy_id\": %lld, \"score\": ", c->image_id, (long long)c->copy_id);
+    cli_json_number(stdout, "%.4g", a->score);
+    printf(", \"z\": ");
+    cli_json_number(stdout, "%.2f", a->z);
+    printf(", \"log10_p\": ");
+    cli_json_number(stdout, "%.2f", a->log10_p);
+    printf("}");
 }
 
 static void print_json(const char *file, const tm_trace_result *r, const tm_reg_copy *copies, double fpr, double ms)
@@ -111,12 +116,18 @@ static void print_json(const char *file, const tm_trace_result *r, const tm_reg_
         if (i) printf(", ");
         json_copy(&copies[r->accused[i].index], &r->accused[i]);
     }
-    printf("], \"bound\": %g, \"transform\": {\"scale\": %.4g, \"rotation_deg\": %.3g, \"flip\": %s, "
-           "\"offset\": [%d, %d]}, \"elapsed_ms\": %.0f, \"reason\": ",
-           fpr, r->scale, r->rotation_deg, r->flip ? "true" : "false", r->offset_x, r->offset_y, ms);
+    printf("], \"bound\": %g, \"transform\": {\"scale\": ", fpr);
+    cli_json_number(stdout, "%.4g", r->scale);
+    printf(", \"rotation_deg\": ");
+    cli_json_number(stdout, "%.3g", r->rotation_deg);
+    printf(", \"flip\": %s, \"offset\": [%d, %d]}, \"elapsed_ms\": %.0f, \"reason\": ", r->flip ? "true" : "false",
+           r->offset_x, r->offset_y, ms);
     cli_json_string(stdout, r->reason);
-    printf(", \"copies_scored\": %zu, \"pilot_z\": %.2f, \"pilot_log10_p\": %.2f, \"candidates\": [", r->n_scored,
-           r->pilot_z, r->pilot_log10_p);
+    printf(", \"copies_scored\": %zu, \"pilot_z\": ", r->n_scored);
+    cli_json_number(stdout, "%.2f", r->pilot_z);
+    printf(", \"pilot_log10_p\": ");
+    cli_json_number(stdout, "%.2f", r->pilot_log10_p);
+    printf(", \"candidates\": [");
     for (size_t i = 0; i < r->n_top; i++) {
         if (i) printf(", ");
         json_copy(&copies[r->top[i].index], &r->top[i]);
@@ -152,7 +163,12 @@ static void print_text(const char *file, const tm_trace_result *r, const tm_reg_
             printf("  best candidate: %s, bound %s (not enough to accuse)\n", c->recipient, p);
         }
     }
-    printf("  mark pilot z %.1f, grid offset (%d, %d), %.0f ms\n", r->pilot_z, r->offset_x, r->offset_y, ms);
+    printf("  mark pilot z %.1f; suspect is the original", r->pilot_z);
+    if (r->flip) printf(" mirrored");
+    if (r->rotation_deg != 0) printf("%s turned %.3g deg counter-clockwise", r->flip ? " and" : "", r->rotation_deg);
+    if (r->scale != 1) printf("%s scaled %.3gx", r->flip || r->rotation_deg != 0 ? "," : "", r->scale);
+    if (!r->flip && r->rotation_deg == 0 && r->scale == 1) printf(" as marked");
+    printf(", tile grid at (%d, %d); %.0f ms\n", r->offset_x, r->offset_y, ms);
 }
 
 static double now_ms(void)
