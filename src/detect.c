@@ -16,10 +16,12 @@
 #include <gsl/gsl_cdf.h>
 #include <gsl/gsl_sf_erf.h>
 #include <math.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
 #include "scheme.h"
+#include "sync.h"
 
 #define RADIUS 3          /* 7x7 local statistics */
 #define NU2 4.0           /* assumed mark power in the Wiener weights */
@@ -226,6 +228,7 @@ tm_status tm_detect_run(const tm_key *key, const tm_image *img, tm_detection *ou
     if (!key || !img || !out) return TM_ERR_ARG;
     memset(out, 0, sizeof *out);
     out->pilot_log10_p = 0;
+    out->scale = 1.0;
     int w = img->width, h = img->height;
     size_t n = (size_t)w * h;
     tm_layout *lay = NULL;
@@ -305,5 +308,160 @@ out:
     fftwf_free(spec_d);
     tm_layout_free(lay);
     tm_tile_fft_free(fft);
+    return st;
+}
+
+/* Lattice candidates asked of sync.c; of these the identity and the
+ * strongest N_SCREEN others are screened with the pilot. */
+#define N_GEOM 6
+#define N_SCREEN 2
+/* Screening reads a central window resampled to about SCREEN_SIDE pixels a
+ * side; the final read at most FINAL_SIDE, so cost and memory stay bounded
+ * whatever the suspect's size and scale. */
+#define SCREEN_SIDE 1024
+#define FINAL_SIDE 4096
+
+static int is_identity(const tm_geom *g)
+{
+    return g->scale == 1.0 && g->rotation_deg == 0.0;
+}
+
+/* Catmull-Rom weights for fractional offset t. */
+static void cubic_weights(double t, double wgt[4])
+{
+    double t2 = t * t, t3 = t2 * t;
+    wgt[0] = -0.5 * t3 + t2 - 0.5 * t;
+    wgt[1] = 1.5 * t3 - 2.5 * t2 + 1;
+    wgt[2] = -1.5 * t3 + 2 * t2 + 0.5 * t;
+    wgt[3] = 0.5 * t3 - 0.5 * t2;
+}
+
+/* Mean of each k x k block of y (w x h) into a new (w/k) x (h/k) plane: a
+ * cheap anti-alias before shrinking an enlarged suspect. */
+static float *box_shrink(const float *y, int w, int h, int k, int *ow, int *oh)
+{
+    int nw = w / k, nh = h / k;
+    float *o = calloc((size_t)nw * nh, sizeof(float));
+    if (!o) return NULL;
+    for (int yy = 0; yy < nh * k; yy++)
+        for (int xx = 0; xx < nw * k; xx++) o[(size_t)(yy / k) * nw + xx / k] += y[(size_t)yy * w + xx];
+    float inv = 1.0f / (float)(k * k);
+    for (size_t i = 0; i < (size_t)nw * nh; i++) o[i] *= inv;
+    *ow = nw;
+    *oh = nh;
+    return o;
+}
+
+/* The suspect's luminance y (w x h) brought back to the marked frame under
+ * hypothesis g (the suspect is the original scaled by g->scale and turned
+ * g->rotation_deg counter-clockwise about the centre): one bicubic pass,
+ * centred, at most side x side pixels, outside samples set to the mean.
+ * Only luminance is read by the detector, so only luminance is warped. */
+static tm_status warp_luma(const float *y, int w, int h, const tm_geom *g, int side, tm_image **out)
+{
+    const float *src = y;
+    float *shrunk = NULL;
+    double sc = g->scale;
+    int sw = w, sh = h;
+    if (sc >= 2) {
+        int k = (int)floor(sc);
+        if (!(shrunk = box_shrink(y, w, h, k, &sw, &sh))) return TM_ERR_NOMEM;
+        src = shrunk;
+        sc /= k;
+    }
+    double a = g->rotation_deg * M_PI / 180, c = cos(a), sn = sin(a);
+    double ow = ceil((sw * fabs(c) + sh * fabs(sn)) / sc), oh = ceil((sw * fabs(sn) + sh * fabs(c)) / sc);
+    int W = (int)fmin(ow, side), H = (int)fmin(oh, side);
+    tm_status st = TM_ERR_DIMENSIONS;
+    if (W < 8 || H < 8) goto out;
+    if ((st = tm_image_create(W, H, 1, out)) != TM_OK) goto out;
+    double mean = 0;
+    for (size_t i = 0; i < (size_t)sw * sh; i++) mean += src[i];
+    mean /= (double)sw * sh;
+    double cx = (sw - 1) / 2.0, cy = (sh - 1) / 2.0, ocx = (W - 1) / 2.0, ocy = (H - 1) / 2.0;
+    float *dst = (*out)->plane[0];
+    for (int yy = 0; yy < H; yy++) {
+        double v = yy - ocy;
+        for (int xx = 0; xx < W; xx++) {
+            double u = xx - ocx;
+            double px = cx + sc * (c * u + sn * v), py = cy + sc * (-sn * u + c * v);
+            int x0 = (int)floor(px), y0 = (int)floor(py);
+            if (x0 < 1 || y0 < 1 || x0 + 2 >= sw || y0 + 2 >= sh) {
+                dst[(size_t)yy * W + xx] = (float)mean;
+                continue;
+            }
+            double wx[4], wy[4], acc = 0;
+            cubic_weights(px - x0, wx);
+            cubic_weights(py - y0, wy);
+            for (int j = 0; j < 4; j++) {
+                const float *row = src + (size_t)(y0 - 1 + j) * sw + x0 - 1;
+                acc += wy[j] * (wx[0] * row[0] + wx[1] * row[1] + wx[2] * row[2] + wx[3] * row[3]);
+            }
+            dst[(size_t)yy * W + xx] = (float)acc;
+        }
+    }
+    st = TM_OK;
+out:
+    free(shrunk);
+    return st;
+}
+
+/* Detection under hypothesis g, on at most side x side pixels of the marked
+ * frame (the whole suspect, unwarped, for the identity). */
+static tm_status detect_under(const tm_key *key, const tm_image *img, const float *y, const tm_geom *g, int side,
+                              tm_detection *out)
+{
+    if (is_identity(g)) return tm_detect_run(key, img, out);
+    tm_image *warped = NULL;
+    tm_status st = warp_luma(y, img->width, img->height, g, side, &warped);
+    if (st == TM_OK) st = tm_detect_run(key, warped, out);
+    tm_image_free(warped);
+    return st;
+}
+
+tm_status tm_detect_search(const tm_key *key, const tm_image *img, tm_detection *out)
+{
+    if (!key || !img || !out) return TM_ERR_ARG;
+    tm_geom cands[N_GEOM];
+    int ng = 0;
+    size_t n = (size_t)img->width * img->height;
+    float *y = malloc(n * sizeof(float));
+    tm_detection *trial = malloc(sizeof *trial);
+    tm_status st = TM_ERR_NOMEM;
+    if (!y || !trial) goto out;
+    tm_luma(img, y);
+    if ((st = tm_sync_estimate(y, img->width, img->height, cands, N_GEOM, &ng)) != TM_OK) goto out;
+
+    /* Screen the identity and the strongest other lattice hypotheses: keep
+     * the one whose pilot stands out most. A choice made from the suspect
+     * alone, so the accusation bound holds. */
+    int best = -1, screened = 0, others = 0;
+    double best_z = -INFINITY;
+    for (int k = 0; k < ng; k++) {
+        if (!is_identity(&cands[k])) {
+            if (others == N_SCREEN) continue;
+            others++;
+        }
+        st = detect_under(key, img, y, &cands[k], SCREEN_SIDE, trial);
+        if (st == TM_ERR_DIMENSIONS) continue; /* nothing left at that scale */
+        if (st != TM_OK) goto out;
+        screened++;
+        if (trial->pilot_z > best_z) {
+            best_z = trial->pilot_z;
+            best = k;
+        }
+    }
+    tm_geom identity = {1.0, 0.0, 0.0};
+    const tm_geom *g = best >= 0 ? &cands[best] : &identity;
+    if ((st = detect_under(key, img, y, g, FINAL_SIDE, out)) != TM_OK) goto out;
+    out->scale = g->scale;
+    out->rotation_deg = g->rotation_deg;
+    /* Presence evidence pays for every hypothesis screened. */
+    out->pilot_log10_p = fmin(0.0, out->pilot_log10_p + log10(screened > 1 ? screened : 1));
+    /* The suspect must hold a tile's worth of the original at its own scale. */
+    if ((double)img->width * img->height < (double)TM_TILE * TM_TILE * g->scale * g->scale) out->usable = 0;
+out:
+    free(y);
+    free(trial);
     return st;
 }

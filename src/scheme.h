@@ -123,11 +123,18 @@ typedef struct tm_detection {
     double pilot_log10_p;     /* Bonferroni over the TM_TILE^2 shifts searched */
     int offset_x, offset_y;   /* where the tile grid starts in the (re-oriented) suspect */
     int dihedral;             /* 0..7: the flip/quarter-turn found (see detect.c) */
+    double scale;             /* geometric hypothesis read (tm_detect_search) */
+    double rotation_deg;
     double activity;          /* mean local variance: ~0 for flat images */
     int usable;               /* enough pixels and texture to read a mark */
 } tm_detection;
 
-/* Reads the soft values of a suspect (no geometric search beyond the tile shift). */
+/* Reads the soft values of a suspect in the marked frame (searching the tile
+ * shift and the eight flips/quarter turns, no scale or rotation). */
 tm_status tm_detect_run(const tm_key *key, const tm_image *img, tm_detection *out);
+
+/* As tm_detect_run, after a blind search for scale and rotation (sync.c):
+ * each lattice hypothesis is screened, the best one is read. */
+tm_status tm_detect_search(const tm_key *key, const tm_image *img, tm_detection *out);
 
 #endif

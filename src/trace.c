@@ -70,11 +70,9 @@ tm_status tm_trace_run(const tm_key *key, const tm_image *suspect, const tm_reg_
         params = &defaults;
     }
     if (!(params->fpr > 0 && params->fpr < 1)) return TM_ERR_ARG;
-    out->scale = 1.0;
-
     tm_detection *det = malloc(sizeof *det);
     if (!det) return TM_ERR_NOMEM;
-    tm_status st = tm_detect_run(key, suspect, det);
+    tm_status st = tm_detect_search(key, suspect, det);
     if (st != TM_OK) {
         free(det);
         return st;
@@ -89,7 +87,9 @@ tm_status tm_trace_run(const tm_key *key, const tm_image *suspect, const tm_reg_
         int flip, rot;
     } dihedral[8] = {{0, 0}, {1, 0}, {1, 180}, {0, 180}, {1, 90}, {0, 270}, {0, 90}, {1, 270}};
     out->flip = dihedral[det->dihedral].flip;
-    out->rotation_deg = dihedral[det->dihedral].rot;
+    out->rotation_deg = fmod(dihedral[det->dihedral].rot + det->rotation_deg + 360.0, 360.0);
+    if (out->rotation_deg > 180) out->rotation_deg -= 360;
+    out->scale = det->scale;
 
     size_t cap = 16;
     while (cap < 2 * n + 16) cap *= 2;

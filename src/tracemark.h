@@ -458,7 +458,7 @@ typedef struct tm_trace_result {
     double pilot_log10_p;          /* its significance over the shifts searched */
     int offset_x, offset_y;        /* recovered origin of the mark's tile grid */
     double scale;                  /* suspect size / original size */
-    double rotation_deg;           /* counter-clockwise turn of the suspect */
+    double rotation_deg;           /* counter-clockwise turn of the suspect, (-180, 180] */
     int flip;                      /* the suspect is mirrored left-right (before the turn) */
 } tm_trace_result;
 

@@ -163,12 +163,17 @@ static void print_text(const char *file, const tm_trace_result *r, const tm_reg_
             printf("  best candidate: %s, bound %s (not enough to accuse)\n", c->recipient, p);
         }
     }
-    printf("  mark pilot z %.1f; suspect is the original", r->pilot_z);
-    if (r->flip) printf(" mirrored");
-    if (r->rotation_deg != 0) printf("%s turned %.3g deg counter-clockwise", r->flip ? " and" : "", r->rotation_deg);
-    if (r->scale != 1) printf("%s scaled %.3gx", r->flip || r->rotation_deg != 0 ? "," : "", r->scale);
-    if (!r->flip && r->rotation_deg == 0 && r->scale == 1) printf(" as marked");
-    printf(", tile grid at (%d, %d); %.0f ms\n", r->offset_x, r->offset_y, ms);
+    printf("  mark pilot z %.1f", r->pilot_z);
+    if (r->verdict != TM_VERDICT_NONE) {
+        double rot = fabs(r->rotation_deg) < 0.05 ? 0 : r->rotation_deg;
+        printf("; suspect is the original");
+        if (r->flip) printf(" mirrored");
+        if (rot != 0) printf("%s turned %.1f deg counter-clockwise", r->flip ? " and" : "", rot);
+        if (fabs(r->scale - 1) > 0.005) printf("%s scaled %.3gx", r->flip || rot != 0 ? "," : "", r->scale);
+        if (!r->flip && rot == 0 && fabs(r->scale - 1) <= 0.005) printf(" as marked");
+        printf(", tile grid at (%d, %d)", r->offset_x, r->offset_y);
+    }
+    printf("; %.0f ms\n", ms);
 }
 
 static double now_ms(void)
