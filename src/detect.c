@@ -326,86 +326,6 @@ static int is_identity(const tm_geom *g)
     return g->scale == 1.0 && g->rotation_deg == 0.0;
 }
 
-/* Catmull-Rom weights for fractional offset t. */
-static void cubic_weights(double t, double wgt[4])
-{
-    double t2 = t * t, t3 = t2 * t;
-    wgt[0] = -0.5 * t3 + t2 - 0.5 * t;
-    wgt[1] = 1.5 * t3 - 2.5 * t2 + 1;
-    wgt[2] = -1.5 * t3 + 2 * t2 + 0.5 * t;
-    wgt[3] = 0.5 * t3 - 0.5 * t2;
-}
-
-/* Mean of each k x k block of y (w x h) into a new (w/k) x (h/k) plane: a
- * cheap anti-alias before shrinking an enlarged suspect. */
-static float *box_shrink(const float *y, int w, int h, int k, int *ow, int *oh)
-{
-    int nw = w / k, nh = h / k;
-    float *o = calloc((size_t)nw * nh, sizeof(float));
-    if (!o) return NULL;
-    for (int yy = 0; yy < nh * k; yy++)
-        for (int xx = 0; xx < nw * k; xx++) o[(size_t)(yy / k) * nw + xx / k] += y[(size_t)yy * w + xx];
-    float inv = 1.0f / (float)(k * k);
-    for (size_t i = 0; i < (size_t)nw * nh; i++) o[i] *= inv;
-    *ow = nw;
-    *oh = nh;
-    return o;
-}
-
-/* The suspect's luminance y (w x h) brought back to the marked frame under
- * hypothesis g (the suspect is the original scaled by g->scale and turned
- * g->rotation_deg counter-clockwise about the centre): one bicubic pass,
- * centred, at most side x side pixels, outside samples set to the mean.
- * Only luminance is read by the detector, so only luminance is warped. */
-static tm_status warp_luma(const float *y, int w, int h, const tm_geom *g, int side, tm_image **out)
-{
-    const float *src = y;
-    float *shrunk = NULL;
-    double sc = g->scale;
-    int sw = w, sh = h;
-    if (sc >= 2) {
-        int k = (int)floor(sc);
-        if (!(shrunk = box_shrink(y, w, h, k, &sw, &sh))) return TM_ERR_NOMEM;
-        src = shrunk;
-        sc /= k;
-    }
-    double a = g->rotation_deg * M_PI / 180, c = cos(a), sn = sin(a);
-    double ow = ceil((sw * fabs(c) + sh * fabs(sn)) / sc), oh = ceil((sw * fabs(sn) + sh * fabs(c)) / sc);
-    int W = (int)fmin(ow, side), H = (int)fmin(oh, side);
-    tm_status st = TM_ERR_DIMENSIONS;
-    if (W < 8 || H < 8) goto out;
-    if ((st = tm_image_create(W, H, 1, out)) != TM_OK) goto out;
-    double mean = 0;
-    for (size_t i = 0; i < (size_t)sw * sh; i++) mean += src[i];
-    mean /= (double)sw * sh;
-    double cx = (sw - 1) / 2.0, cy = (sh - 1) / 2.0, ocx = (W - 1) / 2.0, ocy = (H - 1) / 2.0;
-    float *dst = (*out)->plane[0];
-    for (int yy = 0; yy < H; yy++) {
-        double v = yy - ocy;
-        for (int xx = 0; xx < W; xx++) {
-            double u = xx - ocx;
-            double px = cx + sc * (c * u + sn * v), py = cy + sc * (-sn * u + c * v);
-            int x0 = (int)floor(px), y0 = (int)floor(py);
-            if (x0 < 1 || y0 < 1 || x0 + 2 >= sw || y0 + 2 >= sh) {
-                dst[(size_t)yy * W + xx] = (float)mean;
-                continue;
-            }
-            double wx[4], wy[4], acc = 0;
-            cubic_weights(px - x0, wx);
-            cubic_weights(py - y0, wy);
-            for (int j = 0; j < 4; j++) {
-                const float *row = src + (size_t)(y0 - 1 + j) * sw + x0 - 1;
-                acc += wy[j] * (wx[0] * row[0] + wx[1] * row[1] + wx[2] * row[2] + wx[3] * row[3]);
-            }
-            dst[(size_t)yy * W + xx] = (float)acc;
-        }
-    }
-    st = TM_OK;
-out:
-    free(shrunk);
-    return st;
-}
-
 /* Detection under hypothesis g, on at most side x side pixels of the marked
  * frame (the whole suspect, unwarped, for the identity). */
 static tm_status detect_under(const tm_key *key, const tm_image *img, const float *y, const tm_geom *g, int side,
@@ -413,7 +333,7 @@ static tm_status detect_under(const tm_key *key, const tm_image *img, const floa
 {
     if (is_identity(g)) return tm_detect_run(key, img, out);
     tm_image *warped = NULL;
-    tm_status st = warp_luma(y, img->width, img->height, g, side, &warped);
+    tm_status st = tm_sync_warp(y, img->width, img->height, g, side, &warped);
     if (st == TM_OK) st = tm_detect_run(key, warped, out);
     tm_image_free(warped);
     return st;

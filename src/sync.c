@@ -1,5 +1,5 @@
 /* sync.c -- blind estimation of the scale and rotation of the tiled mark,
- * and resampling of a suspect back to the marked frame.
+ * and the warp of a suspect's luminance back to the marked frame.
  *
  * Every band bin of the 128-pixel tile has the same magnitude, so a marked
  * image scaled by s and turned by theta carries spectral lines at
@@ -611,116 +611,86 @@ out:
     return st;
 }
 
-/* ---- resampling ------------------------------------------------------------------ */
+/* ---- warping back to the marked frame -------------------------------------------- */
 
-static double k_lanczos3(double x)
+/* Catmull-Rom weights for fractional offset t. */
+static void cubic_weights(double t, double wgt[4])
 {
-    x = fabs(x);
-    if (x < 1e-9) return 1;
-    if (x >= 3) return 0;
-    double a = M_PI * x;
-    return 3 * sin(a) * sin(a / 3) / (a * a);
+    double t2 = t * t, t3 = t2 * t;
+    wgt[0] = -0.5 * t3 + t2 - 0.5 * t;
+    wgt[1] = 1.5 * t3 - 2.5 * t2 + 1;
+    wgt[2] = -1.5 * t3 + 2 * t2 + 0.5 * t;
+    wgt[3] = 0.5 * t3 - 0.5 * t2;
 }
 
-static double k_cubic(double x)
+/* Mean of each k x k block of y (w x h) into a new (w/k) x (h/k) plane: a
+ * cheap anti-alias before shrinking an enlarged suspect. */
+static float *box_shrink(const float *y, int w, int h, int k, int *ow, int *oh)
 {
-    x = fabs(x);
-    if (x < 1) return (1.5 * x - 2.5) * x * x + 1;
-    if (x < 2) return ((-0.5 * x + 2.5) * x - 4) * x + 2;
-    return 0;
+    int nw = w / k, nh = h / k;
+    float *o = calloc((size_t)nw * nh, sizeof(float));
+    if (!o) return NULL;
+    for (int yy = 0; yy < nh * k; yy++)
+        for (int xx = 0; xx < nw * k; xx++) o[(size_t)(yy / k) * nw + xx / k] += y[(size_t)yy * w + xx];
+    float inv = 1.0f / (float)(k * k);
+    for (size_t i = 0; i < (size_t)nw * nh; i++) o[i] *= inv;
+    *ow = nw;
+    *oh = nh;
+    return o;
 }
 
-static int clampi(int v, int lo, int hi)
+/* See sync.h. One bicubic pass, centred; samples that fall outside the
+ * suspect get its mean. Only luminance is read by the detector, so only
+ * luminance is warped. */
+tm_status tm_sync_warp(const float *y, int w, int h, const tm_geom *g, int side, tm_image **out)
 {
-    return v < lo ? lo : v > hi ? hi : v;
-}
-
-/* 1-D Lanczos-3 resampling of n_in samples (stride in_stride) to n_out with
- * exact factor f, centres aligned, kernel widened by 1/f when shrinking. */
-static void resample_line(const float *src, int n_in, size_t in_stride, float *dst, int n_out, size_t out_stride,
-                          double f, float *wt)
-{
-    double stretch = f < 1 ? 1 / f : 1, support = 3 * stretch;
-    int ntap = (int)ceil(2 * support) + 1;
-    for (int i = 0; i < n_out; i++) {
-        double centre = (i + 0.5 - n_out / 2.0) / f + n_in / 2.0 - 0.5;
-        int first = (int)floor(centre - support) + 1;
-        double sum = 0, acc = 0;
-        for (int k = 0; k < ntap; k++) sum += wt[k] = (float)k_lanczos3((first + k - centre) / stretch);
-        for (int k = 0; k < ntap; k++) acc += wt[k] * src[(size_t)clampi(first + k, 0, n_in - 1) * in_stride];
-        dst[(size_t)i * out_stride] = (float)(sum != 0 ? acc / sum : src[(size_t)clampi((int)lround(centre), 0, n_in - 1) * in_stride]);
-    }
-}
-
-/* Bicubic sample of plane p (w x h) at (x, y); NAN outside the image. */
-static double cubic_at(const float *p, int w, int h, double x, double y)
-{
-    if (!(x >= -0.5 && x <= w - 0.5 && y >= -0.5 && y <= h - 0.5)) return NAN;
-    int x0 = (int)floor(x) - 1, y0 = (int)floor(y) - 1;
-    double acc = 0;
-    for (int j = 0; j < 4; j++) {
-        double wy = k_cubic(y - (y0 + j)), racc = 0;
-        const float *row = p + (size_t)clampi(y0 + j, 0, h - 1) * w;
-        for (int i = 0; i < 4; i++) racc += k_cubic(x - (x0 + i)) * row[clampi(x0 + i, 0, w - 1)];
-        acc += wy * racc;
-    }
-    return acc;
-}
-
-tm_status tm_sync_resample(const tm_image *in, const tm_geom *g, tm_image **out)
-{
-    if (!in || !g || !out) return TM_ERR_ARG;
+    if (!y || !g || !out || w < 1 || h < 1 || side < 8) return TM_ERR_ARG;
     *out = NULL;
     if (!(g->scale >= 0.05 && g->scale <= 20) || !(fabs(g->rotation_deg) <= 360)) return TM_ERR_ARG;
-    double f = 1 / g->scale;
-    long sw = lround(in->width * f), sh = lround(in->height * f);
-    if (sw < 1 || sh < 1 || sw > TM_MAX_SIDE || sh > TM_MAX_SIDE) return TM_ERR_DIMENSIONS;
-    double a = -g->rotation_deg * M_PI / 180, c = cos(a), s = sin(a);
-    int rot = fabs(g->rotation_deg) > 1e-9;
-    long ow = rot ? (long)ceil(sw * fabs(c) + sh * fabs(s) - 1e-6) : sw;
-    long oh = rot ? (long)ceil(sw * fabs(s) + sh * fabs(c) - 1e-6) : sh;
-    if (ow > TM_MAX_SIDE || oh > TM_MAX_SIDE) return TM_ERR_DIMENSIONS;
-    int w = in->width, h = in->height;
-    tm_image *res = NULL, *img = NULL;
-    float *tmp = malloc(sizeof(float) * (size_t)sw * h);
-    float *wt = malloc(sizeof(float) * (size_t)(6 * fmax(1, g->scale) + 8));
-    tm_status st = TM_ERR_NOMEM;
-    if (!tmp || !wt) goto out;
-    /* Scale by 1/scale, separably. */
-    if ((st = tm_image_create((int)sw, (int)sh, in->channels, &res)) != TM_OK) goto out;
-    for (int ch = 0; ch < in->channels; ch++) {
-        for (int y = 0; y < h; y++)
-            resample_line(in->plane[ch] + (size_t)y * w, w, 1, tmp + (size_t)y * sw, (int)sw, 1, f, wt);
-        for (int x = 0; x < sw; x++) resample_line(tmp + x, h, (size_t)sw, res->plane[ch] + x, (int)sh, (size_t)sw, f, wt);
+    const float *src = y;
+    float *shrunk = NULL;
+    double sc = g->scale;
+    int sw = w, sh = h;
+    if (sc >= 2) {
+        int k = (int)floor(sc);
+        if (!(shrunk = box_shrink(y, w, h, k, &sw, &sh))) return TM_ERR_NOMEM;
+        src = shrunk;
+        sc /= k;
     }
-    /* Turn by -rotation into a canvas that holds it all. */
-    if (rot) {
-        if ((st = tm_image_create((int)ow, (int)oh, in->channels, &img)) != TM_OK) goto out;
-        double cx = (sw - 1) / 2.0, cy = (sh - 1) / 2.0, ocx = (ow - 1) / 2.0, ocy = (oh - 1) / 2.0;
-        size_t nres = (size_t)sw * sh;
-        for (int ch = 0; ch < in->channels; ch++) {
-            double mean = 0;
-            for (size_t i = 0; i < nres; i++) mean += res->plane[ch][i];
-            mean /= (double)nres;
-            for (int y = 0; y < oh; y++)
-                for (int x = 0; x < ow; x++) {
-                    double u = x - ocx, v = y - ocy;
-                    double val = cubic_at(res->plane[ch], (int)sw, (int)sh, cx + u * c - v * s, cy + u * s + v * c);
-                    img->plane[ch][(size_t)y * ow + x] = (float)(isnan(val) ? mean : val);
-                }
+    double a = g->rotation_deg * M_PI / 180, c = cos(a), sn = sin(a);
+    double ow = ceil((sw * fabs(c) + sh * fabs(sn)) / sc), oh = ceil((sw * fabs(sn) + sh * fabs(c)) / sc);
+    int W = (int)fmin(ow, side), H = (int)fmin(oh, side);
+    tm_status st = TM_ERR_DIMENSIONS;
+    if (W < 8 || H < 8) goto out;
+    if ((st = tm_image_create(W, H, 1, out)) != TM_OK) goto out;
+    double mean = 0;
+    for (size_t i = 0; i < (size_t)sw * sh; i++) mean += src[i];
+    mean /= (double)sw * sh;
+    double cx = (sw - 1) / 2.0, cy = (sh - 1) / 2.0, ocx = (W - 1) / 2.0, ocy = (H - 1) / 2.0;
+    float *dst = (*out)->plane[0];
+    for (int yy = 0; yy < H; yy++) {
+        double v = yy - ocy;
+        for (int xx = 0; xx < W; xx++) {
+            double u = xx - ocx;
+            double px = cx + sc * (c * u + sn * v), py = cy + sc * (-sn * u + c * v);
+            int x0 = (int)floor(px), y0 = (int)floor(py);
+            if (x0 < 1 || y0 < 1 || x0 + 2 >= sw || y0 + 2 >= sh) {
+                dst[(size_t)yy * W + xx] = (float)mean;
+                continue;
+            }
+            double wx[4], wy[4], acc = 0;
+            cubic_weights(px - x0, wx);
+            cubic_weights(py - y0, wy);
+            for (int j = 0; j < 4; j++) {
+                const float *row = src + (size_t)(y0 - 1 + j) * sw + x0 - 1;
+                acc += wy[j] * (wx[0] * row[0] + wx[1] * row[1] + wx[2] * row[2] + wx[3] * row[3]);
+            }
+            dst[(size_t)yy * W + xx] = (float)acc;
         }
-        tm_image_free(res);
-        res = img;
-        img = NULL;
     }
-    if ((st = tm_image_set_icc(res, in->icc, in->icc_len)) != TM_OK) goto out;
-    *out = res;
-    res = NULL;
     st = TM_OK;
 out:
-    free(tmp);
-    free(wt);
-    tm_image_free(res);
-    tm_image_free(img);
+    free(shrunk);
     return st;
 }
+

@@ -30,10 +30,11 @@ typedef struct tm_geom {
  * 90-degree turns and flips apart: the caller tries those). *n gets the count. */
 tm_status tm_sync_estimate(const float *y, int w, int h, tm_geom *cands, int max, int *n);
 
-/* Resamples the image back to the marked frame: scale by 1/scale and rotate
- * by -rotation_deg about the centre (Lanczos-3, then bicubic), output size
- * holding the whole rotated content, corners filled with each plane's mean;
- * every plane follows. *out is new; the caller frees it. */
-tm_status tm_sync_resample(const tm_image *in, const tm_geom *g, tm_image **out);
+/* The suspect's luminance y (w x h) brought back to the marked frame under
+ * hypothesis g (undo the scale and the counter-clockwise turn about the
+ * centre): a new one-channel image of at most side x side pixels, centred;
+ * suspects enlarged 2x or more are box-averaged first against aliasing.
+ * TM_ERR_DIMENSIONS when less than 8 pixels a side would remain. */
+tm_status tm_sync_warp(const float *y, int w, int h, const tm_geom *g, int side, tm_image **out);
 
 #endif

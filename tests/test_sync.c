@@ -333,9 +333,13 @@ static void check_sync(const tm_key *key, const tm_image *marked, const char *sp
     double z0 = pilot_z(key, a), z = 0;
     if (hit >= 0) {
         tm_image *r = NULL;
-        CU_ASSERT_EQUAL_FATAL(tm_sync_resample(a, &c[hit], &r), TM_OK);
+        float *y = malloc(sizeof(float) * (size_t)a->width * a->height);
+        CU_ASSERT_PTR_NOT_NULL_FATAL(y);
+        tm_luma(a, y);
+        CU_ASSERT_EQUAL_FATAL(tm_sync_warp(y, a->width, a->height, &c[hit], 4096, &r), TM_OK);
         z = pilot_z(key, r);
         tm_image_free(r);
+        free(y);
     }
     fprintf(stderr, "\n  %-34s true (%.3f, %+.1f) est #%d (%.5f, %+.4f) score %.1f, pilot z %.1f (no sync %.1f)", spec, s,
             th, hit, hit >= 0 ? c[hit].scale : c[0].scale, hit >= 0 ? c[hit].rotation_deg : c[0].rotation_deg,
@@ -425,53 +429,94 @@ static void test_sync_unmarked_low(void)
     tm_key_free(key);
 }
 
-static void test_sync_resample_geometry(void)
+/* Warps the luminance plane of img under g (test helper). */
+static tm_image *warp(const tm_image *img, const tm_geom *g, int side)
+{
+    float *y = malloc(sizeof(float) * (size_t)img->width * img->height);
+    tm_image *out = NULL;
+    CU_ASSERT_PTR_NOT_NULL_FATAL(y);
+    tm_luma(img, y);
+    CU_ASSERT_EQUAL(tm_sync_warp(y, img->width, img->height, g, side, &out), TM_OK);
+    free(y);
+    CU_ASSERT_PTR_NOT_NULL_FATAL(out);
+    return out;
+}
+
+/* RMS difference of the luminance of a and b over their centred common
+ * w x h region (b may be larger; it is centred on a). */
+static double centre_rms(const tm_image *a, const tm_image *b, int w, int h)
+{
+    float *ya = malloc(sizeof(float) * (size_t)a->width * a->height);
+    CU_ASSERT_PTR_NOT_NULL_FATAL(ya);
+    tm_luma(a, ya);
+    int ax = (a->width - w) / 2, ay = (a->height - h) / 2, bx = (b->width - w) / 2, by = (b->height - h) / 2;
+    double se = 0;
+    for (int y = 0; y < h; y++)
+        for (int x = 0; x < w; x++) {
+            double d = ya[(size_t)(y + ay) * a->width + x + ax] - b->plane[0][(size_t)(y + by) * b->width + x + bx];
+            se += d * d;
+        }
+    free(ya);
+    return sqrt(se / ((double)w * h));
+}
+
+static void test_sync_warp_geometry(void)
 {
     tm_image *in = smooth(160, 120);
-    tm_image *out = NULL;
     tm_geom id = {1, 0, 0};
-    CU_ASSERT_EQUAL_FATAL(tm_sync_resample(in, &id, &out), TM_OK);
-    CU_ASSERT(tm_test_maxdiff(in, out) < 1e-3);
+    tm_image *out = warp(in, &id, 4096);
+    CU_ASSERT_EQUAL(out->width, 160);
+    CU_ASSERT_EQUAL(out->height, 120);
+    CU_ASSERT_EQUAL(out->channels, 1);
+    CU_ASSERT(centre_rms(in, out, 150, 110) < 1e-3);
     tm_image_free(out);
     /* The inverse of scale:0.5 brings the picture back. */
     tm_image *small = attack("scale:0.5", in);
     tm_geom half = {0.5, 0, 0};
-    CU_ASSERT_EQUAL_FATAL(tm_sync_resample(small, &half, &out), TM_OK);
+    out = warp(small, &half, 4096);
     CU_ASSERT_EQUAL(out->width, 160);
     CU_ASSERT_EQUAL(out->height, 120);
-    CU_ASSERT_EQUAL(out->channels, 4);
-    CU_ASSERT(centre_psnr(in, out, 6) > 30);
+    CU_ASSERT(centre_rms(in, out, 140, 100) < 4);
     tm_image_free(out);
     tm_image_free(small);
+    /* Undoing scale:2.5 (box pre-shrink, then 1.25x). */
+    tm_image *big = attack("scale:2.5", in);
+    tm_geom large = {2.5, 0, 0};
+    out = warp(big, &large, 4096);
+    CU_ASSERT(abs(out->width - 160) <= 1 && abs(out->height - 120) <= 1);
+    CU_ASSERT(centre_rms(in, out, 140, 100) < 4);
+    tm_image_free(out);
+    tm_image_free(big);
     /* Undoing rotate:10 (crop=0): the canvas holds all of it, the centre matches. */
     tm_image *rot = attack("rotate:10:crop=0", in);
     tm_geom g = {1, 10, 0};
-    CU_ASSERT_EQUAL_FATAL(tm_sync_resample(rot, &g, &out), TM_OK);
+    out = warp(rot, &g, 4096);
     double c = cos(10 * M_PI / 180), s = sin(10 * M_PI / 180);
-    CU_ASSERT_EQUAL(out->width, (int)ceil(160 * c + 120 * s - 1e-6));
-    CU_ASSERT_EQUAL(out->height, (int)ceil(160 * s + 120 * c - 1e-6));
-    double se = 0;
-    int cnt = 0, ox = (out->width - 160) / 2, oy = (out->height - 120) / 2;
-    for (int y = 40; y < 80; y++)
-        for (int x = 50; x < 110; x++) {
-            double d = out->plane[1][(size_t)(y + oy) * out->width + x + ox] - in->plane[1][(size_t)y * 160 + x];
-            se += d * d;
-            cnt++;
-        }
-    CU_ASSERT(sqrt(se / cnt) < 3);
+    CU_ASSERT_EQUAL(out->width, (int)ceil(160 * c + 120 * s));
+    CU_ASSERT_EQUAL(out->height, (int)ceil(160 * s + 120 * c));
+    CU_ASSERT(centre_rms(in, out, 60, 40) < 3);
+    tm_image_free(out);
+    /* The side cap keeps the centre. */
+    out = warp(rot, &g, 64);
+    CU_ASSERT_EQUAL(out->width, 64);
+    CU_ASSERT_EQUAL(out->height, 64);
+    CU_ASSERT(centre_rms(in, out, 40, 40) < 3);
     tm_image_free(out);
     tm_image_free(rot);
 
     /* Bad arguments. */
+    float y[16 * 16] = {0};
     tm_geom bad[] = {{0, 0, 0}, {NAN, 0, 0}, {1, NAN, 0}, {1, 1000, 0}, {-1, 0, 0}, {100, 0, 0}};
     for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
         out = (tm_image *)1;
-        CU_ASSERT_EQUAL(tm_sync_resample(in, &bad[i], &out), TM_ERR_ARG);
+        CU_ASSERT_EQUAL(tm_sync_warp(y, 16, 16, &bad[i], 64, &out), TM_ERR_ARG);
         CU_ASSERT_PTR_NULL(out);
     }
-    CU_ASSERT_EQUAL(tm_sync_resample(NULL, &id, &out), TM_ERR_ARG);
-    CU_ASSERT_EQUAL(tm_sync_resample(in, NULL, &out), TM_ERR_ARG);
-    CU_ASSERT_EQUAL(tm_sync_resample(in, &id, NULL), TM_ERR_ARG);
+    CU_ASSERT_EQUAL(tm_sync_warp(NULL, 16, 16, &id, 64, &out), TM_ERR_ARG);
+    CU_ASSERT_EQUAL(tm_sync_warp(y, 16, 16, NULL, 64, &out), TM_ERR_ARG);
+    CU_ASSERT_EQUAL(tm_sync_warp(y, 16, 16, &id, 64, NULL), TM_ERR_ARG);
+    tm_geom tiny = {8, 0, 0};
+    CU_ASSERT_EQUAL(tm_sync_warp(y, 16, 16, &tiny, 64, &out), TM_ERR_DIMENSIONS);
     tm_image_free(in);
 }
 
@@ -523,7 +568,7 @@ int main(void)
         {"sync recovers scale and rotation (1024x768 photo)", test_sync_photo},
         {"sync ignores flips and quarter turns", test_sync_flip_turn_invariant},
         {"sync: unmarked photos score low", test_sync_unmarked_low},
-        {"sync resample: identity, inverse scale, canvas, arguments", test_sync_resample_geometry},
+        {"sync warp: identity, inverse scale, canvas, cap, arguments", test_sync_warp_geometry},
         {"sync estimate: arguments, tiny images, identity slot", test_sync_estimate_edges},
         CU_TEST_INFO_NULL,
     };
