@@ -321,9 +321,11 @@ out:
 #define SCREEN_SIDE 1024
 #define FINAL_SIDE 4096
 
+/* True for the identity, and for lattice estimates so close to it (0.1% in
+ * scale, 0.02 degree) that they are the same hypothesis: read as is. */
 static int is_identity(const tm_geom *g)
 {
-    return g->scale == 1.0 && g->rotation_deg == 0.0;
+    return fabs(g->scale - 1.0) < 1e-3 && fabs(g->rotation_deg) < 0.02;
 }
 
 /* Detection under hypothesis g, on at most side x side pixels of the marked
@@ -357,8 +359,13 @@ tm_status tm_detect_search(const tm_key *key, const tm_image *img, tm_detection 
      * alone, so the accusation bound holds. */
     int best = -1, screened = 0, others = 0;
     double best_z = -INFINITY;
+    int identity_seen = 0;
     for (int k = 0; k < ng; k++) {
-        if (!is_identity(&cands[k])) {
+        if (is_identity(&cands[k])) {
+            if (identity_seen++) continue; /* one reading of the suspect as is */
+            cands[k].scale = 1.0;
+            cands[k].rotation_deg = 0.0;
+        } else {
             if (others == N_SCREEN) continue;
             others++;
         }
