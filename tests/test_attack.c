@@ -56,18 +56,6 @@ static tm_image *flat(int w, int h, int channels, float v)
     return img;
 }
 
-/* Applies spec, asserting success; never returns NULL. */
-static tm_image *attack(const char *spec, const tm_image *in)
-{
-    tm_image *out = NULL;
-    char err[256] = "";
-    tm_status st = tm_attack_apply(spec, in, &out, err, sizeof err);
-    if (st != TM_OK) fprintf(stderr, "attack '%s': %s (%s)\n", spec, tm_strerror(st), err);
-    CU_ASSERT_EQUAL_FATAL(st, TM_OK);
-    CU_ASSERT_PTR_NOT_NULL_FATAL(out);
-    CU_ASSERT_STRING_EQUAL(err, "");
-    return out;
-}
 
 static void stats(const tm_image *img, int c, double *mean, double *var)
 {
@@ -148,7 +136,7 @@ static void test_examples_run_and_keep_input(void)
     tm_image *copy = NULL;
     CU_ASSERT_EQUAL_FATAL(tm_image_clone(in, &copy), TM_OK);
     for (size_t k = 0; k < N_EXAMPLES; k++) {
-        tm_image *out = attack(examples[k].spec, in);
+        tm_image *out = tm_test_attack(examples[k].spec, in);
         if (out->width != examples[k].w || out->height != examples[k].h || out->channels != examples[k].channels)
             fprintf(stderr, "'%s' gave %dx%dx%d\n", examples[k].spec, out->width, out->height, out->channels);
         CU_ASSERT_EQUAL(out->width, examples[k].w);
@@ -163,7 +151,7 @@ static void test_examples_run_and_keep_input(void)
         CU_ASSERT_EQUAL(memcmp(in->icc, icc, sizeof icc), 0);
     }
     /* A whole chain of them, too. */
-    tm_image *out = attack("gamma:0.8,brightness:-5,contrast:1.3,blur:sigma=0.7,noise:sigma=4,jpeg:q=60,crop:0.8", in);
+    tm_image *out = tm_test_attack("gamma:0.8,brightness:-5,contrast:1.3,blur:sigma=0.7,noise:sigma=4,jpeg:q=60,crop:0.8", in);
     CU_ASSERT_EQUAL(tm_test_maxdiff(in, copy), 0.0);
     tm_image_free(out);
     tm_image_free(copy);
@@ -204,7 +192,7 @@ static void test_crop(void)
         {"crop:96x1+0+63", W, 1, 0, 63},
     };
     for (size_t k = 0; k < sizeof cases / sizeof cases[0]; k++) {
-        tm_image *out = attack(cases[k].spec, in);
+        tm_image *out = tm_test_attack(cases[k].spec, in);
         int ok = out->width == cases[k].w && out->height == cases[k].h && is_window(in, out, cases[k].x, cases[k].y);
         if (!ok) fprintf(stderr, "'%s' gave %dx%d, not the expected window\n", cases[k].spec, out->width, out->height);
         CU_ASSERT(ok);
@@ -247,7 +235,7 @@ static void test_crop_window_overflow(void)
 static void test_gray(void)
 {
     tm_image *in = rgb();
-    tm_image *out = attack("gray", in);
+    tm_image *out = tm_test_attack("gray", in);
     CU_ASSERT_EQUAL(out->channels, 1);
     double m = 0;
     for (size_t i = 0; i < (size_t)W * H; i++) {
@@ -256,7 +244,7 @@ static void test_gray(void)
     }
     CU_ASSERT(m < 1e-3);
     /* Grey of grey changes nothing. */
-    tm_image *again = attack("gray", out);
+    tm_image *again = tm_test_attack("gray", out);
     CU_ASSERT_EQUAL(tm_test_maxdiff(out, again), 0.0);
     tm_image_free(again);
     tm_image_free(out);
@@ -269,7 +257,7 @@ static void test_pointwise_identities(void)
     CU_ASSERT_PTR_NOT_NULL_FATAL(in);
     static const char *ids[] = {"gamma:1", "brightness:0", "contrast:1", "noise:sigma=0", "crop:1", "gamma:g=1", "brightness:d=0", "contrast:k=1"};
     for (size_t k = 0; k < sizeof ids / sizeof ids[0]; k++) {
-        tm_image *out = attack(ids[k], in);
+        tm_image *out = tm_test_attack(ids[k], in);
         double d = tm_test_maxdiff(in, out);
         if (!(d <= 1e-4)) fprintf(stderr, "'%s' is not the identity: max diff %g\n", ids[k], d);
         CU_ASSERT(d <= 1e-4);
@@ -281,11 +269,11 @@ static void test_pointwise_identities(void)
 static void test_pointwise_values(void)
 {
     tm_image *in = rgb(); /* integer samples in 0..255 */
-    tm_image *b = attack("brightness:40", in);
-    tm_image *d = attack("brightness:-255", in);
-    tm_image *k0 = attack("contrast:0", in);
-    tm_image *k2 = attack("contrast:2", in);
-    tm_image *g = attack("gamma:2", in);
+    tm_image *b = tm_test_attack("brightness:40", in);
+    tm_image *d = tm_test_attack("brightness:-255", in);
+    tm_image *k0 = tm_test_attack("contrast:0", in);
+    tm_image *k2 = tm_test_attack("contrast:2", in);
+    tm_image *g = tm_test_attack("gamma:2", in);
     int bad = 0, clamped = 0;
     for (int c = 0; c < 3; c++)
         for (size_t i = 0; i < (size_t)W * H; i++) {
@@ -308,7 +296,7 @@ static void test_pointwise_values(void)
     tm_image_free(in);
 
     /* Alpha is not a colour: pointwise changes leave it alone. */
-    tm_image *rgba = flat(16, 16, 4, 100), *out = attack("brightness:50,contrast:2", rgba);
+    tm_image *rgba = flat(16, 16, 4, 100), *out = tm_test_attack("brightness:50,contrast:2", rgba);
     CU_ASSERT_EQUAL(plane_maxdiff(rgba, 3, out, 3), 0.0);
     CU_ASSERT(plane_maxdiff(rgba, 0, out, 0) > 50);
     tm_image_free(out);
@@ -331,7 +319,7 @@ static void test_blur(void)
     }
     double m0, v0, m1, v1, m2, v2;
     stats(in, 0, &m0, &v0);
-    tm_image *b1 = attack("blur:sigma=1", in), *b2 = attack("blur:2", in), *bd = attack("blur", in);
+    tm_image *b1 = tm_test_attack("blur:sigma=1", in), *b2 = tm_test_attack("blur:2", in), *bd = tm_test_attack("blur", in);
     stats(b1, 0, &m1, &v1);
     stats(b2, 0, &m2, &v2);
     /* White noise through a unit-sum Gaussian keeps 1/(4 pi sigma^2) of its
@@ -350,7 +338,7 @@ static void test_blur(void)
     tm_image_free(in);
 
     /* A constant image stays constant (the kernel sums to one). */
-    tm_image *c = flat(20, 20, 3, 77), *cb = attack("blur:sigma=3", c);
+    tm_image *c = flat(20, 20, 3, 77), *cb = tm_test_attack("blur:sigma=3", c);
     CU_ASSERT(tm_test_maxdiff(c, cb) < 1e-3);
     tm_image_free(cb);
     tm_image_free(c);
@@ -359,9 +347,9 @@ static void test_blur(void)
 static void test_noise(void)
 {
     tm_image *in = flat(W, H, 3, 128);
-    tm_image *a = attack("noise:sigma=5:seed=3", in), *a2 = attack("noise:sigma=5:seed=3", in);
-    tm_image *b = attack("noise:sigma=5:seed=4", in), *p = attack("noise:5:3", in);
-    tm_image *def = attack("noise:sigma=5", in), *one = attack("noise:sigma=5:seed=1", in);
+    tm_image *a = tm_test_attack("noise:sigma=5:seed=3", in), *a2 = tm_test_attack("noise:sigma=5:seed=3", in);
+    tm_image *b = tm_test_attack("noise:sigma=5:seed=4", in), *p = tm_test_attack("noise:5:3", in);
+    tm_image *def = tm_test_attack("noise:sigma=5", in), *one = tm_test_attack("noise:sigma=5:seed=1", in);
     double sum = 0, sum2 = 0;
     size_t n = (size_t)W * H * 3, differ = 0;
     for (int c = 0; c < 3; c++)
@@ -389,7 +377,7 @@ static void test_noise(void)
     tm_image_free(in);
 
     /* Clamped to 0..255. */
-    tm_image *w = flat(32, 32, 1, 255), *wn = attack("noise:sigma=20", w);
+    tm_image *w = flat(32, 32, 1, 255), *wn = tm_test_attack("noise:sigma=20", w);
     float mx = 0, mn = 255;
     for (size_t i = 0; i < 32 * 32; i++) {
         mx = fmaxf(mx, wn->plane[0][i]);
@@ -408,7 +396,7 @@ static void test_codecs(void)
     tm_image *in = smooth_rgb();
     static const char *good[] = {"jpeg:q=90", "jpeg:q=90:ss=444", "webp:q=90"};
     for (size_t k = 0; k < sizeof good / sizeof good[0]; k++) {
-        tm_image *out = attack(good[k], in);
+        tm_image *out = tm_test_attack(good[k], in);
         double p = tm_test_psnr(in, out);
         if (!(p > 35 && p < 999)) fprintf(stderr, "'%s': PSNR %.2f dB\n", good[k], p);
         CU_ASSERT(p > 35);
@@ -418,10 +406,10 @@ static void test_codecs(void)
     /* The parameters are honoured: lower quality is worse, 4:4:4 differs
      * from the default 4:2:0, positional q equals named q, the default is
      * q=75. */
-    tm_image *j90 = attack("jpeg:q=90", in), *j20 = attack("jpeg:q=20", in), *j90p = attack("jpeg:90", in);
-    tm_image *j444 = attack("jpeg:q=90:ss=444", in), *j420 = attack("jpeg:q=90:ss=420", in);
-    tm_image *jd = attack("jpeg", in), *j75 = attack("jpeg:q=75", in);
-    tm_image *w90 = attack("webp:q=90", in), *w20 = attack("webp:q=20", in);
+    tm_image *j90 = tm_test_attack("jpeg:q=90", in), *j20 = tm_test_attack("jpeg:q=20", in), *j90p = tm_test_attack("jpeg:90", in);
+    tm_image *j444 = tm_test_attack("jpeg:q=90:ss=444", in), *j420 = tm_test_attack("jpeg:q=90:ss=420", in);
+    tm_image *jd = tm_test_attack("jpeg", in), *j75 = tm_test_attack("jpeg:q=75", in);
+    tm_image *w90 = tm_test_attack("webp:q=90", in), *w20 = tm_test_attack("webp:q=20", in);
     if (getenv("TM_TEST_VERBOSE"))
         fprintf(stderr, "PSNR jpeg q20 %.2f q90 %.2f q90 444 %.2f; webp q20 %.2f q90 %.2f\n", tm_test_psnr(in, j20),
                 tm_test_psnr(in, j90), tm_test_psnr(in, j444), tm_test_psnr(in, w20), tm_test_psnr(in, w90));
@@ -435,10 +423,10 @@ static void test_codecs(void)
     for (size_t k = 0; k < sizeof all / sizeof all[0]; k++) tm_image_free(all[k]);
 
     /* PNG is 8-bit: exact on integer samples, within half a step otherwise. */
-    tm_image *png = attack("png", in);
+    tm_image *png = tm_test_attack("png", in);
     CU_ASSERT_EQUAL(tm_test_maxdiff(in, png), 0.0);
     tm_image_free(png);
-    tm_image *fl = tm_test_synthetic(W, H, 3, 6, 0), *flp = attack("png", fl);
+    tm_image *fl = tm_test_synthetic(W, H, 3, 6, 0), *flp = tm_test_attack("png", fl);
     double d = tm_test_maxdiff(fl, flp);
     CU_ASSERT(d > 0 && d <= 0.5 + 1e-4);
     tm_image_free(flp);
@@ -451,13 +439,13 @@ static void test_codecs(void)
 static void test_chains(void)
 {
     tm_image *in = rgb();
-    tm_image *chain = attack("crop:0.5,gray", in);
+    tm_image *chain = tm_test_attack("crop:0.5,gray", in);
     CU_ASSERT_EQUAL(chain->width, W / 2);
     CU_ASSERT_EQUAL(chain->height, H / 2);
     CU_ASSERT_EQUAL(chain->channels, 1);
-    tm_image *c1 = attack("crop:0.5", in), *c2 = attack("gray", c1);
+    tm_image *c1 = tm_test_attack("crop:0.5", in), *c2 = tm_test_attack("gray", c1);
     CU_ASSERT_EQUAL(tm_test_maxdiff(chain, c2), 0.0);
-    tm_image *spaced = attack("  crop:0.5 ,\tgray  ", in);
+    tm_image *spaced = tm_test_attack("  crop:0.5 ,\tgray  ", in);
     CU_ASSERT_EQUAL(tm_test_maxdiff(chain, spaced), 0.0);
     tm_image_free(spaced);
     tm_image_free(c2);
@@ -465,7 +453,7 @@ static void test_chains(void)
     tm_image_free(chain);
 
     /* Order matters and is left to right. */
-    tm_image *bc = attack("brightness:100,contrast:0", in), *cb = attack("contrast:0,brightness:100", in);
+    tm_image *bc = tm_test_attack("brightness:100,contrast:0", in), *cb = tm_test_attack("contrast:0,brightness:100", in);
     CU_ASSERT_EQUAL(bc->plane[0][0], 127.5f);
     CU_ASSERT_EQUAL(cb->plane[0][0], 227.5f);
     CU_ASSERT_EQUAL(bc->plane[2][W * H - 1], 127.5f);
@@ -473,7 +461,7 @@ static void test_chains(void)
     tm_image_free(bc);
     tm_image_free(cb);
     /* Crop of a crop composes: 0.5 then a window. */
-    tm_image *cc = attack("crop:0.5,crop:10x5+3+2", in);
+    tm_image *cc = tm_test_attack("crop:0.5,crop:10x5+3+2", in);
     CU_ASSERT_EQUAL(cc->width, 10);
     CU_ASSERT_EQUAL(cc->height, 5);
     CU_ASSERT(is_window(in, cc, W / 4 + 3, H / 4 + 2));

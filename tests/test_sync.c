@@ -21,16 +21,6 @@
 
 /* ---- helpers ---------------------------------------------------------------- */
 
-static tm_image *attack(const char *spec, const tm_image *in)
-{
-    tm_image *out = NULL;
-    char err[256] = "";
-    tm_status st = tm_attack_apply(spec, in, &out, err, sizeof err);
-    if (st != TM_OK) fprintf(stderr, "attack '%s': %s (%s)\n", spec, tm_strerror(st), err);
-    CU_ASSERT_EQUAL_FATAL(st, TM_OK);
-    CU_ASSERT_PTR_NOT_NULL_FATAL(out);
-    return out;
-}
 
 /* A smooth RGBA image (band-limited content, alpha a ramp), unrounded. */
 static tm_image *smooth(int w, int h)
@@ -78,7 +68,7 @@ static void test_scale_shapes_and_roundtrip(void)
     for (size_t i = 0; i < sizeof filters / sizeof filters[0]; i++) {
         char spec[64];
         snprintf(spec, sizeof spec, "scale:0.5%s,scale:2%s", filters[i], filters[i]);
-        tm_image *out = attack(spec, in);
+        tm_image *out = tm_test_attack(spec, in);
         CU_ASSERT_EQUAL(out->width, 160);
         CU_ASSERT_EQUAL(out->height, 120);
         CU_ASSERT_EQUAL(out->channels, 4);
@@ -89,15 +79,15 @@ static void test_scale_shapes_and_roundtrip(void)
     }
     CU_ASSERT(same(in, copy)); /* the input is borrowed */
     /* round(w F) x round(h F), and one pixel at least. */
-    tm_image *out = attack("scale:0.3", in);
+    tm_image *out = tm_test_attack("scale:0.3", in);
     CU_ASSERT_EQUAL(out->width, 48);
     CU_ASSERT_EQUAL(out->height, 36);
     tm_image_free(out);
-    out = attack("scale:1.37", in);
+    out = tm_test_attack("scale:1.37", in);
     CU_ASSERT_EQUAL(out->width, 219);
     CU_ASSERT_EQUAL(out->height, 164);
     tm_image_free(out);
-    out = attack("scale:0.05", in);
+    out = tm_test_attack("scale:0.05", in);
     CU_ASSERT_EQUAL(out->width, 8);
     CU_ASSERT_EQUAL(out->height, 6);
     tm_image_free(out);
@@ -107,7 +97,7 @@ static void test_scale_shapes_and_roundtrip(void)
     CU_ASSERT_EQUAL_FATAL(tm_image_create(64, 64, 1, &cb), TM_OK);
     for (int y = 0; y < 64; y++)
         for (int x = 0; x < 64; x++) cb->plane[0][y * 64 + x] = (x + y) % 2 ? 255.0f : 0.0f;
-    out = attack("scale:0.25", cb);
+    out = tm_test_attack("scale:0.25", cb);
     for (int y = 2; y < 14; y++)
         for (int x = 2; x < 14; x++) CU_ASSERT(fabs(out->plane[0][y * 16 + x] - 127.5) < 8);
     tm_image_free(out);
@@ -119,14 +109,14 @@ static void test_scale_shapes_and_roundtrip(void)
 static void test_aspect(void)
 {
     tm_image *in = smooth(160, 120);
-    tm_image *out = attack("aspect:1.5", in);
+    tm_image *out = tm_test_attack("aspect:1.5", in);
     CU_ASSERT_EQUAL(out->width, 240);
     CU_ASSERT_EQUAL(out->height, 120);
-    tm_image *back = attack("aspect:1.5,aspect:0.6666666667", in);
+    tm_image *back = tm_test_attack("aspect:1.5,aspect:0.6666666667", in);
     CU_ASSERT_EQUAL_FATAL(back->width, 160);
     CU_ASSERT(centre_psnr(in, back, 4) > 35);
     /* aspect:1 is the identity: the kernel is 1 at 0 and 0 at the other integers. */
-    tm_image *one = attack("aspect:1", in);
+    tm_image *one = tm_test_attack("aspect:1", in);
     CU_ASSERT(tm_test_maxdiff(one, in) < 1e-3);
     tm_image_free(one);
     tm_image_free(back);
@@ -138,24 +128,24 @@ static void test_flip_turn_permutations(void)
 {
     tm_image *in = tm_test_synthetic(37, 23, 4, 3, 0); /* odd sizes, RGBA */
     CU_ASSERT_PTR_NOT_NULL_FATAL(in);
-    tm_image *a = attack("flip:h,flip:h", in), *b = attack("flip:v,flip:v", in);
+    tm_image *a = tm_test_attack("flip:h,flip:h", in), *b = tm_test_attack("flip:v,flip:v", in);
     CU_ASSERT(same(a, in));
     CU_ASSERT(same(b, in));
     tm_image_free(a);
     tm_image_free(b);
-    a = attack("flip:h", in);
+    a = tm_test_attack("flip:h", in);
     CU_ASSERT(!same(a, in));
     for (int c = 0; c < 4; c++) /* alpha too */
         CU_ASSERT_EQUAL(a->plane[c][5 * 37 + 0], in->plane[c][5 * 37 + 36]);
     tm_image_free(a);
-    a = attack("flip:v", in);
+    a = tm_test_attack("flip:v", in);
     CU_ASSERT_EQUAL(a->plane[3][0], in->plane[3][22 * 37]);
     tm_image_free(a);
 
-    a = attack("turn:90,turn:90,turn:90,turn:90", in);
+    a = tm_test_attack("turn:90,turn:90,turn:90,turn:90", in);
     CU_ASSERT(same(a, in));
     tm_image_free(a);
-    a = attack("turn:90", in);
+    a = tm_test_attack("turn:90", in);
     CU_ASSERT_EQUAL(a->width, 23);
     CU_ASSERT_EQUAL(a->height, 37);
     /* turn:90 (counterclockwise) = transpose, then top-bottom flip. */
@@ -167,17 +157,17 @@ static void test_flip_turn_permutations(void)
                 ok &= a->plane[c][(size_t)y * 23 + x] == t;
             }
     CU_ASSERT(ok);
-    tm_image *b2 = attack("turn:270", in), *c3 = attack("turn:90,turn:90,turn:90", in);
+    tm_image *b2 = tm_test_attack("turn:270", in), *c3 = tm_test_attack("turn:90,turn:90,turn:90", in);
     CU_ASSERT(same(b2, c3));
     tm_image_free(b2);
     tm_image_free(c3);
-    b2 = attack("turn:180", in);
-    c3 = attack("flip:h,flip:v", in);
+    b2 = tm_test_attack("turn:180", in);
+    c3 = tm_test_attack("flip:h,flip:v", in);
     CU_ASSERT(same(b2, c3));
     tm_image_free(b2);
     tm_image_free(c3);
     /* rotate:90 agrees with the exact quarter turn (same direction). */
-    b2 = attack("rotate:90", in);
+    b2 = tm_test_attack("rotate:90", in);
     CU_ASSERT_EQUAL_FATAL(b2->width, 23);
     CU_ASSERT_EQUAL_FATAL(b2->height, 37);
     CU_ASSERT(tm_test_maxdiff(a, b2) < 1e-3);
@@ -190,14 +180,14 @@ static void test_rotate(void)
 {
     tm_image *in = smooth(96, 64), *copy = NULL;
     CU_ASSERT_EQUAL_FATAL(tm_image_clone(in, &copy), TM_OK);
-    tm_image *a = attack("rotate:0", in), *b = attack("rotate:0:crop=0:interp=bilinear", in);
+    tm_image *a = tm_test_attack("rotate:0", in), *b = tm_test_attack("rotate:0:crop=0:interp=bilinear", in);
     CU_ASSERT(same(a, in));
     CU_ASSERT(same(b, in));
     tm_image_free(a);
     tm_image_free(b);
 
     /* crop=0 keeps the size; there and back again is close in the centre. */
-    a = attack("rotate:5:crop=0,rotate:-5:crop=0", in);
+    a = tm_test_attack("rotate:5:crop=0,rotate:-5:crop=0", in);
     CU_ASSERT_EQUAL(a->width, 96);
     CU_ASSERT_EQUAL(a->height, 64);
     double p = centre_psnr(in, a, 12);
@@ -206,17 +196,17 @@ static void test_rotate(void)
     tm_image_free(a);
 
     /* Corners: mid-grey and transparent with crop=0; none left with crop=1. */
-    a = attack("rotate:30:crop=0", in);
+    a = tm_test_attack("rotate:30:crop=0", in);
     CU_ASSERT_EQUAL(a->plane[0][0], 128.0f);
     CU_ASSERT_EQUAL(a->plane[3][0], 0.0f);
     CU_ASSERT(a->plane[3][32 * 96 + 48] > 100); /* the centre keeps its alpha */
     tm_image_free(a);
     /* Largest upright rectangle in a 96x64 turned 30 degrees: 64 x 36.95. */
-    a = attack("rotate:30", in);
+    a = tm_test_attack("rotate:30", in);
     CU_ASSERT_EQUAL(a->width, 64);
     CU_ASSERT_EQUAL(a->height, 36);
     tm_image_free(a);
-    a = attack("rotate:-30", in);
+    a = tm_test_attack("rotate:-30", in);
     CU_ASSERT_EQUAL(a->width, 64);
     CU_ASSERT_EQUAL(a->height, 36);
     tm_image_free(a);
@@ -225,7 +215,7 @@ static void test_rotate(void)
     CU_ASSERT_EQUAL_FATAL(tm_image_create(65, 65, 1, &spot), TM_OK);
     for (int y = 28; y <= 36; y++)
         for (int x = 50; x <= 58; x++) spot->plane[0][y * 65 + x] = 255;
-    a = attack("rotate:90:crop=0", spot);
+    a = tm_test_attack("rotate:90:crop=0", spot);
     CU_ASSERT(a->plane[0][(65 - 1 - 54) * 65 + 32] > 250);
     CU_ASSERT(a->plane[0][32 * 65 + 54] < 5);
     tm_image_free(a);
@@ -275,7 +265,7 @@ static tm_image *photo(const char *name, const char *window)
     tm_image *img = NULL;
     CU_ASSERT_EQUAL_FATAL(tm_image_load(tm_test_corpus(name), NULL, &img, NULL), TM_OK);
     if (window) {
-        tm_image *c = attack(window, img);
+        tm_image *c = tm_test_attack(window, img);
         tm_image_free(img);
         img = c;
     }
@@ -325,7 +315,7 @@ static double pilot_z(const tm_key *key, const tm_image *img)
  * resampling with it. */
 static void check_sync(const tm_key *key, const tm_image *marked, const char *spec, double s, double th)
 {
-    tm_image *a = attack(spec, marked);
+    tm_image *a = tm_test_attack(spec, marked);
     tm_geom c[MAX_CANDS];
     int n = estimate(a, c), hit = -1;
     for (int i = 0; i < n && hit < 0; i++)
@@ -384,7 +374,7 @@ static void test_sync_flip_turn_invariant(void)
     tm_image *orig = photo("skimage_astronaut.png", NULL), *m = mark(key, orig);
     static const char *specs[] = {"flip:h,rotate:3", "turn:90,rotate:3", "turn:270,flip:v,rotate:3"};
     for (size_t i = 0; i < sizeof specs / sizeof specs[0]; i++) {
-        tm_image *a = attack(specs[i], m);
+        tm_image *a = tm_test_attack(specs[i], m);
         tm_geom c[MAX_CANDS];
         int n = estimate(a, c);
         CU_ASSERT(n >= 1);
@@ -409,7 +399,7 @@ static void test_sync_unmarked_low(void)
     for (size_t i = 0; i < sizeof names / sizeof names[0]; i++) {
         tm_image *orig = photo(names[i], i == 1 ? "crop:1024x768+328+141" : NULL);
         for (size_t k = 0; k < sizeof specs / sizeof specs[0]; k++) {
-            tm_image *a = attack(specs[k], orig);
+            tm_image *a = tm_test_attack(specs[k], orig);
             tm_geom c[MAX_CANDS];
             int n = estimate(a, c);
             double top = -INFINITY;
@@ -471,7 +461,7 @@ static void test_sync_warp_geometry(void)
     CU_ASSERT(centre_rms(in, out, 150, 110) < 1e-3);
     tm_image_free(out);
     /* The inverse of scale:0.5 brings the picture back. */
-    tm_image *small = attack("scale:0.5", in);
+    tm_image *small = tm_test_attack("scale:0.5", in);
     tm_geom half = {0.5, 0, 0};
     out = warp(small, &half, 4096);
     CU_ASSERT_EQUAL(out->width, 160);
@@ -480,7 +470,7 @@ static void test_sync_warp_geometry(void)
     tm_image_free(out);
     tm_image_free(small);
     /* Undoing scale:2.5 (box pre-shrink, then 1.25x). */
-    tm_image *big = attack("scale:2.5", in);
+    tm_image *big = tm_test_attack("scale:2.5", in);
     tm_geom large = {2.5, 0, 0};
     out = warp(big, &large, 4096);
     CU_ASSERT(abs(out->width - 160) <= 1 && abs(out->height - 120) <= 1);
@@ -488,7 +478,7 @@ static void test_sync_warp_geometry(void)
     tm_image_free(out);
     tm_image_free(big);
     /* Undoing rotate:10 (crop=0): the canvas holds all of it, the centre matches. */
-    tm_image *rot = attack("rotate:10:crop=0", in);
+    tm_image *rot = tm_test_attack("rotate:10:crop=0", in);
     tm_geom g = {1, 10, 0};
     out = warp(rot, &g, 4096);
     double c = cos(10 * M_PI / 180), s = sin(10 * M_PI / 180);
@@ -538,7 +528,7 @@ static void test_sync_estimate_edges(void)
     /* max == 1 still gives the identity. */
     tm_key *key = test_key();
     tm_image *orig = photo("skimage_astronaut.png", NULL), *m = mark(key, orig);
-    tm_image *a = attack("scale:0.75", m);
+    tm_image *a = tm_test_attack("scale:0.75", m);
     float *ya = malloc(sizeof(float) * (size_t)a->width * a->height);
     CU_ASSERT_PTR_NOT_NULL_FATAL(ya);
     tm_luma(a, ya);

@@ -98,6 +98,18 @@ double tm_test_psnr(const tm_image *a, const tm_image *b)
     return tm_psnr(a, b);
 }
 
+tm_image *tm_test_attack(const char *spec, const tm_image *in)
+{
+    tm_image *out = NULL;
+    char err[256] = "";
+    tm_status st = tm_attack_apply(spec, in, &out, err, sizeof err);
+    if (st != TM_OK) fprintf(stderr, "attack '%s': %s (%s)\n", spec, tm_strerror(st), err);
+    CU_ASSERT_EQUAL_FATAL(st, TM_OK);
+    CU_ASSERT_PTR_NOT_NULL_FATAL(out);
+    CU_ASSERT_STRING_EQUAL(err, "");
+    return out;
+}
+
 uint8_t *tm_test_slurp(const char *path, size_t *len)
 {
     uint8_t *data = NULL;

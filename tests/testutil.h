@@ -31,6 +31,10 @@ double tm_test_maxdiff(const tm_image *a, const tm_image *b);
 /* PSNR in dB over all colour channels (alpha ignored); 999 when identical. */
 double tm_test_psnr(const tm_image *a, const tm_image *b);
 
+/* Applies an attack spec, asserting success and an empty error message;
+ * never returns NULL. */
+tm_image *tm_test_attack(const char *spec, const tm_image *in);
+
 /* Reads a whole file (asserting success) into a malloc'd buffer. */
 uint8_t *tm_test_slurp(const char *path, size_t *len);
 
