@@ -24,7 +24,7 @@
 #define MASK_HI 8.0       /* no region gets more than 8x the flat-area amplitude */
 
 /* Block activities of luminance y into act[bh][bw]. */
-static tm_status block_activity(const float *y, int w, int h, int bw, int bh, float *act)
+static tm_status block_activity(const float *y, int w, int bw, int bh, float *act)
 {
     float *in = fftwf_malloc(sizeof(float) * (size_t)B * bw * B);
     float *out = fftwf_malloc(sizeof(float) * (size_t)B * bw * B);
@@ -62,7 +62,6 @@ out:
     tm_fftw_unlock();
     fftwf_free(in);
     fftwf_free(out);
-    (void)h;
     return st;
 }
 
@@ -93,7 +92,7 @@ tm_status tm_mask_compute(const float *y, int w, int h, float *mask)
         free(m);
         return TM_ERR_NOMEM;
     }
-    tm_status st = block_activity(y, w, h, bw, bh, act);
+    tm_status st = block_activity(y, w, bw, bh, act);
     if (st != TM_OK) goto out;
     for (int by = 0; by < bh; by++)
         for (int bx = 0; bx < bw; bx++) {

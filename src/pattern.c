@@ -94,7 +94,6 @@ tm_status tm_layout_create(const tm_key *key, tm_layout **out)
     memcpy(lay->payload, all, n_payload * sizeof(tm_chip));
     memcpy(lay->pilot, all + n_payload, (n - n_payload) * sizeof(tm_chip));
     lay->n_pilot = n - n_payload;
-    lay->n_rings = (int)ceil(TM_BAND_HI) + 1;
     *out = lay;
     lay = NULL;
     st = TM_OK;

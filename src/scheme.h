@@ -59,7 +59,6 @@ typedef struct tm_layout {
     tm_chip *pilot;
     size_t n_pilot;
     tm_chip *payload;  /* TM_CODE_BITS * TM_CHIPS_PER_BIT, bit i at [i*C, (i+1)*C) */
-    int n_rings;
 } tm_layout;
 
 tm_status tm_layout_create(const tm_key *key, tm_layout **out);
