@@ -1,7 +1,7 @@
 #!/bin/sh
 # The main job, end to end, on a bundled photo: make a key, mark copies for
-# three recipients, leak one copy through a crop and JPEG q60 recompression,
-# and trace the leak back to its recipient.
+# three recipients, leak one copy the way a screenshot would (shrunk, turned a
+# little, cropped, recompressed), and trace the leak back to its recipient.
 set -eu
 cd "$(dirname "$0")/.."
 sh scripts/deps.sh
@@ -19,8 +19,8 @@ echo "== 2. one marked copy per recipient, recorded in the registry"
     --recipient alice@example.com --recipient bob@example.com --recipient carol@example.com \
     --out-dir "$W/copies" "$PHOTO"
 echo
-echo "== 3. bob's copy leaks: cropped to 80% and recompressed at JPEG quality 60"
-"$TM" attack "crop:0.8,jpeg:q=60" "$W/copies/plasma_EveningGlow.bob@example.com.jpg" "$W/leak.jpg"
+echo "== 3. bob's copy leaks: shrunk to 60%, turned 2 degrees, cropped to 80%, JPEG quality 60"
+"$TM" attack "scale:0.6,rotate:2,crop:0.8,jpeg:q=60" "$W/copies/plasma_EveningGlow.bob@example.com.jpg" "$W/leak.jpg"
 "$TM" inspect "$W/leak.jpg" | sed -n '2,3p'
 echo
 echo "== 4. trace the leak"
