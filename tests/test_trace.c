@@ -281,6 +281,7 @@ static void test_scale_and_rotation(void)
         {"rotate:-5,jpeg:q=80", 1, -5, 0},    {"rotate:3", 1, 3, 0},
         {"scale:0.7,rotate:2", 0.7, 2, 0},    {"turn:90,scale:0.8", 0.8, 90, 0},
         {"flip:h,rotate:4", 1, 4, 1},         {"scale:0.4,jpeg:q=85", 0.4, 0, 0},
+        {"crop:256x256+301+177,jpeg:q=85", 1, 0, 0},
     };
     tm_image *orig = NULL, *marked = NULL;
     CU_ASSERT_EQUAL_FATAL(tm_image_load(tm_test_corpus("mate_Dune.jpg"), NULL, &orig, NULL), TM_OK);
