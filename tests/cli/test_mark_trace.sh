@@ -90,6 +90,12 @@ expect "inspect GPS photo copy" 0 "$TRACEMARK" inspect --json "$T/gina.jpg"
 has "GPS never reaches a copy" "$OUT" '"gps": false'
 expect "registry lists the copies" 0 "$TRACEMARK" registry verify -k "$K" -r "$R"
 
+# recipients whose file-safe names collide still get one file each
+expect "colliding slugs" 0 "$TRACEMARK" mark -k "$K" -r "$R" --recipient "Ann Lee" --recipient "ann-lee" \
+    --out-dir "$T/slug" "$IMG"
+ok "two files for colliding slugs" "$(ls "$T/slug" | wc -l)" -eq 2
+ok "names disambiguated by a hash" "$(ls "$T/slug" | grep -c '^skimage_coffee\.ann-lee-[0-9a-f]\{8\}\.png$')" -eq 2
+
 # two mark runs on one registry at the same time: both succeed, no row lost
 P="$T/par.db"
 "$TRACEMARK" mark -k "$K" -r "$P" --recipients "$T/list.txt" --recipient p1 --recipient p2 --recipient p3 \
