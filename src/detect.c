@@ -223,32 +223,27 @@ static void despread(const tm_layout *lay, const fftwf_complex *spec, const doub
     }
 }
 
-tm_status tm_detect_run(const tm_key *key, const tm_image *img, tm_detection *out)
+/* Reads the luminance plane y (w x h) with the key's layout and a tile FFT
+ * workspace made by the caller, so a search over several hypotheses builds
+ * them once (tm_detect_search). */
+static tm_status detect_luma(const tm_layout *lay, tm_tile_fft *fft, const float *y, int w, int h,
+                             tm_detection *out)
 {
-    if (!key || !img || !out) return TM_ERR_ARG;
     memset(out, 0, sizeof *out);
     out->pilot_log10_p = 0;
     out->scale = 1.0;
-    int w = img->width, h = img->height;
-    size_t n = (size_t)w * h;
-    tm_layout *lay = NULL;
-    tm_tile_fft *fft = NULL;
-    float *y = NULL, *fold = NULL, *corr = NULL, *corr_d = NULL;
+    float *fold = NULL, *corr = NULL, *corr_d = NULL;
     fftwf_complex *spec = NULL, *spec_d = NULL;
     tm_status st = TM_ERR_NOMEM;
     double ring_pow[TM_RINGS] = {0}, ring_d[TM_RINGS];
 
     out->usable = (uint64_t)w * h >= (uint64_t)TM_TILE * TM_TILE && w >= TM_TILE / 2 && h >= TM_TILE / 2;
-    y = malloc(n * sizeof(float));
     fold = malloc(sizeof(float) * TM_TILE * TM_TILE);
     spec = fftwf_malloc(sizeof(fftwf_complex) * TM_TILE * (TM_TILE / 2 + 1));
     spec_d = fftwf_malloc(sizeof(fftwf_complex) * TM_TILE * (TM_TILE / 2 + 1));
     corr = malloc(sizeof(float) * TM_TILE * TM_TILE);
     corr_d = malloc(sizeof(float) * TM_TILE * TM_TILE);
-    if (!y || !fold || !spec || !spec_d || !corr || !corr_d) goto out;
-    if ((st = tm_layout_create(key, &lay)) != TM_OK) goto out;
-    if ((st = tm_tile_fft_create(&fft)) != TM_OK) goto out;
-    tm_luma(img, y);
+    if (!fold || !spec || !spec_d || !corr || !corr_d) goto out;
     double activity;
     if ((st = fold_residual(y, w, h, fold, &activity)) != TM_OK) goto out;
     out->activity = activity;
@@ -300,14 +295,43 @@ tm_status tm_detect_run(const tm_key *key, const tm_image *img, tm_detection *ou
     }
     st = TM_OK;
 out:
-    free(y);
     free(fold);
     free(corr);
     free(corr_d);
     fftwf_free(spec);
     fftwf_free(spec_d);
+    return st;
+}
+
+/* Makes the key's layout and a tile FFT workspace (freed by detect_end). */
+static tm_status detect_begin(const tm_key *key, tm_layout **lay, tm_tile_fft **fft)
+{
+    *lay = NULL;
+    *fft = NULL;
+    tm_status st = tm_layout_create(key, lay);
+    if (st == TM_OK) st = tm_tile_fft_create(fft);
+    return st;
+}
+
+static void detect_end(tm_layout *lay, tm_tile_fft *fft)
+{
     tm_layout_free(lay);
     tm_tile_fft_free(fft);
+}
+
+tm_status tm_detect_run(const tm_key *key, const tm_image *img, tm_detection *out)
+{
+    if (!key || !img || !out) return TM_ERR_ARG;
+    tm_layout *lay;
+    tm_tile_fft *fft;
+    float *y = malloc(sizeof(float) * (size_t)img->width * img->height);
+    tm_status st = y ? detect_begin(key, &lay, &fft) : TM_ERR_NOMEM;
+    if (st == TM_OK) {
+        tm_luma(img, y);
+        st = detect_luma(lay, fft, y, img->width, img->height, out);
+    }
+    if (y) detect_end(lay, fft);
+    free(y);
     return st;
 }
 
@@ -329,14 +353,14 @@ static int is_identity(const tm_geom *g)
 }
 
 /* Detection under hypothesis g, on at most side x side pixels of the marked
- * frame (the whole suspect, unwarped, for the identity). */
-static tm_status detect_under(const tm_key *key, const tm_image *img, const float *y, const tm_geom *g, int side,
-                              tm_detection *out)
+ * frame (the whole suspect's luminance y, unwarped, for the identity). */
+static tm_status detect_under(const tm_layout *lay, tm_tile_fft *fft, const float *y, int w, int h,
+                              const tm_geom *g, int side, tm_detection *out)
 {
-    if (is_identity(g)) return tm_detect_run(key, img, out);
+    if (is_identity(g)) return detect_luma(lay, fft, y, w, h, out);
     tm_image *warped = NULL;
-    tm_status st = tm_sync_warp(y, img->width, img->height, g, side, &warped);
-    if (st == TM_OK) st = tm_detect_run(key, warped, out);
+    tm_status st = tm_sync_warp(y, w, h, g, side, &warped);
+    if (st == TM_OK) st = detect_luma(lay, fft, warped->plane[0], warped->width, warped->height, out);
     tm_image_free(warped);
     return st;
 }
@@ -349,8 +373,11 @@ tm_status tm_detect_search(const tm_key *key, const tm_image *img, tm_detection 
     size_t n = (size_t)img->width * img->height;
     float *y = malloc(n * sizeof(float));
     tm_detection *trial = malloc(sizeof *trial);
+    tm_layout *lay = NULL;
+    tm_tile_fft *fft = NULL;
     tm_status st = TM_ERR_NOMEM;
     if (!y || !trial) goto out;
+    if ((st = detect_begin(key, &lay, &fft)) != TM_OK) goto out;
     tm_luma(img, y);
     if ((st = tm_sync_estimate(y, img->width, img->height, cands, N_GEOM, &ng)) != TM_OK) goto out;
 
@@ -369,7 +396,7 @@ tm_status tm_detect_search(const tm_key *key, const tm_image *img, tm_detection 
             if (others == N_SCREEN) continue;
             others++;
         }
-        st = detect_under(key, img, y, &cands[k], SCREEN_SIDE, trial);
+        st = detect_under(lay, fft, y, img->width, img->height, &cands[k], SCREEN_SIDE, trial);
         if (st == TM_ERR_DIMENSIONS) continue; /* nothing left at that scale */
         if (st != TM_OK) goto out;
         screened++;
@@ -380,7 +407,7 @@ tm_status tm_detect_search(const tm_key *key, const tm_image *img, tm_detection 
     }
     tm_geom identity = {1.0, 0.0, 0.0};
     const tm_geom *g = best >= 0 ? &cands[best] : &identity;
-    if ((st = detect_under(key, img, y, g, FINAL_SIDE, out)) != TM_OK) goto out;
+    if ((st = detect_under(lay, fft, y, img->width, img->height, g, FINAL_SIDE, out)) != TM_OK) goto out;
     out->scale = g->scale;
     out->rotation_deg = g->rotation_deg;
     /* Presence evidence pays for every hypothesis screened. */
@@ -388,6 +415,7 @@ tm_status tm_detect_search(const tm_key *key, const tm_image *img, tm_detection 
     /* The suspect must hold a tile's worth of the original at its own scale. */
     if ((double)img->width * img->height < (double)TM_TILE * TM_TILE * g->scale * g->scale) out->usable = 0;
 out:
+    detect_end(lay, fft);
     free(y);
     free(trial);
     return st;
