@@ -26,75 +26,99 @@
 #define RADIUS 3          /* 7x7 local statistics */
 #define NU2 4.0           /* assumed mark power in the Wiener weights */
 
-/* Box mean of src (w x h) with radius r into dst, clamped borders, O(1) per pixel. */
-static void box_mean(const float *src, float *dst, float *tmp, int w, int h, int r)
+/* dst[x] = mean of src over [x - r, x + r] clipped to the row (w samples). */
+static void box_row(const float *src, float *dst, int w, int r)
 {
-    for (int y = 0; y < h; y++) {
-        const float *s = src + (size_t)y * w;
-        float *t = tmp + (size_t)y * w;
-        double acc = 0;
-        int lo = 0, hi = -1;
-        for (int x = 0; x < w; x++) {
-            int want_hi = x + r < w ? x + r : w - 1, want_lo = x - r > 0 ? x - r : 0;
-            while (hi < want_hi) acc += s[++hi];
-            while (lo < want_lo) acc -= s[lo++];
-            t[x] = (float)(acc / (hi - lo + 1));
-        }
-    }
-    double *col = calloc((size_t)w, sizeof(double));
-    if (!col) { /* degrade to the horizontal pass only */
-        memcpy(dst, tmp, sizeof(float) * (size_t)w * h);
-        return;
-    }
+    double acc = 0;
     int lo = 0, hi = -1;
-    for (int y = 0; y < h; y++) {
-        int want_hi = y + r < h ? y + r : h - 1, want_lo = y - r > 0 ? y - r : 0;
-        while (hi < want_hi) {
-            hi++;
-            for (int x = 0; x < w; x++) col[x] += tmp[(size_t)hi * w + x];
-        }
-        while (lo < want_lo) {
-            for (int x = 0; x < w; x++) col[x] -= tmp[(size_t)lo * w + x];
-            lo++;
-        }
-        double inv = 1.0 / (hi - lo + 1);
-        for (int x = 0; x < w; x++) dst[(size_t)y * w + x] = (float)(col[x] * inv);
+    for (int x = 0; x < w; x++) {
+        int want_hi = x + r < w ? x + r : w - 1, want_lo = x - r > 0 ? x - r : 0;
+        while (hi < want_hi) acc += src[++hi];
+        while (lo < want_lo) acc -= src[lo++];
+        dst[x] = (float)(acc / (hi - lo + 1));
     }
-    free(col);
 }
 
-/* Wiener residual of y, folded modulo the tile into fold (TM_TILE^2). */
-static tm_status fold_residual(const float *y, int w, int h, float *fold, double *activity)
+/* Rows in the window [row - r, row + r] clipped to [0, h). */
+static int window_rows(int row, int r, int h)
 {
-    size_t n = (size_t)w * h;
-    float *mean = malloc(n * sizeof(float)), *tmp = malloc(n * sizeof(float)), *sq = malloc(n * sizeof(float));
-    if (!mean || !tmp || !sq) {
-        free(mean);
-        free(tmp);
-        free(sq);
-        return TM_ERR_NOMEM;
-    }
-    box_mean(y, mean, tmp, w, h, RADIUS);
-    for (size_t i = 0; i < n; i++) {
-        float d = y[i] - mean[i];
-        sq[i] = d * d;
-    }
-    box_mean(sq, sq, tmp, w, h, RADIUS);
+    return (row + r < h ? row + r : h - 1) - (row - r > 0 ? row - r : 0) + 1;
+}
+
+#define RING (2 * RADIUS + 1)
+
+/* Wiener residual of the w x h window y (rows stride apart) whose top-left is
+ * pixel (ox, oy) of the suspect, folded modulo the tile into fold (TM_TILE^2)
+ * in the suspect's coordinates: with m
+ * the local mean and v the local mean of (y - m)^2 over 7x7 windows clipped
+ * to the image, the residual is (y - m) / (v + NU2). One streaming pass over
+ * the rows: row t brings the mean of row t - r and the variance and output of
+ * row t - 2r, through rings of 2r + 1 rows, so memory is O(w) whatever h. */
+static tm_status fold_residual(const float *y, int w, int h, size_t stride, int ox, int oy, float *fold,
+                               double *activity)
+{
+    const int r = RADIUS;
+    size_t ww = (size_t)w;
+    float *hm = malloc(sizeof(float) * ww * RING);   /* row box means of y */
+    float *dv = malloc(sizeof(float) * ww * RING);   /* y - m */
+    float *hv = malloc(sizeof(float) * ww * RING);   /* row box means of (y - m)^2 */
+    float *line = malloc(sizeof(float) * ww);
+    double *cm = calloc(ww, sizeof(double)), *cv = calloc(ww, sizeof(double));
+    tm_status st = TM_ERR_NOMEM;
+    if (!hm || !dv || !hv || !line || !cm || !cv) goto out;
     memset(fold, 0, sizeof(float) * TM_TILE * TM_TILE);
     double act = 0;
-    for (int yy = 0; yy < h; yy++) {
-        float *frow = fold + (size_t)(yy % TM_TILE) * TM_TILE;
-        for (int xx = 0; xx < w; xx++) {
-            size_t i = (size_t)yy * w + xx;
-            act += sq[i];
-            frow[xx % TM_TILE] += (float)((y[i] - mean[i]) / (sq[i] + NU2));
+    for (int t = 0; t < h + 2 * r; t++) {
+        /* Column sums of the row means over rows [t - 2r, t]. */
+        if (t - 2 * r - 1 >= 0) {
+            const float *old = hm + (size_t)((t - 2 * r - 1) % RING) * ww;
+            for (int x = 0; x < w; x++) cm[x] -= old[x];
+        }
+        if (t < h) {
+            float *row = hm + (size_t)(t % RING) * ww;
+            box_row(y + (size_t)t * stride, row, w, r);
+            for (int x = 0; x < w; x++) cm[x] += row[x];
+        }
+        /* Row a = t - r gets its mean, its deviation and that squared, boxed. */
+        int a = t - r;
+        if (a - 2 * r - 1 >= 0 && a - 2 * r - 1 < h) {
+            const float *old = hv + (size_t)((a - 2 * r - 1) % RING) * ww;
+            for (int x = 0; x < w; x++) cv[x] -= old[x];
+        }
+        if (a >= 0 && a < h) {
+            float inv = 1.0f / (float)window_rows(a, r, h);
+            const float *src = y + (size_t)a * stride;
+            float *d = dv + (size_t)(a % RING) * ww, *hrow = hv + (size_t)(a % RING) * ww;
+            for (int x = 0; x < w; x++) {
+                d[x] = src[x] - (float)cm[x] * inv;
+                line[x] = d[x] * d[x];
+            }
+            box_row(line, hrow, w, r);
+            for (int x = 0; x < w; x++) cv[x] += hrow[x];
+        }
+        /* Row b = t - 2r is complete: fold its residual. */
+        int b = t - 2 * r;
+        if (b >= 0) {
+            float inv = 1.0f / (float)window_rows(b, r, h);
+            const float *d = dv + (size_t)(b % RING) * ww;
+            float *frow = fold + (size_t)((b + oy) % TM_TILE) * TM_TILE;
+            for (int x = 0, u = ox % TM_TILE; x < w; x++, u = u + 1 < TM_TILE ? u + 1 : 0) {
+                float v = (float)cv[x] * inv;
+                act += v;
+                frow[u] += d[x] / (v + (float)NU2);
+            }
         }
     }
-    *activity = act / (double)n;
-    free(mean);
-    free(tmp);
-    free(sq);
-    return TM_OK;
+    *activity = act / ((double)w * h);
+    st = TM_OK;
+out:
+    free(hm);
+    free(dv);
+    free(hv);
+    free(line);
+    free(cm);
+    free(cv);
+    return st;
 }
 
 static double chip_value(const fftwf_complex *spec, const tm_chip *c, double dy, double dx)
@@ -223,15 +247,17 @@ static void despread(const tm_layout *lay, const fftwf_complex *spec, const doub
     }
 }
 
-/* Reads the luminance plane y (w x h) with the key's layout and a tile FFT
- * workspace made by the caller, so a search over several hypotheses builds
+/* Reads the luminance window y (w x h, rows stride apart, top-left at pixel
+ * (ox, oy) of the suspect) with the key's layout and a tile FFT workspace
+ * made by the caller, so a search over several hypotheses builds
  * them once (tm_detect_search). */
-static tm_status detect_luma(const tm_layout *lay, tm_tile_fft *fft, const float *y, int w, int h,
-                             tm_detection *out)
+static tm_status detect_luma(const tm_layout *lay, tm_tile_fft *fft, const float *y, int w, int h, size_t stride,
+                             int ox, int oy, tm_detection *out)
 {
     memset(out, 0, sizeof *out);
     out->pilot_log10_p = 0;
     out->scale = 1.0;
+    out->aspect = 1.0;
     float *fold = NULL, *corr = NULL, *corr_d = NULL;
     fftwf_complex *spec = NULL, *spec_d = NULL;
     tm_status st = TM_ERR_NOMEM;
@@ -245,7 +271,7 @@ static tm_status detect_luma(const tm_layout *lay, tm_tile_fft *fft, const float
     corr_d = malloc(sizeof(float) * TM_TILE * TM_TILE);
     if (!fold || !spec || !spec_d || !corr || !corr_d) goto out;
     double activity;
-    if ((st = fold_residual(y, w, h, fold, &activity)) != TM_OK) goto out;
+    if ((st = fold_residual(y, w, h, stride, ox, oy, fold, &activity)) != TM_OK) goto out;
     out->activity = activity;
     if (activity < 0.01) out->usable = 0; /* flat: nothing to read */
 
@@ -328,7 +354,7 @@ tm_status tm_detect_run(const tm_key *key, const tm_image *img, tm_detection *ou
     tm_status st = y ? detect_begin(key, &lay, &fft) : TM_ERR_NOMEM;
     if (st == TM_OK) {
         tm_luma(img, y);
-        st = detect_luma(lay, fft, y, img->width, img->height, out);
+        st = detect_luma(lay, fft, y, img->width, img->height, (size_t)img->width, 0, 0, out);
     }
     if (y) detect_end(lay, fft);
     free(y);
@@ -349,18 +375,22 @@ tm_status tm_detect_run(const tm_key *key, const tm_image *img, tm_detection *ou
  * scale, 0.02 degree) that they are the same hypothesis: read as is. */
 static int is_identity(const tm_geom *g)
 {
-    return fabs(g->scale - 1.0) < 1e-3 && fabs(g->rotation_deg) < 0.02;
+    return fabs(g->scale - 1.0) < 1e-3 && fabs(g->rotation_deg) < 0.02 && fabs(g->log_aspect) < 1e-3;
 }
 
 /* Detection under hypothesis g, on at most side x side pixels of the marked
- * frame (the whole suspect's luminance y, unwarped, for the identity). */
+ * frame, centred (for the identity, a window of the suspect as it is). */
 static tm_status detect_under(const tm_layout *lay, tm_tile_fft *fft, const float *y, int w, int h,
                               const tm_geom *g, int side, tm_detection *out)
 {
-    if (is_identity(g)) return detect_luma(lay, fft, y, w, h, out);
+    if (is_identity(g)) { /* the centred side x side window, as is */
+        int cw = w < side ? w : side, ch = h < side ? h : side, ox = (w - cw) / 2, oy = (h - ch) / 2;
+        return detect_luma(lay, fft, y + (size_t)oy * w + ox, cw, ch, (size_t)w, ox, oy, out);
+    }
     tm_image *warped = NULL;
     tm_status st = tm_sync_warp(y, w, h, g, side, &warped);
-    if (st == TM_OK) st = detect_luma(lay, fft, warped->plane[0], warped->width, warped->height, out);
+    if (st == TM_OK)
+        st = detect_luma(lay, fft, warped->plane[0], warped->width, warped->height, (size_t)warped->width, 0, 0, out);
     tm_image_free(warped);
     return st;
 }
@@ -390,8 +420,7 @@ tm_status tm_detect_search(const tm_key *key, const tm_image *img, tm_detection 
     for (int k = 0; k < ng; k++) {
         if (is_identity(&cands[k])) {
             if (identity_seen++) continue; /* one reading of the suspect as is */
-            cands[k].scale = 1.0;
-            cands[k].rotation_deg = 0.0;
+            cands[k] = (tm_geom){.scale = 1.0, .score = cands[k].score};
         } else {
             if (others == N_SCREEN) continue;
             others++;
@@ -405,11 +434,12 @@ tm_status tm_detect_search(const tm_key *key, const tm_image *img, tm_detection 
             best = k;
         }
     }
-    tm_geom identity = {1.0, 0.0, 0.0};
+    tm_geom identity = {.scale = 1.0};
     const tm_geom *g = best >= 0 ? &cands[best] : &identity;
     if ((st = detect_under(lay, fft, y, img->width, img->height, g, FINAL_SIDE, out)) != TM_OK) goto out;
     out->scale = g->scale;
     out->rotation_deg = g->rotation_deg;
+    out->aspect = exp(g->log_aspect);
     /* Presence evidence pays for every hypothesis screened. */
     out->pilot_log10_p = fmin(0.0, out->pilot_log10_p + log10(screened > 1 ? screened : 1));
     /* The suspect must hold a tile's worth of the original at its own scale. */

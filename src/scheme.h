@@ -124,6 +124,7 @@ typedef struct tm_detection {
     int dihedral;             /* 0..7: the flip/quarter-turn found (see detect.c) */
     double scale;             /* geometric hypothesis read (tm_detect_search) */
     double rotation_deg;
+    double aspect;            /* width stretch / height stretch (sync.h) */
     double activity;          /* mean local variance: ~0 for flat images */
     int usable;               /* enough pixels and texture to read a mark */
 } tm_detection;

@@ -29,6 +29,7 @@
 #include <gsl/gsl_errno.h>
 #include <gsl/gsl_multimin.h>
 #include <math.h>
+#include <pthread.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -44,6 +45,8 @@
 #define MAX_HYP 64
 #define N_REFINE 6         /* hypotheses refined to full accuracy */
 #define MIN_POINTS 24      /* fewer usable lattice points: no score */
+#define ASPECT_SEARCH 0.15 /* |log aspect| searched: 0.86 .. 1.16 */
+#define MAX_LOG_ASPECT 0.2 /* and never refined beyond */
 
 typedef struct lattice_k {
     float kx, ky, r;
@@ -262,20 +265,25 @@ static tm_status lattice_make(spectrum *sp)
     return TM_OK;
 }
 
-/* Lattice evidence for (scale s, rotation th degrees) on the raw (coarse = 0)
- * or blurred power: mean whitened power at the predicted points (bilinear),
- * in null standard deviations of such a mean. */
-static double lattice_score(const spectrum *sp, int coarse, double s, double th)
+/* Lattice evidence for (scale s, rotation th degrees, log aspect la) on the
+ * raw (coarse = 0) or blurred power: mean whitened power at the predicted
+ * points (bilinear), in null standard deviations of such a mean. The suspect
+ * maps marked offsets u to D R s u (sync.h), so the tile's frequencies k / 128
+ * land at D^-1 R k / (128 s): x divided by sqrt(aspect), y multiplied. */
+static double lattice_score(const spectrum *sp, int coarse, double s, double th, double la)
 {
     const float *p = coarse ? sp->pb : sp->pw;
     double sd = coarse ? sp->sdb : sp->sd;
     int n = sp->n, nc = sp->nc;
     double a = th * M_PI / 180, c = cos(a), sn = sin(a), g = n / (TM_TILE * s);
+    double gx = g * exp(-0.5 * la), gy = g * exp(0.5 * la);
     double lim = band_hi(n), sum = 0;
     int cnt = 0;
-    for (int i = 0; i < sp->nk; i++) {
+    /* The coarse searches read every other lattice vector: the blurred power
+     * already pools neighbouring bins, and half the points find the peak. */
+    for (int i = 0; i < sp->nk; i += coarse ? 2 : 1) {
         double kx = sp->k[i].kx, ky = sp->k[i].ky;
-        double fx = g * (c * kx + sn * ky), fy = g * (-sn * kx + c * ky);
+        double fx = gx * (c * kx + sn * ky), fy = gy * (-sn * kx + c * ky);
         if (fabs(fx) > lim || fabs(fy) > lim) continue;
         if (fx < 0) {
             fx = -fx;
@@ -307,7 +315,8 @@ static double wrap45(double th)
 /* True when two hypotheses are the same within tol (relative scale, degrees). */
 static int same_geom(const tm_geom *a, const tm_geom *b, double ts, double ta)
 {
-    return fabs(log(a->scale / b->scale)) < ts && fabs(wrap45(a->rotation_deg - b->rotation_deg)) < ta;
+    return fabs(log(a->scale / b->scale)) < ts && fabs(wrap45(a->rotation_deg - b->rotation_deg)) < ta &&
+           fabs(a->log_aspect - b->log_aspect) < ts;
 }
 
 /* Radius in bins of the band's top harmonic for scale s: a step of 1 / that
@@ -327,8 +336,8 @@ static void grid_refine(const spectrum *sp, int coarse, tm_geom *g, int m, doubl
         for (int j = -m; j <= m; j++) {
             double s = g->scale * exp(i * ds), t = g->rotation_deg + j * dt;
             if (s < TM_SYNC_SCALE_MIN * 0.97 || s > TM_SYNC_SCALE_MAX * 1.03) continue;
-            double v = lattice_score(sp, coarse, s, t);
-            if (v > best.score) best = (tm_geom){s, t, v};
+            double v = lattice_score(sp, coarse, s, t, g->log_aspect);
+            if (v > best.score) best = (tm_geom){.scale = s, .rotation_deg = t, .score = v, .log_aspect = g->log_aspect};
         }
     if (best.score > -INFINITY) *g = best;
 }
@@ -336,25 +345,35 @@ static void grid_refine(const spectrum *sp, int coarse, tm_geom *g, int m, doubl
 static double nm_cost(const gsl_vector *x, void *params)
 {
     const spectrum *sp = params;
-    return -lattice_score(sp, 0, exp(gsl_vector_get(x, 0)), gsl_vector_get(x, 1));
+    double la = x->size > 2 ? gsl_vector_get(x, 2) : 0;
+    if (fabs(la) > MAX_LOG_ASPECT) return 0;
+    return -lattice_score(sp, 0, exp(gsl_vector_get(x, 0)), gsl_vector_get(x, 1), la);
 }
 
-/* Nelder-Mead polish of g on the full-harmonic score. */
+/* Nelder-Mead polish of g on the full-harmonic score: over scale and rotation,
+ * and the aspect too when g has one (a square lattice keeps its aspect at
+ * exactly 1, so hypotheses without one are not given the freedom to fit
+ * noise with it). */
 static tm_status simplex_refine(const spectrum *sp, tm_geom *g)
 {
     tm_status st = TM_ERR_NOMEM;
-    gsl_multimin_function f = {nm_cost, 2, (void *)sp};
-    gsl_vector *x = gsl_vector_alloc(2), *step = gsl_vector_alloc(2);
-    gsl_multimin_fminimizer *m = gsl_multimin_fminimizer_alloc(gsl_multimin_fminimizer_nmsimplex2, 2);
+    size_t dim = g->log_aspect != 0 ? 3 : 2;
+    gsl_multimin_function f = {nm_cost, dim, (void *)sp};
+    gsl_vector *x = gsl_vector_alloc(dim), *step = gsl_vector_alloc(dim);
+    gsl_multimin_fminimizer *m = gsl_multimin_fminimizer_alloc(gsl_multimin_fminimizer_nmsimplex2, dim);
     if (!x || !step || !m) goto out;
     gsl_vector_set(x, 0, log(g->scale));
     gsl_vector_set(x, 1, g->rotation_deg);
     double ds = 0.25 / top_radius(sp, g->scale);
     gsl_vector_set(step, 0, ds);
     gsl_vector_set(step, 1, ds * 180 / M_PI);
+    if (dim == 3) {
+        gsl_vector_set(x, 2, g->log_aspect);
+        gsl_vector_set(step, 2, 2 * ds);
+    }
     st = TM_ERR_INTERNAL;
     if (gsl_multimin_fminimizer_set(m, &f, x, step) != GSL_SUCCESS) goto out;
-    for (int it = 0; it < 120; it++) {
+    for (int it = 0; it < 60 * (int)dim; it++) {
         int rc = gsl_multimin_fminimizer_iterate(m);
         if (rc == GSL_ENOPROG) break;
         if (rc != GSL_SUCCESS) goto out;
@@ -363,7 +382,8 @@ static tm_status simplex_refine(const spectrum *sp, tm_geom *g)
     double v = -gsl_multimin_fminimizer_minimum(m);
     if (v > g->score) {
         const gsl_vector *b = gsl_multimin_fminimizer_x(m);
-        *g = (tm_geom){exp(gsl_vector_get(b, 0)), gsl_vector_get(b, 1), v};
+        *g = (tm_geom){.scale = exp(gsl_vector_get(b, 0)), .rotation_deg = gsl_vector_get(b, 1), .score = v,
+                       .log_aspect = dim == 3 ? gsl_vector_get(b, 2) : 0};
     }
     st = TM_OK;
 out:
@@ -430,19 +450,43 @@ static void hyp_add(tm_geom *hyp, int *nh, tm_geom g)
     if (*nh < MAX_HYP) hyp[(*nh)++] = g;
 }
 
+enum scan { SCAN_SCALE, SCAN_ROTATION, SCAN_SCALE_ASPECT };
+
+/* Best coarse score over the aspects at (s, th): steps of 1.5 bins at the top
+ * harmonic across |log aspect| <= ASPECT_SEARCH, the square lattice (aspect 1)
+ * left out. Keeping the mean scale s (pin 0), or, with pins == 3, also the
+ * width's scale (pin 1) or the height's (pin 2): a similarity fitted to a
+ * stretched lattice tends to lock onto one axis's lines. */
+static tm_geom best_aspect(const spectrum *sp, double s, double th, int pins)
+{
+    tm_geom best = {.scale = s, .rotation_deg = th, .score = -INFINITY};
+    double da = 3.0 / top_radius(sp, s);
+    for (double la = da; la <= ASPECT_SEARCH; la += da)
+        for (int sign = -1; sign <= 1; sign += 2)
+            for (int pin = 0; pin < pins; pin++) {
+                double l = sign * la, sm = pin == 0 ? s : s * exp(pin == 1 ? -0.5 * l : 0.5 * l);
+                double v = lattice_score(sp, 1, sm, th, l);
+                if (v > best.score) best = (tm_geom){.scale = sm, .rotation_deg = th, .score = v, .log_aspect = l};
+            }
+    return best;
+}
+
 /* Keeps the `keep` best local maxima of the coarse score along a line of
- * hypotheses: scale from lo to hi at rotation th (scan_scale) or rotation
- * over (-45, 45] at scale s0 (otherwise), steps of 1.5 bins at the top harmonic. */
-static void line_search(const spectrum *sp, int scan_scale, double s0, double th, tm_geom *hyp, int *nh, int keep)
+ * hypotheses, steps of 1.5 bins at the top harmonic: scale over the search
+ * range at rotation th (SCAN_SCALE; with the best aspect at each scale,
+ * SCAN_SCALE_ASPECT) or rotation over (-45, 45] at scale s0 (SCAN_ROTATION). */
+static void line_search(const spectrum *sp, enum scan mode, double s0, double th, tm_geom *hyp, int *nh, int keep)
 {
     tm_geom best[4];
     if (keep > 4) keep = 4;
     int nb = 0;
     double prev2 = -INFINITY, prev = -INFINITY;
-    tm_geom gprev = {0, 0, 0};
-    double s = scan_scale ? TM_SYNC_SCALE_MIN : s0, t = scan_scale ? th : -45;
+    tm_geom gprev = {.scale = 0};
+    double s = mode == SCAN_ROTATION ? s0 : TM_SYNC_SCALE_MIN, t = mode == SCAN_ROTATION ? -45 : th;
     for (;;) {
-        double v = lattice_score(sp, 1, s, t);
+        tm_geom g = mode == SCAN_SCALE_ASPECT ? best_aspect(sp, s, t, 1)
+                                              : (tm_geom){.scale = s, .rotation_deg = t, .score = lattice_score(sp, 1, s, t, 0)};
+        double v = g.score;
         if (prev > prev2 && prev >= v) { /* gprev is a local maximum */
             if (nb < keep) best[nb++] = gprev;
             else if (gprev.score > best[keep - 1].score) best[keep - 1] = gprev;
@@ -454,14 +498,14 @@ static void line_search(const spectrum *sp, int scan_scale, double s0, double th
         }
         prev2 = prev;
         prev = v;
-        gprev = (tm_geom){s, t, v};
+        gprev = g;
         double step = 1.5 / top_radius(sp, s);
-        if (scan_scale) {
-            s *= exp(step);
-            if (s > TM_SYNC_SCALE_MAX) break;
-        } else {
+        if (mode == SCAN_ROTATION) {
             t += step * 180 / M_PI;
             if (t > 45) break;
+        } else {
+            s *= exp(step);
+            if (s > TM_SYNC_SCALE_MAX) break;
         }
     }
     for (int i = 0; i < nb; i++) hyp_add(hyp, nh, best[i]);
@@ -531,7 +575,7 @@ static tm_status analyse(workspace *ws, const float *y, int w, int h, int f, tm_
     double mub;
     band_stats(sp, sp->pw, &sp->mu, &sp->sd);
     band_stats(sp, sp->pb, &mub, &sp->sdb); /* mub ~ mu: the blur keeps the mean */
-    if (f == 1) *ident = lattice_score(sp, 0, 1, 0);
+    if (f == 1) *ident = lattice_score(sp, 0, 1, 0, 0);
 
     /* 1. Hypotheses from the autocorrelation of the band's whitened power. */
     for (int r = 0; r < nn; r++) {
@@ -551,17 +595,28 @@ static tm_status analyse(workspace *ws, const float *y, int w, int h, int f, tm_
         double len_v = hypot(px[p], py[p]), phi = atan2(py[p], px[p]) * 180 / M_PI;
         for (size_t k = 0; k < sizeof mvec / sizeof mvec[0]; k++) {
             double lm = hypot(mvec[k][0], mvec[k][1]), alpha = atan2(mvec[k][1], mvec[k][0]) * 180 / M_PI;
-            hyp_add(hyp, &nh, (tm_geom){len_v / (TM_TILE * lm), wrap45(alpha - phi), 0});
+            hyp_add(hyp, &nh, (tm_geom){.scale = len_v / (TM_TILE * lm), .rotation_deg = wrap45(alpha - phi)});
         }
     }
 
     /* Plain scalings and plain rotations, the common cases, get a direct
-     * line search: the autocorrelation is far less sensitive than the score. */
-    line_search(sp, 1, 0, 0, hyp, &nh, 3);
-    line_search(sp, 0, 1.0 / f, 0, hyp, &nh, 3);
+     * line search: the autocorrelation is far less sensitive than the score.
+     * So do non-uniform resizes, whose stretched lattice a similarity misses. */
+    line_search(sp, SCAN_SCALE, 0, 0, hyp, &nh, 3);
+    line_search(sp, SCAN_ROTATION, 1.0 / f, 0, hyp, &nh, 3);
+    line_search(sp, SCAN_SCALE_ASPECT, 0, 0, hyp, &nh, 2);
 
-    /* 2. Score each on the blurred power around its raw position, refine the best. */
+    /* 2. Score each on the blurred power around its raw position; the
+     * strongest may be stretched lattices seen as similarities (a turn, then
+     * a non-uniform resize): try aspects; refine the best. */
     for (int i = 0; i < nh; i++) grid_refine(sp, 1, &hyp[i], 3, 1.5);
+    qsort(hyp, (size_t)nh, sizeof hyp[0], cmp_score);
+    for (int i = 0; i < nh && i < 2 * N_REFINE; i++) {
+        if (hyp[i].log_aspect != 0) continue;
+        tm_geom g = best_aspect(sp, hyp[i].scale, hyp[i].rotation_deg, 3);
+        grid_refine(sp, 1, &g, 2, 1.5);
+        if (g.score > hyp[i].score) hyp[i] = g;
+    }
     qsort(hyp, (size_t)nh, sizeof hyp[0], cmp_score);
     int nr = nh < N_REFINE ? nh : N_REFINE;
     for (int i = 0; i < nr; i++) {
@@ -581,7 +636,7 @@ tm_status tm_sync_estimate(const float *y, int w, int h, tm_geom *cands, int max
     workspace ws;
     tm_geom all[2 * N_REFINE];
     int nall = 0;
-    tm_geom ident = {1, 0, 0};
+    tm_geom ident = {.scale = 1};
     tm_status st = workspace_init(&ws, WIN);
     if (st != TM_OK) goto out;
     if (w >= TM_TILE && h >= TM_TILE) {
@@ -600,7 +655,7 @@ tm_status tm_sync_estimate(const float *y, int w, int h, tm_geom *cands, int max
         if (!dup) cands[cnt++] = all[i];
     }
     int have_identity = 0;
-    for (int j = 0; j < cnt; j++) have_identity |= cands[j].scale == 1 && cands[j].rotation_deg == 0;
+    for (int j = 0; j < cnt; j++) have_identity |= cands[j].scale == 1 && cands[j].rotation_deg == 0 && cands[j].log_aspect == 0;
     if (!have_identity) {
         if (cnt == max) cnt--;
         cands[cnt++] = ident;
@@ -613,14 +668,21 @@ out:
 
 /* ---- warping back to the marked frame -------------------------------------------- */
 
-/* Catmull-Rom weights for fractional offset t. */
-static void cubic_weights(double t, double wgt[4])
+/* Catmull-Rom weights at PHASES + 1 fractional offsets: a sample position is
+ * rounded to 1/PHASES of a pixel, far below what the mark can feel. */
+#define PHASES 256
+typedef float cubic_lut[PHASES + 1][4];
+static cubic_lut lut;
+
+static void lut_init(void)
 {
-    double t2 = t * t, t3 = t2 * t;
-    wgt[0] = -0.5 * t3 + t2 - 0.5 * t;
-    wgt[1] = 1.5 * t3 - 2.5 * t2 + 1;
-    wgt[2] = -1.5 * t3 + 2 * t2 + 0.5 * t;
-    wgt[3] = 0.5 * t3 - 0.5 * t2;
+    for (int i = 0; i <= PHASES; i++) {
+        double t = (double)i / PHASES, t2 = t * t, t3 = t2 * t;
+        lut[i][0] = (float)(-0.5 * t3 + t2 - 0.5 * t);
+        lut[i][1] = (float)(1.5 * t3 - 2.5 * t2 + 1);
+        lut[i][2] = (float)(-1.5 * t3 + 2 * t2 + 0.5 * t);
+        lut[i][3] = (float)(0.5 * t3 - 0.5 * t2);
+    }
 }
 
 /* Mean of each k x k block of y (w x h) into a new (w/k) x (h/k) plane: a
@@ -639,6 +701,85 @@ static float *box_shrink(const float *y, int w, int h, int k, int *ow, int *oh)
     return o;
 }
 
+/* Output pixel (xx, yy) samples the source at p0 + xx * (dxx, dxy) + yy * (dyx, dyy). */
+typedef struct affine {
+    double p0x, p0y, dxx, dxy, dyx, dyy;
+} affine;
+
+/* The general map: 4 x 4 bicubic taps per output pixel. */
+static void warp_affine(const float *src, int sw, int sh, float fill, const affine *m, tm_image *out)
+{
+    int W = out->width, H = out->height;
+    for (int yy = 0; yy < H; yy++) {
+        float *d = out->plane[0] + (size_t)yy * W;
+        double rx = m->p0x + yy * m->dyx, ry = m->p0y + yy * m->dyy;
+        for (int xx = 0; xx < W; xx++) {
+            double px = rx + xx * m->dxx, py = ry + xx * m->dxy;
+            int x0 = (int)floor(px), y0 = (int)floor(py);
+            if (x0 < 1 || y0 < 1 || x0 + 2 >= sw || y0 + 2 >= sh) {
+                d[xx] = fill;
+                continue;
+            }
+            const float *wx = lut[(int)((px - x0) * PHASES + 0.5)], *wy = lut[(int)((py - y0) * PHASES + 0.5)];
+            const float *row = src + (size_t)(y0 - 1) * sw + x0 - 1;
+            float acc = 0;
+            for (int j = 0; j < 4; j++, row += sw)
+                acc += wy[j] * (wx[0] * row[0] + wx[1] * row[1] + wx[2] * row[2] + wx[3] * row[3]);
+            d[xx] = acc;
+        }
+    }
+}
+
+/* First tap and weights of each of n output positions p0 + i * step along a
+ * source axis of length len; first < 0 when the taps leave the axis. */
+static void axis_taps(double p0, double step, int n, int len, int *first, const float **wt)
+{
+    for (int i = 0; i < n; i++) {
+        double p = p0 + i * step;
+        int k = (int)floor(p);
+        first[i] = k >= 1 && k + 2 < len ? k - 1 : -1;
+        wt[i] = lut[first[i] >= 0 ? (int)((p - k) * PHASES + 0.5) : 0];
+    }
+}
+
+/* A scale and stretch without rotation: rows, then columns, 4 + 4 taps. */
+static tm_status warp_separable(const float *src, int sw, int sh, float fill, const affine *m, tm_image *out)
+{
+    int W = out->width, H = out->height;
+    int *fx = malloc(sizeof(int) * W), *fy = malloc(sizeof(int) * H);
+    const float **wx = malloc(sizeof(float *) * W), **wy = malloc(sizeof(float *) * H);
+    float *tmp = malloc(sizeof(float) * (size_t)W * sh); /* every source row resampled across */
+    tm_status st = TM_ERR_NOMEM;
+    if (!fx || !fy || !wx || !wy || !tmp) goto out;
+    axis_taps(m->p0x, m->dxx, W, sw, fx, wx);
+    axis_taps(m->p0y, m->dyy, H, sh, fy, wy);
+    for (int r = 0; r < sh; r++) {
+        const float *row = src + (size_t)r * sw;
+        float *t = tmp + (size_t)r * W;
+        for (int xx = 0; xx < W; xx++) {
+            const float *p = row + fx[xx], *w4 = wx[xx];
+            t[xx] = fx[xx] < 0 ? fill : w4[0] * p[0] + w4[1] * p[1] + w4[2] * p[2] + w4[3] * p[3];
+        }
+    }
+    for (int yy = 0; yy < H; yy++) {
+        float *d = out->plane[0] + (size_t)yy * W;
+        if (fy[yy] < 0) {
+            for (int xx = 0; xx < W; xx++) d[xx] = fill;
+            continue;
+        }
+        const float *w4 = wy[yy], *t0 = tmp + (size_t)fy[yy] * W, *t1 = t0 + W, *t2 = t1 + W, *t3 = t2 + W;
+        for (int xx = 0; xx < W; xx++) d[xx] = w4[0] * t0[xx] + w4[1] * t1[xx] + w4[2] * t2[xx] + w4[3] * t3[xx];
+    }
+    st = TM_OK;
+out:
+    free(fx);
+    free(fy);
+    free(wx);
+    free(wy);
+    free(tmp);
+    return st;
+}
+
 /* See sync.h. One bicubic pass, centred; samples that fall outside the
  * suspect get its mean. Only luminance is read by the detector, so only
  * luminance is warped. */
@@ -646,7 +787,8 @@ tm_status tm_sync_warp(const float *y, int w, int h, const tm_geom *g, int side,
 {
     if (!y || !g || !out || w < 1 || h < 1 || side < 8) return TM_ERR_ARG;
     *out = NULL;
-    if (!(g->scale >= 0.05 && g->scale <= 20) || !(fabs(g->rotation_deg) <= 360)) return TM_ERR_ARG;
+    if (!(g->scale >= 0.05 && g->scale <= 20) || !(fabs(g->rotation_deg) <= 360) || !(fabs(g->log_aspect) <= 1))
+        return TM_ERR_ARG;
     const float *src = y;
     float *shrunk = NULL;
     double sc = g->scale;
@@ -658,7 +800,9 @@ tm_status tm_sync_warp(const float *y, int w, int h, const tm_geom *g, int side,
         sc /= k;
     }
     double a = g->rotation_deg * M_PI / 180, c = cos(a), sn = sin(a);
-    double ow = ceil((sw * fabs(c) + sh * fabs(sn)) / sc), oh = ceil((sw * fabs(sn) + sh * fabs(c)) / sc);
+    double ax = exp(0.5 * g->log_aspect), ay = 1 / ax; /* the stretch D */
+    double uw = sw / ax, uh = sh / ay;                  /* the suspect unstretched */
+    double ow = ceil((uw * fabs(c) + uh * fabs(sn)) / sc), oh = ceil((uw * fabs(sn) + uh * fabs(c)) / sc);
     int W = (int)fmin(ow, side), H = (int)fmin(oh, side);
     tm_status st = TM_ERR_DIMENSIONS;
     if (W < 8 || H < 8) goto out;
@@ -666,27 +810,22 @@ tm_status tm_sync_warp(const float *y, int w, int h, const tm_geom *g, int side,
     double mean = 0;
     for (size_t i = 0; i < (size_t)sw * sh; i++) mean += src[i];
     mean /= (double)sw * sh;
+    static pthread_once_t lut_once = PTHREAD_ONCE_INIT;
+    pthread_once(&lut_once, lut_init);
     double cx = (sw - 1) / 2.0, cy = (sh - 1) / 2.0, ocx = (W - 1) / 2.0, ocy = (H - 1) / 2.0;
-    float *dst = (*out)->plane[0];
-    for (int yy = 0; yy < H; yy++) {
-        double v = yy - ocy;
-        for (int xx = 0; xx < W; xx++) {
-            double u = xx - ocx;
-            double px = cx + sc * (c * u + sn * v), py = cy + sc * (-sn * u + c * v);
-            int x0 = (int)floor(px), y0 = (int)floor(py);
-            if (x0 < 1 || y0 < 1 || x0 + 2 >= sw || y0 + 2 >= sh) {
-                dst[(size_t)yy * W + xx] = (float)mean;
-                continue;
-            }
-            double wx[4], wy[4], acc = 0;
-            cubic_weights(px - x0, wx);
-            cubic_weights(py - y0, wy);
-            for (int j = 0; j < 4; j++) {
-                const float *row = src + (size_t)(y0 - 1 + j) * sw + x0 - 1;
-                acc += wy[j] * (wx[0] * row[0] + wx[1] * row[1] + wx[2] * row[2] + wx[3] * row[3]);
-            }
-            dst[(size_t)yy * W + xx] = (float)acc;
-        }
+    affine m = {.dxx = ax * sc * c, .dxy = -ay * sc * sn, .dyx = ax * sc * sn, .dyy = ay * sc * c};
+    m.p0x = cx - ocx * m.dxx - ocy * m.dyx;
+    m.p0y = cy - ocx * m.dxy - ocy * m.dyy;
+    /* Axis-aligned when the off-axis terms move no sample by a 20th of a pixel. */
+    if (fabs(m.dxy) * W + fabs(m.dyx) * H < 0.05) st = warp_separable(src, sw, sh, (float)mean, &m, *out);
+    else {
+        warp_affine(src, sw, sh, (float)mean, &m, *out);
+        st = TM_OK;
+    }
+    if (st != TM_OK) {
+        tm_image_free(*out);
+        *out = NULL;
+        goto out;
     }
     st = TM_OK;
 out:

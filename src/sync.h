@@ -11,20 +11,24 @@
 
 #include "tracemark.h"
 
-/* One geometric hypothesis: the suspect is the marked image scaled by scale
- * and turned rotation_deg counterclockwise (as attack "rotate:DEG"); score is
- * the lattice evidence in null standard deviations. */
+/* One geometric hypothesis: the suspect is the marked image scaled by scale,
+ * turned rotation_deg counterclockwise (as attack "rotate:DEG"), then
+ * stretched by D = diag(sqrt(a), 1 / sqrt(a)), a = exp(log_aspect), along the
+ * suspect's own axes (a non-uniform resize: a = width factor / height factor,
+ * scale their geometric mean); score is the lattice evidence in null standard
+ * deviations. Zero-initialised fields mean no turn and no stretch. */
 typedef struct tm_geom {
     double scale;
     double rotation_deg;
     double score;
+    double log_aspect;
 } tm_geom;
 
 /* Search range of the estimate (suspect scale relative to the marked copy). */
 #define TM_SYNC_SCALE_MIN 0.3
 #define TM_SYNC_SCALE_MAX 2.5
 
-/* Up to max candidate (scale, rotation) hypotheses for the mark's lattice in
+/* Up to max candidate (scale, rotation, aspect) hypotheses for the mark's lattice in
  * luminance y (w x h), strongest first, always including the identity (scale
  * 1, rotation 0); rotation in (-45, 45] (the square lattice cannot tell
  * 90-degree turns and flips apart: the caller tries those). *n gets the count. */

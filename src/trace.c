@@ -90,6 +90,7 @@ tm_status tm_trace_run(const tm_key *key, const tm_image *suspect, const tm_reg_
     out->rotation_deg = fmod(dihedral[det->dihedral].rot + det->rotation_deg + 360.0, 360.0);
     if (out->rotation_deg > 180) out->rotation_deg -= 360;
     out->scale = det->scale;
+    out->aspect = det->aspect;
 
     size_t cap = 16;
     while (cap < 2 * n + 16) cap *= 2;

@@ -460,6 +460,7 @@ typedef struct tm_trace_result {
     double scale;                  /* suspect size / original size */
     double rotation_deg;           /* counter-clockwise turn of the suspect, (-180, 180] */
     int flip;                      /* the suspect is mirrored left-right (before the turn) */
+    double aspect;                 /* then stretched: width factor / height factor (1 = none) */
 } tm_trace_result;
 
 /* Reads suspect under key and scores copies[0..n) (e.g. from

@@ -295,7 +295,7 @@ static int estimate(const tm_image *img, tm_geom *c)
     CU_ASSERT(n >= 1 && n <= MAX_CANDS);
     int ident = 0;
     for (int i = 0; i < n; i++) {
-        ident |= c[i].scale == 1 && c[i].rotation_deg == 0;
+        ident |= c[i].scale == 1 && c[i].rotation_deg == 0 && c[i].log_aspect == 0;
         CU_ASSERT(c[i].rotation_deg > -45 && c[i].rotation_deg <= 45);
         CU_ASSERT(i == 0 || c[i].score <= c[i - 1].score || (c[i].scale == 1 && c[i].rotation_deg == 0));
     }
@@ -311,15 +311,18 @@ static double pilot_z(const tm_key *key, const tm_image *img)
 }
 
 /* Marks the photo, attacks it, and requires the true geometry among the
- * candidates (0.2% in scale, 0.1 degree) and a readable pilot after
- * resampling with it. */
-static void check_sync(const tm_key *key, const tm_image *marked, const char *spec, double s, double th)
+ * candidates (0.2% in scale and aspect, 0.1 degree) and a readable pilot
+ * after resampling with it. */
+static void check_sync_aspect(const tm_key *key, const tm_image *marked, const char *spec, double s, double th,
+                              double aspect)
 {
     tm_image *a = tm_test_attack(spec, marked);
     tm_geom c[MAX_CANDS];
     int n = estimate(a, c), hit = -1;
     for (int i = 0; i < n && hit < 0; i++)
-        if (fabs(c[i].scale / s - 1) < 0.002 && fabs(c[i].rotation_deg - th) < 0.1) hit = i;
+        if (fabs(c[i].scale / s - 1) < 0.002 && fabs(c[i].rotation_deg - th) < 0.1 &&
+            fabs(c[i].log_aspect - log(aspect)) < 0.002)
+            hit = i;
     double z0 = pilot_z(key, a), z = 0;
     if (hit >= 0) {
         tm_image *r = NULL;
@@ -331,13 +334,18 @@ static void check_sync(const tm_key *key, const tm_image *marked, const char *sp
         tm_image_free(r);
         free(y);
     }
-    fprintf(stderr, "\n  %-34s true (%.3f, %+.1f) est #%d (%.5f, %+.4f) score %.1f, pilot z %.1f (no sync %.1f)", spec, s,
-            th, hit, hit >= 0 ? c[hit].scale : c[0].scale, hit >= 0 ? c[hit].rotation_deg : c[0].rotation_deg,
-            hit >= 0 ? c[hit].score : c[0].score, z, z0);
+    const tm_geom *e = &c[hit >= 0 ? hit : 0];
+    fprintf(stderr, "\n  %-34s true (%.3f, %+.1f, %.3f) est #%d (%.5f, %+.4f, %.4f) score %.1f, pilot z %.1f (no sync %.1f)",
+            spec, s, th, aspect, hit, e->scale, e->rotation_deg, exp(e->log_aspect), e->score, z, z0);
     CU_ASSERT(hit >= 0);
     CU_ASSERT(z > 6.5);
     CU_ASSERT(z > z0 + 2.5);
     tm_image_free(a);
+}
+
+static void check_sync(const tm_key *key, const tm_image *marked, const char *spec, double s, double th)
+{
+    check_sync_aspect(key, marked, spec, s, th, 1.0);
 }
 
 static void test_sync_small_photo(void)
@@ -362,6 +370,11 @@ static void test_sync_photo(void)
     check_sync(key, m, "scale:0.5,rotate:3,jpeg:q=75", 0.5, 3);
     check_sync(key, m, "scale:2,rotate:-5,jpeg:q=75", 2, -5);
     check_sync(key, m, "scale:1.5,rotate:3,jpeg:q=75", 1.5, 3);
+    /* Non-uniform resizes: aspect:F widens by F, so the mean scale is sqrt(F). */
+    check_sync_aspect(key, m, "aspect:1.03", sqrt(1.03), 0, 1.03);
+    check_sync_aspect(key, m, "aspect:0.9,jpeg:q=75", sqrt(0.9), 0, 0.9);
+    check_sync_aspect(key, m, "scale:0.7,aspect:1.08", 0.7 * sqrt(1.08), 0, 1.08);
+    check_sync_aspect(key, m, "rotate:2,aspect:0.95", sqrt(0.95), 2, 0.95);
     tm_image_free(m);
     tm_image_free(orig);
     tm_key_free(key);
@@ -453,7 +466,7 @@ static double centre_rms(const tm_image *a, const tm_image *b, int w, int h)
 static void test_sync_warp_geometry(void)
 {
     tm_image *in = smooth(160, 120);
-    tm_geom id = {1, 0, 0};
+    tm_geom id = {.scale = 1};
     tm_image *out = warp(in, &id, 4096);
     CU_ASSERT_EQUAL(out->width, 160);
     CU_ASSERT_EQUAL(out->height, 120);
@@ -462,7 +475,7 @@ static void test_sync_warp_geometry(void)
     tm_image_free(out);
     /* The inverse of scale:0.5 brings the picture back. */
     tm_image *small = tm_test_attack("scale:0.5", in);
-    tm_geom half = {0.5, 0, 0};
+    tm_geom half = {.scale = 0.5};
     out = warp(small, &half, 4096);
     CU_ASSERT_EQUAL(out->width, 160);
     CU_ASSERT_EQUAL(out->height, 120);
@@ -471,7 +484,7 @@ static void test_sync_warp_geometry(void)
     tm_image_free(small);
     /* Undoing scale:2.5 (box pre-shrink, then 1.25x). */
     tm_image *big = tm_test_attack("scale:2.5", in);
-    tm_geom large = {2.5, 0, 0};
+    tm_geom large = {.scale = 2.5};
     out = warp(big, &large, 4096);
     CU_ASSERT(abs(out->width - 160) <= 1 && abs(out->height - 120) <= 1);
     CU_ASSERT(centre_rms(in, out, 140, 100) < 4);
@@ -479,7 +492,7 @@ static void test_sync_warp_geometry(void)
     tm_image_free(big);
     /* Undoing rotate:10 (crop=0): the canvas holds all of it, the centre matches. */
     tm_image *rot = tm_test_attack("rotate:10:crop=0", in);
-    tm_geom g = {1, 10, 0};
+    tm_geom g = {.scale = 1, .rotation_deg = 10};
     out = warp(rot, &g, 4096);
     double c = cos(10 * M_PI / 180), s = sin(10 * M_PI / 180);
     CU_ASSERT_EQUAL(out->width, (int)ceil(160 * c + 120 * s));
@@ -496,7 +509,7 @@ static void test_sync_warp_geometry(void)
 
     /* Bad arguments. */
     float y[16 * 16] = {0};
-    tm_geom bad[] = {{0, 0, 0}, {NAN, 0, 0}, {1, NAN, 0}, {1, 1000, 0}, {-1, 0, 0}, {100, 0, 0}};
+    tm_geom bad[] = {{0, 0, 0, 0}, {NAN, 0, 0, 0}, {1, NAN, 0, 0}, {1, 1000, 0, 0}, {-1, 0, 0, 0}, {100, 0, 0, 0}, {1, 0, 0, NAN}, {1, 0, 0, 2}};
     for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
         out = (tm_image *)1;
         CU_ASSERT_EQUAL(tm_sync_warp(y, 16, 16, &bad[i], 64, &out), TM_ERR_ARG);
@@ -505,7 +518,7 @@ static void test_sync_warp_geometry(void)
     CU_ASSERT_EQUAL(tm_sync_warp(NULL, 16, 16, &id, 64, &out), TM_ERR_ARG);
     CU_ASSERT_EQUAL(tm_sync_warp(y, 16, 16, NULL, 64, &out), TM_ERR_ARG);
     CU_ASSERT_EQUAL(tm_sync_warp(y, 16, 16, &id, 64, NULL), TM_ERR_ARG);
-    tm_geom tiny = {8, 0, 0};
+    tm_geom tiny = {.scale = 8};
     CU_ASSERT_EQUAL(tm_sync_warp(y, 16, 16, &tiny, 64, &out), TM_ERR_DIMENSIONS);
     tm_image_free(in);
 }

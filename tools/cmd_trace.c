@@ -120,6 +120,8 @@ static void print_json(const char *file, const tm_trace_result *r, const tm_reg_
     cli_json_number(stdout, "%.4g", r->scale);
     printf(", \"rotation_deg\": ");
     cli_json_number(stdout, "%.3g", r->rotation_deg);
+    printf(", \"aspect\": ");
+    cli_json_number(stdout, "%.4g", r->aspect);
     printf(", \"flip\": %s, \"offset\": [%d, %d]}, \"elapsed_ms\": %.0f, \"reason\": ", r->flip ? "true" : "false",
            r->offset_x, r->offset_y, ms);
     cli_json_string(stdout, r->reason);
@@ -169,8 +171,10 @@ static void print_text(const char *file, const tm_trace_result *r, const tm_reg_
         printf("; suspect is the original");
         if (r->flip) printf(" mirrored");
         if (rot != 0) printf("%s turned %.1f deg counter-clockwise", r->flip ? " and" : "", rot);
-        if (fabs(r->scale - 1) > 0.005) printf("%s scaled %.3gx", r->flip || rot != 0 ? "," : "", r->scale);
-        if (!r->flip && rot == 0 && fabs(r->scale - 1) <= 0.005) printf(" as marked");
+        int scaled = fabs(r->scale - 1) > 0.005, stretched = fabs(r->aspect - 1) > 0.005;
+        if (scaled) printf("%s scaled %.3gx", r->flip || rot != 0 ? "," : "", r->scale);
+        if (stretched) printf("%s stretched %.3gx in width", r->flip || rot != 0 || scaled ? "," : "", r->aspect);
+        if (!r->flip && rot == 0 && !scaled && !stretched) printf(" as marked");
         printf(", tile grid at (%d, %d)", r->offset_x, r->offset_y);
     }
     printf("; %.0f ms\n", ms);
