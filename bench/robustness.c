@@ -8,7 +8,12 @@
  * marked copies under a wrong key; any accusation there is a false one.
  * Prints PSNR/SSIM per image and a markdown table per attack.
  *
- *   bench/robustness [-n COPIES] [-l LEAKERS] [-a "spec;spec;..."] CORPUS_DIR */
+ * An attack is a pipeline of stages separated by '|': a tracemark attack
+ * chain ("scale:0.5,jpeg:q=50"), or ImageMagick's convert run on the image
+ * handed over as PNM: "im:ARGS" reads back a PNG, "imjpg:ARGS" a JPEG (ARGS then
+ * sets -quality), so results do not hinge on tracemark's own resampler.
+ *
+ *   bench/robustness [-n COPIES] [-l LEAKERS] [-m MIN_PIXELS] [-a "attack;attack;..."] CORPUS_DIR */
 #include "config.h"
 
 #include <dirent.h>
@@ -60,30 +65,85 @@ static void quantise(tm_image *img)
         for (size_t i = 0; i < n; i++) img->plane[c][i] = fminf(255.f, fmaxf(0.f, floorf(img->plane[c][i] + 0.5f)));
 }
 
-static tm_image *attack(const char *spec, const tm_image *in)
+static char scratch[] = "/tmp/tm-robustness-XXXXXX";
+
+/* img's colour channels as a binary PGM/PPM (8-bit, rounded): the cheapest
+ * lossless hand-over to convert for images of tens of megapixels. */
+static int write_pnm(const tm_image *img, const char *path)
 {
+    FILE *f = fopen(path, "wb");
+    if (!f) return -1;
+    int ch = img->channels >= 3 ? 3 : 1;
+    unsigned char *row = malloc((size_t)img->width * ch);
+    int ok = row && fprintf(f, "P%d\n%d %d\n255\n", ch == 3 ? 6 : 5, img->width, img->height) > 0;
+    for (size_t y = 0; ok && y < (size_t)img->height; y++) {
+        for (size_t x = 0; x < (size_t)img->width; x++)
+            for (int c = 0; c < ch; c++) {
+                float v = img->plane[c][y * img->width + x];
+                row[x * ch + c] = (unsigned char)(v < 0 ? 0 : v > 255 ? 255 : v + 0.5f);
+            }
+        ok = fwrite(row, (size_t)ch, (size_t)img->width, f) == (size_t)img->width;
+    }
+    free(row);
+    return fclose(f) == 0 && ok ? 0 : -1;
+}
+
+/* in through ImageMagick: convert IN.pnm ARGS OUT.(png|jpg). */
+static tm_image *magick(const char *args, int jpeg, const tm_image *in)
+{
+    char src[64], dst[64], cmd[4096];
+    snprintf(src, sizeof src, "%s/in.pnm", scratch);
+    snprintf(dst, sizeof dst, "%s/out.%s", scratch, jpeg ? "jpg" : "png");
     tm_image *out = NULL;
-    char err[256];
-    if (!strcmp(spec, "none")) return tm_image_clone(in, &out) == TM_OK ? out : NULL;
-    if (tm_attack_apply(spec, in, &out, err, sizeof err) != TM_OK) {
-        fprintf(stderr, "robustness: attack '%s': %s\n", spec, err);
+    snprintf(cmd, sizeof cmd, "convert %s %s %s %s", src, args, jpeg ? "" : "-define png:compression-level=1", dst);
+    if (write_pnm(in, src) != 0 || system(cmd) != 0 || tm_image_load(dst, NULL, &out, NULL) != TM_OK) {
+        fprintf(stderr, "robustness: `%s` failed\n", cmd);
         exit(2);
     }
     return out;
 }
 
+static tm_image *attack(const char *spec, const tm_image *in)
+{
+    tm_image *cur = NULL;
+    if (tm_image_clone(in, &cur) != TM_OK) exit(2);
+    char *copy = strdup(spec), *save = NULL;
+    for (char *st = strtok_r(copy, "|", &save); st; st = strtok_r(NULL, "|", &save)) {
+        tm_image *next = NULL;
+        char err[256];
+        if (!strncmp(st, "im:", 3)) next = magick(st + 3, 0, cur);
+        else if (!strncmp(st, "imjpg:", 6)) next = magick(st + 6, 1, cur);
+        else if (strcmp(st, "none") && tm_attack_apply(st, cur, &next, err, sizeof err) != TM_OK) {
+            fprintf(stderr, "robustness: attack '%s': %s\n", st, err);
+            exit(2);
+        }
+        if (next) {
+            tm_image_free(cur);
+            cur = next;
+        }
+    }
+    free(copy);
+    return cur;
+}
+
 int main(int argc, char **argv)
 {
     int n_copies = 10000, n_leakers = 3, c;
+    double min_pixels = 0;
     const char *spec_list = default_attacks;
-    while ((c = getopt(argc, argv, "n:l:a:")) != -1) {
+    while ((c = getopt(argc, argv, "n:l:a:m:")) != -1) {
         if (c == 'n') n_copies = atoi(optarg);
         else if (c == 'l') n_leakers = atoi(optarg);
+        else if (c == 'm') min_pixels = atof(optarg);
         else if (c == 'a') spec_list = optarg;
         else return 2;
     }
     if (optind != argc - 1 || n_leakers < 1 || n_copies < n_leakers) {
-        fprintf(stderr, "usage: robustness [-n COPIES] [-l LEAKERS] [-a \"spec;spec\"] CORPUS_DIR\n");
+        fprintf(stderr, "usage: robustness [-n COPIES] [-l LEAKERS] [-m MIN_PIXELS] [-a \"attack;attack\"] CORPUS_DIR\n");
+        return 2;
+    }
+    if (!mkdtemp(scratch)) {
+        perror(scratch);
         return 2;
     }
     const char *dir = argv[optind];
@@ -120,6 +180,12 @@ int main(int argc, char **argv)
         if (tm_image_load(path, NULL, &orig, NULL) != TM_OK || tm_embedder_create(key, orig, NULL, &emb) != TM_OK) {
             fprintf(stderr, "robustness: cannot load or analyse %s\n", path);
             return 2;
+        }
+        if ((double)orig->width * orig->height < min_pixels) {
+            tm_embedder_free(emb);
+            tm_image_free(orig);
+            free(files[f]);
+            continue;
         }
         tm_reg_copy *copies = calloc((size_t)n_copies, sizeof *copies);
         uint8_t (*words)[TM_CODEWORD_BYTES] = calloc((size_t)n_copies, TM_CODEWORD_BYTES);
@@ -199,6 +265,9 @@ int main(int argc, char **argv)
         printf("| `%s` | %d/%d (%.1f%%) | %d | %d | %.1f | %d | %d | %.0f |\n", specs[a], tal[a].identified, tal[a].trials,
                100.0 * tal[a].identified / tal[a].trials, tal[a].wrong, tal[a].missed, tal[a].worst_log10_p,
                tal[a].null_trials, tal[a].null_accused, tal[a].ms / tal[a].trials);
+    char rm[128];
+    snprintf(rm, sizeof rm, "rm -rf %s", scratch);
+    if (system(rm) != 0) fprintf(stderr, "robustness: could not remove %s\n", scratch);
     tm_key_free(key);
     tm_key_free(wrong);
     free(tal);

@@ -8,7 +8,9 @@
  * steps take a seed, so every measurement is reproducible. The geometric
  * steps (scale, aspect, rotate, flip, turn) move every plane, alpha included;
  * scale and aspect use one separable resampler whose kernel widens by 1/F
- * when shrinking, so a downscale is antialiased like a real one. */
+ * when shrinking, so a downscale is antialiased like a real one.
+ * tm_attack_combine mixes several copies first (average, min, max, median,
+ * interleave), as colluders holding more than one copy would. */
 #include "config.h"
 
 #include <ctype.h>
@@ -185,11 +187,10 @@ static tm_status a_gray(const step_args *a, const tm_image *in, tm_image **out, 
     return TM_OK;
 }
 
-/* Separable Gaussian blur of every colour plane, kernel radius 3 sigma. */
-static tm_status a_blur(const step_args *a, const tm_image *in, tm_image **out, char *err, size_t errlen)
+/* Separable Gaussian blur of every colour plane, kernel radius 3 sigma,
+ * borders clamped; alpha is copied. */
+static tm_status gauss_blur(const tm_image *in, double sigma, tm_image **out)
 {
-    double sigma;
-    if (num_arg(a, "sigma", 0.1, 20, 1.0, 0, &sigma)) return fail(err, errlen, "blur: sigma wants 0.1..20");
     int r = (int)ceil(3 * sigma);
     double *k = malloc(sizeof(double) * (2 * r + 1));
     int w = in->width, h = in->height;
@@ -227,6 +228,32 @@ out:
     free(k);
     free(tmp);
     return st;
+}
+
+static tm_status a_blur(const step_args *a, const tm_image *in, tm_image **out, char *err, size_t errlen)
+{
+    double sigma;
+    if (num_arg(a, "sigma", 0.1, 20, 1.0, 0, &sigma)) return fail(err, errlen, "blur: sigma wants 0.1..20");
+    return gauss_blur(in, sigma, out);
+}
+
+/* Unsharp mask: v + amount (v - blur(v)) on every colour plane, clamped to
+ * 0..255; the high frequencies are amplified by 1 + amount. */
+static tm_status a_sharpen(const step_args *a, const tm_image *in, tm_image **out, char *err, size_t errlen)
+{
+    double amount, sigma;
+    if (num_arg(a, "amount", 0, 10, 1.0, 0, &amount)) return fail(err, errlen, "sharpen: amount wants 0..10");
+    if (num_arg(a, "sigma", 0.1, 20, 1.0, 0, &sigma)) return fail(err, errlen, "sharpen: sigma wants 0.1..20");
+    tm_status st = gauss_blur(in, sigma, out);
+    if (st != TM_OK) return st;
+    int nc = tm_color_channels(in);
+    size_t n = (size_t)in->width * in->height;
+    for (int c = 0; c < nc; c++) {
+        const float *src = in->plane[c];
+        float *dst = (*out)->plane[c];
+        for (size_t i = 0; i < n; i++) dst[i] = (float)fmin(255, fmax(0, src[i] + amount * ((double)src[i] - dst[i])));
+    }
+    return TM_OK;
 }
 
 /* Additive white Gaussian noise, from GSL's MT19937 seeded by the spec. */
@@ -294,6 +321,475 @@ static tm_status a_crop(const step_args *a, const tm_image *in, tm_image **out, 
         for (int r = 0; r < h; r++)
             memcpy((*out)->plane[c] + (size_t)r * w, in->plane[c] + (size_t)(y + r) * in->width + x, sizeof(float) * w);
     return tm_image_set_icc(*out, in->icc, in->icc_len);
+}
+
+/* ---- median, saturation, palette ------------------------------------------ */
+
+static int clampi(int v, int lo, int hi)
+{
+    return v < lo ? lo : v > hi ? hi : v;
+}
+
+/* min and max written as selects, which compile to single instructions
+ * (fminf/fmaxf must honour NaN and are slower). */
+static inline float minf(float a, float b)
+{
+    return b < a ? b : a;
+}
+static inline float maxf(float a, float b)
+{
+    return b > a ? b : a;
+}
+
+static float med3(float a, float b, float c)
+{
+    return maxf(minf(a, b), minf(maxf(a, b), c));
+}
+
+/* 3x3 median of one plane: each column triple is sorted once and shared by
+ * the three windows that contain it; the median of the nine is then the
+ * median of (largest low, median middle, smallest high) of three columns.
+ * lo, mi, hi are scratch of w + 2 floats. */
+static void median3x3(const float *src, float *dst, int w, int h, float *lo, float *mi, float *hi)
+{
+    for (int y = 0; y < h; y++) {
+        const float *ra = src + (size_t)clampi(y - 1, 0, h - 1) * w, *rb = src + (size_t)y * w;
+        const float *rc = src + (size_t)clampi(y + 1, 0, h - 1) * w;
+        for (int x = -1; x <= w; x++) {
+            int xx = clampi(x, 0, w - 1);
+            float a = ra[xx], b = rb[xx], c = rc[xx];
+            lo[x + 1] = minf(a, minf(b, c));
+            mi[x + 1] = med3(a, b, c);
+            hi[x + 1] = maxf(a, maxf(b, c));
+        }
+        float *drow = dst + (size_t)y * w;
+        for (int x = 0; x < w; x++) {
+            float l = maxf(lo[x], maxf(lo[x + 1], lo[x + 2]));
+            float m = med3(mi[x], mi[x + 1], mi[x + 2]);
+            float u = minf(hi[x], minf(hi[x + 1], hi[x + 2]));
+            drow[x] = med3(l, m, u);
+        }
+    }
+}
+
+/* First index of sorted s[0..n) whose value is not below v (n when none);
+ * branch-free, since the comparisons are unpredictable. */
+static int lower_bound(const float *s, int n, float v)
+{
+    if (n <= 0) return 0;
+    const float *base = s;
+    while (n > 1) {
+        int half = n / 2;
+        base = base[half] < v ? base + half : base;
+        n -= half;
+    }
+    return (int)(base - s) + (*base < v);
+}
+
+/* In the sorted window s[0..n), replaces one sample equal to old by v,
+ * keeping it sorted: only the samples between the two move. */
+static void window_replace(float *s, int n, float old, float v)
+{
+    if (v == old) return;
+    int p = lower_bound(s, n, old);
+    if (v > old) { /* s[p+1 .. q-1] move down one */
+        int q = p + 1 + lower_bound(s + p + 1, n - p - 1, v);
+        memmove(s + p, s + p + 1, sizeof(float) * (q - 1 - p));
+        s[q - 1] = v;
+    } else { /* s[q .. p-1] move up one */
+        int q = lower_bound(s, p, v);
+        memmove(s + q + 1, s + q, sizeof(float) * (p - q));
+        s[q] = v;
+    }
+}
+
+static int cmp_float(const void *a, const void *b)
+{
+    float x = *(const float *)a, y = *(const float *)b;
+    return (x > y) - (x < y);
+}
+
+/* Median of radius r >= 2 of one plane. Along each row a sorted copy of the
+ * window is kept; a step right swaps each sample of the leaving column for
+ * the one of the entering column in its row, by two binary searches and a
+ * move of the samples between them: 2R+1 replacements per pixel instead of
+ * a selection over (2R+1)^2 samples. (A merge pass per step measured no
+ * faster.) cols maps x - r .. x + r (clamped) for x = -r .. w - 1 + r; rows
+ * and win are scratch of 2r+1 pointers and (2r+1)^2 floats. */
+static void median_sliding(const float *src, float *dst, int w, int h, int r, const int *cols, const float **rows, float *win)
+{
+    int side = 2 * r + 1, n = side * side;
+    for (int y = 0; y < h; y++) {
+        for (int j = 0; j < side; j++) rows[j] = src + (size_t)clampi(y + j - r, 0, h - 1) * w;
+        int k = 0;
+        for (int j = 0; j < side; j++)
+            for (int i = 0; i < side; i++) win[k++] = rows[j][cols[i]];
+        qsort(win, n, sizeof(float), cmp_float);
+        float *drow = dst + (size_t)y * w;
+        drow[0] = win[n / 2];
+        for (int x = 1; x < w; x++) {
+            int leave = cols[x - 1], enter = cols[x + 2 * r]; /* columns x-1-r and x+r */
+            if (leave != enter)
+                for (int j = 0; j < side; j++) window_replace(win, n, rows[j][leave], rows[j][enter]);
+            drow[x] = win[n / 2];
+        }
+    }
+}
+
+/* median:R replaces each colour sample by the median of its (2R+1)^2
+ * neighbourhood, borders clamped; alpha is copied. */
+static tm_status a_median(const step_args *a, const tm_image *in, tm_image **out, char *err, size_t errlen)
+{
+    double rr;
+    if (num_arg(a, "r", 1, 5, 1, 1, &rr)) return fail(err, errlen, "median: r wants a whole number 1..5");
+    int r = (int)rr, w = in->width, h = in->height, side = 2 * r + 1;
+    /* r = 1: three rows of w + 2 floats; r > 1: one window */
+    float *scratch = malloc(sizeof(float) * (r == 1 ? 3 * ((size_t)w + 2) : (size_t)side * side));
+    const float **rows = malloc(sizeof(*rows) * side);
+    int *cols = malloc(sizeof(int) * ((size_t)w + 2 * r));
+    tm_status st = TM_ERR_NOMEM;
+    if (!scratch || !rows || !cols) goto out;
+    if ((st = tm_image_clone(in, out)) != TM_OK) goto out;
+    for (int x = -r; x < w + r; x++) cols[x + r] = clampi(x, 0, w - 1);
+    int nc = tm_color_channels(in);
+    for (int c = 0; c < nc; c++) {
+        if (r == 1)
+            median3x3(in->plane[c], (*out)->plane[c], w, h, scratch, scratch + w + 2, scratch + 2 * (w + 2));
+        else
+            median_sliding(in->plane[c], (*out)->plane[c], w, h, r, cols, rows, scratch);
+    }
+out:
+    free(scratch);
+    free(rows);
+    free(cols);
+    return st;
+}
+
+/* saturation:K moves each colour K times as far from its BT.601 luma as it
+ * was (0 greys, 1 keeps, 2 doubles the chroma); grey images are copied. */
+static tm_status a_saturation(const step_args *a, const tm_image *in, tm_image **out, char *err, size_t errlen)
+{
+    double k;
+    if (num_arg(a, "k", 0, 4, NAN, 0, &k)) return fail(err, errlen, "saturation: wants a factor in 0..4, e.g. saturation:1.5");
+    tm_status st = tm_image_clone(in, out);
+    if (st != TM_OK || tm_color_channels(in) < 3) return st;
+    size_t n = (size_t)in->width * in->height;
+    for (size_t i = 0; i < n; i++) {
+        double y = 0.299 * in->plane[0][i] + 0.587 * in->plane[1][i] + 0.114 * in->plane[2][i];
+        for (int c = 0; c < 3; c++) (*out)->plane[c][i] = (float)fmin(255, fmax(0, y + k * (in->plane[c][i] - y)));
+    }
+    return TM_OK;
+}
+
+/* Palette reduction as a GIF encoder does it. The samples are rounded to 8
+ * bits; an image with at most N colours keeps exactly those. Otherwise the
+ * palette comes from Heckbert's median cut over a histogram of 6-bit (grey:
+ * 8-bit) cells: the box to cut is the most populous one for the first N/2
+ * cuts, then the one with the largest population times volume; it is cut
+ * across its longest side at the median pixel, and each entry is the mean of
+ * the pixels in its box. Every pixel then takes its nearest entry (lowest
+ * index on ties), found among the candidates of its 8x8x8 cell: the entries
+ * no farther from the cell than the cell's farthest point is from the entry
+ * nearest to its far side. */
+
+#define PAL_MAX 256
+
+typedef struct palette {
+    int nc;                 /* 1 (grey) or 3 */
+    int n;
+    int col[PAL_MAX][3];
+    /* nearest-entry lookup: grey is a table; RGB a lazily filled candidate
+     * list per cell (ncand -1: not yet computed) */
+    uint8_t lut[256];
+    int16_t *ncand;
+    uint8_t *cand;          /* 32768 * n */
+} palette;
+
+typedef struct mc_box {
+    int lo[3], hi[3];
+    uint64_t count;
+} mc_box;
+
+typedef struct mc_hist {
+    int nc, bits, side;     /* side = 1 << bits cells per axis */
+    uint32_t *count;
+    uint64_t *sum;          /* nc sums of 8-bit samples per cell */
+} mc_hist;
+
+static size_t mc_cell(const mc_hist *hs, const int *p)
+{
+    size_t i = 0;
+    for (int c = 0; c < hs->nc; c++) i = i * hs->side + p[c];
+    return i;
+}
+
+/* Loops p over every cell of box b (unused axes of a grey box are 0..0). */
+#define MC_FOR_CELLS(b, p)                                   \
+    for (p[0] = (b)->lo[0]; p[0] <= (b)->hi[0]; p[0]++)         \
+        for (p[1] = (b)->lo[1]; p[1] <= (b)->hi[1]; p[1]++)     \
+            for (p[2] = (b)->lo[2]; p[2] <= (b)->hi[2]; p[2]++)
+
+/* Shrinks b to the cells that hold pixels and counts them. */
+static void mc_shrink(const mc_hist *hs, mc_box *b)
+{
+    int p[3], lo[3] = {hs->side, hs->side, hs->side}, hi[3] = {-1, -1, -1};
+    uint64_t n = 0;
+    MC_FOR_CELLS(b, p)
+    {
+        uint32_t k = hs->count[mc_cell(hs, p)];
+        if (!k) continue;
+        n += k;
+        for (int c = 0; c < hs->nc; c++) {
+            if (p[c] < lo[c]) lo[c] = p[c];
+            if (p[c] > hi[c]) hi[c] = p[c];
+        }
+    }
+    for (int c = 0; c < hs->nc; c++) {
+        b->lo[c] = lo[c];
+        b->hi[c] = hi[c];
+    }
+    b->count = n;
+}
+
+/* Cuts box b across its longest side at the median pixel into b and *nb. */
+static void mc_cut(const mc_hist *hs, mc_box *b, mc_box *nb)
+{
+    int ax = 0;
+    for (int c = 1; c < hs->nc; c++)
+        if (b->hi[c] - b->lo[c] > b->hi[ax] - b->lo[ax]) ax = c;
+    uint64_t marg[256] = {0};
+    int p[3];
+    MC_FOR_CELLS(b, p) marg[p[ax]] += hs->count[mc_cell(hs, p)];
+    uint64_t acc = 0;
+    int s = b->lo[ax];
+    for (; s < b->hi[ax] - 1; s++)
+        if ((acc += marg[s]) * 2 >= b->count) break;
+    *nb = *b;
+    b->hi[ax] = s;
+    nb->lo[ax] = s + 1;
+    mc_shrink(hs, b);
+    mc_shrink(hs, nb);
+}
+
+static tm_status palette_median_cut(const tm_image *in, int ncol, palette *pal)
+{
+    mc_hist hs = {.nc = pal->nc, .bits = pal->nc == 3 ? 6 : 8};
+    hs.side = 1 << hs.bits;
+    size_t ncell = (size_t)1 << (hs.bits * hs.nc);
+    mc_box *box = malloc(sizeof(mc_box) * ncol);
+    hs.count = calloc(ncell, sizeof(uint32_t));
+    hs.sum = calloc(ncell * hs.nc, sizeof(uint64_t));
+    tm_status st = TM_ERR_NOMEM;
+    if (!box || !hs.count || !hs.sum) goto out;
+    size_t n = (size_t)in->width * in->height;
+    for (size_t i = 0; i < n; i++) {
+        int p[3] = {0, 0, 0};
+        for (int c = 0; c < hs.nc; c++) p[c] = tm_to_u8(in->plane[c][i]) >> (8 - hs.bits);
+        size_t cell = mc_cell(&hs, p);
+        hs.count[cell]++;
+        for (int c = 0; c < hs.nc; c++) hs.sum[cell * hs.nc + c] += tm_to_u8(in->plane[c][i]);
+    }
+    for (int c = 0; c < 3; c++) {
+        box[0].lo[c] = 0;
+        box[0].hi[c] = c < hs.nc ? hs.side - 1 : 0;
+    }
+    mc_shrink(&hs, &box[0]);
+    int nbox = 1;
+    while (nbox < ncol) {
+        int best = -1;
+        double best_key = 0;
+        for (int i = 0; i < nbox; i++) {
+            double vol = 1;
+            int cuttable = 0;
+            for (int c = 0; c < hs.nc; c++) {
+                vol *= box[i].hi[c] - box[i].lo[c] + 1;
+                cuttable |= box[i].hi[c] > box[i].lo[c];
+            }
+            double key = (double)box[i].count * (nbox < ncol / 2 ? 1 : vol);
+            if (cuttable && key > best_key) {
+                best = i;
+                best_key = key;
+            }
+        }
+        if (best < 0) break; /* every box is a single cell */
+        mc_cut(&hs, &box[best], &box[nbox]);
+        nbox++;
+    }
+    pal->n = nbox;
+    for (int i = 0; i < nbox; i++) {
+        uint64_t s[3] = {0, 0, 0};
+        int p[3];
+        MC_FOR_CELLS(&box[i], p)
+        for (int c = 0; c < hs.nc; c++) s[c] += hs.sum[mc_cell(&hs, p) * hs.nc + c];
+        for (int c = 0; c < hs.nc; c++) pal->col[i][c] = (int)((s[c] + box[i].count / 2) / box[i].count);
+    }
+    st = TM_OK;
+out:
+    free(box);
+    free(hs.count);
+    free(hs.sum);
+    return st;
+}
+
+/* When the image has at most ncol distinct 8-bit colours, makes them the
+ * palette (ascending) and sets *found to 1; to 0 when there are more. */
+static tm_status palette_exact(const tm_image *in, int ncol, palette *pal, int *found)
+{
+    size_t nbits = (size_t)1 << (8 * pal->nc), n = (size_t)in->width * in->height;
+    uint64_t *seen = calloc(nbits / 64 + 1, sizeof(uint64_t));
+    if (!seen) return TM_ERR_NOMEM;
+    int distinct = 0;
+    for (size_t i = 0; i < n && distinct <= ncol; i++) {
+        uint32_t key = 0;
+        for (int c = 0; c < pal->nc; c++) key = key << 8 | tm_to_u8(in->plane[c][i]);
+        if (!(seen[key / 64] >> (key % 64) & 1)) {
+            seen[key / 64] |= (uint64_t)1 << (key % 64);
+            distinct++;
+        }
+    }
+    *found = distinct <= ncol;
+    if (*found) {
+        pal->n = 0;
+        for (size_t key = 0; key < nbits; key++) {
+            if (!seen[key / 64]) { /* skip empty words */
+                key += 63;
+                continue;
+            }
+            if (seen[key / 64] >> (key % 64) & 1) {
+                for (int c = 0; c < pal->nc; c++) pal->col[pal->n][c] = (int)(key >> (8 * (pal->nc - 1 - c)) & 255);
+                pal->n++;
+            }
+        }
+    }
+    free(seen);
+    return TM_OK;
+}
+
+static int dist2(const int *a, const int *b, int nc)
+{
+    int d = 0;
+    for (int c = 0; c < nc; c++) d += (a[c] - b[c]) * (a[c] - b[c]);
+    return d;
+}
+
+/* Index of the palette entry nearest to the 8-bit colour v. */
+static int palette_nearest(palette *pal, const int *v)
+{
+    if (pal->nc == 1) return pal->lut[v[0]];
+    int cell = (v[0] >> 3) << 10 | (v[1] >> 3) << 5 | v[2] >> 3;
+    uint8_t *cand = pal->cand + (size_t)cell * pal->n;
+    if (pal->ncand[cell] < 0) {
+        int lo[3] = {v[0] & ~7, v[1] & ~7, v[2] & ~7}, mind[PAL_MAX], far = INT32_MAX;
+        for (int i = 0; i < pal->n; i++) {
+            int dn = 0, df = 0;
+            for (int c = 0; c < 3; c++) {
+                int p = pal->col[i][c], hi = lo[c] + 7;
+                int near = p < lo[c] ? lo[c] - p : p > hi ? p - hi : 0;
+                int fa = p - lo[c] > hi - p ? p - lo[c] : hi - p;
+                dn += near * near;
+                df += fa * fa;
+            }
+            mind[i] = dn;
+            if (df < far) far = df;
+        }
+        int k = 0;
+        for (int i = 0; i < pal->n; i++)
+            if (mind[i] <= far) cand[k++] = (uint8_t)i;
+        pal->ncand[cell] = (int16_t)k;
+    }
+    int best = cand[0], bd = dist2(v, pal->col[cand[0]], 3);
+    for (int k = 1; k < pal->ncand[cell]; k++) {
+        int d = dist2(v, pal->col[cand[k]], 3);
+        if (d < bd) {
+            bd = d;
+            best = cand[k];
+        }
+    }
+    return best;
+}
+
+static tm_status palette_index_init(palette *pal)
+{
+    if (pal->nc == 1) {
+        for (int v = 0; v < 256; v++) {
+            int best = 0;
+            for (int i = 1; i < pal->n; i++)
+                if (abs(pal->col[i][0] - v) < abs(pal->col[best][0] - v)) best = i;
+            pal->lut[v] = (uint8_t)best;
+        }
+        return TM_OK;
+    }
+    pal->ncand = malloc(sizeof(int16_t) * 32768);
+    pal->cand = malloc((size_t)32768 * pal->n);
+    if (!pal->ncand || !pal->cand) return TM_ERR_NOMEM;
+    for (int i = 0; i < 32768; i++) pal->ncand[i] = -1;
+    return TM_OK;
+}
+
+/* quantize[:colors=N][:dither=0|1] maps the colour planes to a palette of at
+ * most N colours; dither=1 diffuses each pixel's error to its unvisited
+ * neighbours (Floyd-Steinberg, rows left to right). Alpha is copied. */
+static tm_status a_quantize(const step_args *a, const tm_image *in, tm_image **out, char *err, size_t errlen)
+{
+    double ncol, dither;
+    if (num_arg(a, "colors", 2, PAL_MAX, PAL_MAX, 1, &ncol)) return fail(err, errlen, "quantize: colors wants a whole number 2..256");
+    if (num_arg(a, "dither", 0, 1, 0, 1, &dither)) return fail(err, errlen, "quantize: dither wants 0 or 1");
+    int nc = tm_color_channels(in) >= 3 ? 3 : 1, w = in->width, h = in->height;
+    palette *pal = calloc(1, sizeof *pal);
+    float *ebuf = NULL;
+    tm_status st = TM_ERR_NOMEM;
+    *out = NULL;
+    if (!pal) goto out;
+    pal->nc = nc;
+    int exact;
+    if ((st = palette_exact(in, (int)ncol, pal, &exact)) != TM_OK) goto out;
+    if (!exact && (st = palette_median_cut(in, (int)ncol, pal)) != TM_OK) goto out;
+    if ((st = palette_index_init(pal)) != TM_OK) goto out;
+    st = TM_ERR_NOMEM;
+    if (dither != 0 && !(ebuf = calloc(2 * ((size_t)w + 2) * nc, sizeof(float)))) goto out;
+    if ((st = tm_image_clone(in, out)) != TM_OK) goto out;
+    float *cur = ebuf, *nxt = ebuf ? ebuf + ((size_t)w + 2) * nc : NULL; /* error rows, index (x + 1) * nc + c */
+    for (int y = 0; y < h; y++) {
+        for (int x = 0; x < w; x++) {
+            size_t i = (size_t)y * w + x;
+            int v[3];
+            float want[3];
+            for (int c = 0; c < nc; c++) {
+                want[c] = in->plane[c][i];
+                if (cur) want[c] = fminf(255.0f, fmaxf(0.0f, want[c] + cur[(x + 1) * nc + c]));
+                v[c] = tm_to_u8(want[c]);
+            }
+            const int *p = pal->col[palette_nearest(pal, v)];
+            for (int c = 0; c < nc; c++) {
+                (*out)->plane[c][i] = (float)p[c];
+                if (!cur) continue;
+                float e = want[c] - (float)p[c];
+                cur[(x + 2) * nc + c] += e * (7.0f / 16);
+                nxt[x * nc + c] += e * (3.0f / 16);
+                nxt[(x + 1) * nc + c] += e * (5.0f / 16);
+                nxt[(x + 2) * nc + c] += e * (1.0f / 16);
+            }
+        }
+        if (cur) {
+            float *t = cur;
+            cur = nxt;
+            nxt = t;
+            memset(nxt, 0, sizeof(float) * ((size_t)w + 2) * nc);
+        }
+    }
+    st = TM_OK;
+out:
+    if (st != TM_OK) {
+        tm_image_free(*out);
+        *out = NULL;
+    }
+    if (pal) {
+        free(pal->ncand);
+        free(pal->cand);
+    }
+    free(pal);
+    free(ebuf);
+    return st;
 }
 
 /* ---- geometry ------------------------------------------------------------ */
@@ -395,11 +891,6 @@ static tm_status taps_make(int n_in, int n_out, double f, const resample_filter 
         t->first[i] = first;
     }
     return TM_OK;
-}
-
-static int clampi(int v, int lo, int hi)
-{
-    return v < lo ? lo : v > hi ? hi : v;
 }
 
 /* Separable resampling of every plane of in to ow x oh with exact factors fx,
@@ -610,6 +1101,139 @@ static tm_status a_turn(const step_args *a, const tm_image *in, tm_image **out, 
     return TM_OK;
 }
 
+/* ---- presets and bending ------------------------------------------------- */
+
+/* One named argument, for calling a step function from another. */
+static step_args one_arg(const char *key, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+static step_args one_arg(const char *key, const char *fmt, ...)
+{
+    step_args a = {.n = 1};
+    snprintf(a.key[0], sizeof a.key[0], "%s", key);
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(a.val[0], sizeof a.val[0], fmt, ap);
+    va_end(ap);
+    return a;
+}
+
+/* screenshot[:side=PX][:q=Q] imitates a screen capture of the image shown
+ * to fit PX pixels: the scale step's Lanczos downscale (never up) so the
+ * longest side is PX, the crop step taking 4 pixels off every edge, then the
+ * jpeg step at quality Q. */
+static tm_status a_screenshot(const step_args *a, const tm_image *in, tm_image **out, char *err, size_t errlen)
+{
+    double side, q;
+    if (num_arg(a, "side", 16, TM_MAX_SIDE, 1280, 1, &side))
+        return fail(err, errlen, "screenshot: side wants a whole number of pixels 16..%d", TM_MAX_SIDE);
+    if (num_arg(a, "q", 1, 100, 75, 1, &q)) return fail(err, errlen, "screenshot: q wants a whole number 1..100");
+    tm_image *shown = NULL, *cropped = NULL;
+    const tm_image *cur = in;
+    int longest = in->width > in->height ? in->width : in->height;
+    tm_status st;
+    if (longest > side) {
+        /* resample() directly rather than a_scale: a factor below scale's
+         * 0.05 floor is legitimate here (a 30000-pixel panorama). */
+        double f = side / longest;
+        long ow = lround(in->width * f), oh = lround(in->height * f);
+        if ((st = resample(in, ow < 1 ? 1 : (int)ow, oh < 1 ? 1 : (int)oh, f, f, &filters[0], &shown)) != TM_OK) goto out;
+        cur = shown;
+    }
+    if (cur->width <= 8 || cur->height <= 8) {
+        st = fail(err, errlen, "screenshot: a %dx%d capture is too small to lose its 4-pixel border", cur->width, cur->height);
+        goto out;
+    }
+    step_args ca = one_arg("f", "%dx%d+4+4", cur->width - 8, cur->height - 8), ja = one_arg("q", "%d", (int)q);
+    if ((st = a_crop(&ca, cur, &cropped, err, errlen)) != TM_OK) goto out;
+    st = a_jpeg(&ja, cropped, out, err, errlen);
+out:
+    tm_image_free(shown);
+    tm_image_free(cropped);
+    return st;
+}
+
+/* The bending field: each displacement component is a sum of BEND_WAVES
+ * plane waves of at most 2 cycles across the image, with keyed directions,
+ * phases and amplitudes. A wave sin(u + v) = sin u cos v + cos u sin v is
+ * separable, so it is tabulated per column (u) and per row (v). */
+#define BEND_WAVES 4
+
+typedef struct bend_field {
+    int w, h;
+    double amp[2][BEND_WAVES];
+    double *su, *cu, *sv, *cv;   /* [(comp * BEND_WAVES + k) * w + x], ... * h + y] */
+} bend_field;
+
+static void bend_at(const bend_field *bf, int x, int y, double *d)
+{
+    for (int comp = 0; comp < 2; comp++) {
+        double s = 0;
+        for (int k = 0; k < BEND_WAVES; k++) {
+            size_t ix = (size_t)(comp * BEND_WAVES + k) * bf->w + x, iy = (size_t)(comp * BEND_WAVES + k) * bf->h + y;
+            s += bf->amp[comp][k] * (bf->su[ix] * bf->cv[iy] + bf->cu[ix] * bf->sv[iy]);
+        }
+        d[comp] = s;
+    }
+}
+
+/* bend[:strength=S][:seed=N] moves every pixel along a smooth keyed field
+ * whose largest displacement is S pixels (StirMark's random bending), and
+ * resamples every plane bicubically, borders clamped. The field comes from
+ * GSL's MT19937 seeded by N, so it is the same for the same seed. */
+static tm_status a_bend(const step_args *a, const tm_image *in, tm_image **out, char *err, size_t errlen)
+{
+    double strength, seed;
+    if (num_arg(a, "strength", 0, 10, 1.0, 0, &strength)) return fail(err, errlen, "bend: strength wants 0..10 pixels");
+    if (num_arg(a, "seed", 0, 4294967295.0, 1, 1, &seed)) return fail(err, errlen, "bend: seed wants a whole number 0..4294967295");
+    int w = in->width, h = in->height;
+    bend_field bf = {.w = w, .h = h};
+    size_t nu = (size_t)2 * BEND_WAVES * w, nv = (size_t)2 * BEND_WAVES * h;
+    bf.su = malloc(sizeof(double) * 2 * (nu + nv));
+    gsl_rng *rng = gsl_rng_alloc(gsl_rng_mt19937);
+    tm_status st = TM_ERR_NOMEM;
+    *out = NULL;
+    if (!bf.su || !rng) goto out;
+    bf.cu = bf.su + nu;
+    bf.sv = bf.cu + nu;
+    bf.cv = bf.sv + nv;
+    gsl_rng_set(rng, (unsigned long)seed + 1); /* GSL maps seed 0 to its default */
+    for (int comp = 0; comp < 2; comp++)
+        for (int k = 0; k < BEND_WAVES; k++) {
+            double fx = gsl_ran_flat(rng, -2, 2), fy = gsl_ran_flat(rng, -2, 2), ph = gsl_ran_flat(rng, 0, 2 * M_PI);
+            bf.amp[comp][k] = gsl_ran_flat(rng, 0.5, 1);
+            size_t row = (size_t)comp * BEND_WAVES + k;
+            for (int x = 0; x < w; x++) {
+                double u = 2 * M_PI * fx * x / w + ph;
+                bf.su[row * w + x] = sin(u);
+                bf.cu[row * w + x] = cos(u);
+            }
+            for (int y = 0; y < h; y++) {
+                double v = 2 * M_PI * fy * y / h;
+                bf.sv[row * h + y] = sin(v);
+                bf.cv[row * h + y] = cos(v);
+            }
+        }
+    /* Scale the field so its largest displacement over the image is S. */
+    double peak = 0, d[2];
+    for (int y = 0; y < h; y++)
+        for (int x = 0; x < w; x++) {
+            bend_at(&bf, x, y, d);
+            peak = fmax(peak, hypot(d[0], d[1]));
+        }
+    double gain = peak > 0 ? strength / peak : 0;
+    if ((st = new_like(in, w, h, out)) != TM_OK) goto out;
+    for (int y = 0; y < h; y++)
+        for (int x = 0; x < w; x++) {
+            bend_at(&bf, x, y, d);
+            double sx = x + gain * d[0], sy = y + gain * d[1];
+            for (int c = 0; c < in->channels; c++)
+                (*out)->plane[c][(size_t)y * w + x] = (float)fmin(255, fmax(0, interp(in->plane[c], w, h, sx, sy, 1)));
+        }
+out:
+    free(bf.su);
+    gsl_rng_free(rng);
+    return st;
+}
+
 static const attack_def attacks[] = {
     {"jpeg", "q,ss", "jpeg:q=Q[:ss=444|422|420]   JPEG re-encode at quality Q (default 75, 4:2:0)", a_jpeg},
     {"webp", "q", "webp:q=Q                    lossy WebP re-encode at quality Q (default 75)", a_webp},
@@ -626,12 +1250,121 @@ static const attack_def attacks[] = {
     {"rotate", "deg,crop,interp", "rotate:DEG[:crop=1|0][:interp=bicubic|bilinear]  turn DEG degrees counterclockwise; crop=1 keeps the largest upright rectangle, crop=0 the size (grey corners)", a_rotate},
     {"flip", "axis", "flip:h|v                    mirror left-right (h) or top-bottom (v)", a_flip},
     {"turn", "deg", "turn:90|180|270             exact quarter turns counterclockwise", a_turn},
+    {"sharpen", "amount,sigma", "sharpen[:amount=A][:sigma=S]  unsharp mask, A 0..10 (default 1), blur S 0.1..20 (default 1)", a_sharpen},
+    {"median", "r", "median[:r=R]                median filter of radius R, 1..5 (default 1)", a_median},
+    {"saturation", "k", "saturation:K                scale the chroma about the luma by K, 0..4 (0 greys)", a_saturation},
+    {"quantize", "colors,dither", "quantize[:colors=N][:dither=0|1]  GIF-like palette of N colours, 2..256 (default 256), median cut; dither=1 Floyd-Steinberg", a_quantize},
+    {"screenshot", "side,q", "screenshot[:side=PX][:q=Q]  screen capture: fit the longest side to PX (default 1280, no upscaling), crop 4 px each edge, JPEG at Q (default 75)", a_screenshot},
+    {"bend", "strength,seed", "bend[:strength=S][:seed=N]  StirMark-like smooth random bending of at most S pixels, 0..10 (default 1, seed 1)", a_bend},
 };
 #define N_ATTACKS (sizeof attacks / sizeof attacks[0])
 
 const char *tm_attack_usage(size_t i)
 {
     return i < N_ATTACKS ? attacks[i].usage : NULL;
+}
+
+/* ---- combining copies (collusion) ------------------------------------------ */
+
+#define COMBINE_MAX 16
+
+typedef struct combine_def {
+    const char *name;
+    const char *params;
+    const char *usage;
+    tm_status (*run)(const step_args *a, const tm_image *const *in, size_t n, tm_image **out, char *err, size_t errlen);
+} combine_def;
+
+enum { MIX_AVERAGE, MIX_MIN, MIX_MAX, MIX_MEDIAN };
+
+/* Every sample of the result is the mean, minimum, maximum or median (mean
+ * of the middle two for an even n) of that sample in the n inputs, which
+ * have in[0]'s shape; every plane, alpha included. */
+static tm_status mix_pixelwise(const tm_image *const *in, size_t n, int mode, tm_image **out)
+{
+    tm_status st = new_like(in[0], in[0]->width, in[0]->height, out);
+    if (st != TM_OK) return st;
+    size_t np = (size_t)in[0]->width * in[0]->height;
+    for (int c = 0; c < in[0]->channels; c++)
+        for (size_t i = 0; i < np; i++) {
+            float v[COMBINE_MAX];
+            v[0] = in[0]->plane[c][i];
+            for (size_t k = 1; k < n; k++) v[k] = in[k]->plane[c][i];
+            double r = v[0];
+            if (mode == MIX_AVERAGE) {
+                for (size_t k = 1; k < n; k++) r += v[k];
+                r /= (double)n;
+            } else if (mode == MIX_MIN) {
+                for (size_t k = 1; k < n; k++) r = fmin(r, v[k]);
+            } else if (mode == MIX_MAX) {
+                for (size_t k = 1; k < n; k++) r = fmax(r, v[k]);
+            } else {
+                for (size_t k = 1; k < n; k++) { /* insertion sort: n <= 16 */
+                    float x = v[k];
+                    size_t j = k;
+                    for (; j > 0 && v[j - 1] > x; j--) v[j] = v[j - 1];
+                    v[j] = x;
+                }
+                r = n % 2 ? v[n / 2] : 0.5 * ((double)v[n / 2 - 1] + v[n / 2]);
+            }
+            (*out)->plane[c][i] = (float)r;
+        }
+    return TM_OK;
+}
+
+static tm_status c_average(const step_args *a, const tm_image *const *in, size_t n, tm_image **out, char *err, size_t errlen)
+{
+    (void)a, (void)err, (void)errlen;
+    return mix_pixelwise(in, n, MIX_AVERAGE, out);
+}
+static tm_status c_min(const step_args *a, const tm_image *const *in, size_t n, tm_image **out, char *err, size_t errlen)
+{
+    (void)a, (void)err, (void)errlen;
+    return mix_pixelwise(in, n, MIX_MIN, out);
+}
+static tm_status c_max(const step_args *a, const tm_image *const *in, size_t n, tm_image **out, char *err, size_t errlen)
+{
+    (void)a, (void)err, (void)errlen;
+    return mix_pixelwise(in, n, MIX_MAX, out);
+}
+static tm_status c_median(const step_args *a, const tm_image *const *in, size_t n, tm_image **out, char *err, size_t errlen)
+{
+    (void)a, (void)err, (void)errlen;
+    return mix_pixelwise(in, n, MIX_MEDIAN, out);
+}
+
+/* interleave[:block=B] cuts the picture into B x B squares; square (i, j)
+ * (column i, row j) comes from input (i + j) mod n, so two inputs make a
+ * checkerboard and more make diagonal stripes, each input used in turn. */
+static tm_status c_interleave(const step_args *a, const tm_image *const *in, size_t n, tm_image **out, char *err, size_t errlen)
+{
+    double b;
+    if (num_arg(a, "block", 1, TM_MAX_SIDE, 64, 1, &b))
+        return fail(err, errlen, "interleave: block wants a whole number of pixels 1..%d", TM_MAX_SIDE);
+    int w = in[0]->width, h = in[0]->height, bs = (int)b;
+    tm_status st = new_like(in[0], w, h, out);
+    if (st != TM_OK) return st;
+    for (int c = 0; c < in[0]->channels; c++)
+        for (int y = 0; y < h; y++)
+            for (int x = 0; x < w; x++) {
+                size_t i = (size_t)y * w + x;
+                (*out)->plane[c][i] = in[(size_t)(x / bs + y / bs) % n]->plane[c][i];
+            }
+    return TM_OK;
+}
+
+static const combine_def combiners[] = {
+    {"average", "", "average                     pixel-wise mean of the images", c_average},
+    {"min", "", "min                         pixel-wise minimum", c_min},
+    {"max", "", "max                         pixel-wise maximum", c_max},
+    {"median", "", "median                      pixel-wise median (mean of the middle two for an even count)", c_median},
+    {"interleave", "block", "interleave[:block=B]        BxB squares (default 64) taken from the images in turn: (column + row) mod count", c_interleave},
+};
+#define N_COMBINERS (sizeof combiners / sizeof combiners[0])
+
+const char *tm_attack_combine_usage(size_t i)
+{
+    return i < N_COMBINERS ? combiners[i].usage : NULL;
 }
 
 /* The pos-th name in a comma-separated parameter list; 0 when there is none. */
@@ -661,8 +1394,10 @@ static int param_known(const char *params, const char *key)
     return 0;
 }
 
-/* Parses one step "name:a:k=v" (len bytes at s) into its definition and args. */
-static tm_status parse_step(const char *s, size_t len, const attack_def **def, step_args *a, char *err, size_t errlen)
+/* Parses one step "name:a:k=v" (len bytes at s) into its definition and
+ * args: an attack, or a combine mode when combining (then *cdef is set). */
+static tm_status parse_step(const char *s, size_t len, int combining, const attack_def **def, const combine_def **cdef,
+                            step_args *a, char *err, size_t errlen)
 {
     char buf[160];
     if (len == 0 || len >= sizeof buf) return fail(err, errlen, "empty or overlong step in the attack spec");
@@ -671,29 +1406,44 @@ static tm_status parse_step(const char *s, size_t len, const attack_def **def, s
     memset(a, 0, sizeof *a);
     char *save = NULL, *tok = strtok_r(buf, ":", &save);
     if (!tok) return fail(err, errlen, "empty step in the attack spec");
-    *def = NULL;
+    const char *name = NULL, *params = NULL;
+    const attack_def *ad = NULL;
+    const combine_def *cd = NULL;
     for (size_t i = 0; i < N_ATTACKS; i++)
-        if (!strcmp(attacks[i].name, tok)) *def = &attacks[i];
-    if (!*def) return fail(err, errlen, "unknown attack '%s'", tok);
+        if (!strcmp(attacks[i].name, tok)) ad = &attacks[i];
+    for (size_t i = 0; i < N_COMBINERS; i++)
+        if (!strcmp(combiners[i].name, tok)) cd = &combiners[i];
+    if (combining) {
+        if (!cd && ad) return fail(err, errlen, "'%s' is not a combine mode: want average, min, max, median or interleave", tok);
+        if (!cd) return fail(err, errlen, "unknown combine mode '%s': want average, min, max, median or interleave", tok);
+        *cdef = cd;
+        name = cd->name;
+        params = cd->params;
+    } else {
+        if (!ad && cd) return fail(err, errlen, "'%s' combines several images, so it can only start a combine spec", tok);
+        if (!ad) return fail(err, errlen, "unknown attack '%s'", tok);
+        *def = ad;
+        name = ad->name;
+        params = ad->params;
+    }
     int pos = 0;
     while ((tok = strtok_r(NULL, ":", &save))) {
-        if (a->n == MAX_ARGS) return fail(err, errlen, "%s: too many arguments", (*def)->name);
+        if (a->n == MAX_ARGS) return fail(err, errlen, "%s: too many arguments", name);
         char *eq = strchr(tok, '=');
         const char *key = tok, *val = tok;
-        char name[16];
+        char pname[16];
         if (eq) {
             *eq = 0;
             val = eq + 1;
-        } else if (!param_name((*def)->params, pos++, name, sizeof name)) {
-            return fail(err, errlen, "%s: unexpected argument '%s'", (*def)->name, tok);
+        } else if (!param_name(params, pos++, pname, sizeof pname)) {
+            return fail(err, errlen, "%s: unexpected argument '%s'", name, tok);
         } else {
-            key = name;
+            key = pname;
         }
-        if (!*key || !*val || !param_known((*def)->params, key))
-            return fail(err, errlen, "%s: unknown argument '%s'", (*def)->name, tok);
-        if (arg(a, key)) return fail(err, errlen, "%s: '%s' given twice", (*def)->name, key);
+        if (!*key || !*val || !param_known(params, key)) return fail(err, errlen, "%s: unknown argument '%s'", name, tok);
+        if (arg(a, key)) return fail(err, errlen, "%s: '%s' given twice", name, key);
         if (strlen(key) >= sizeof a->key[0] || strlen(val) >= sizeof a->val[0])
-            return fail(err, errlen, "%s: argument '%s' too long", (*def)->name, tok);
+            return fail(err, errlen, "%s: argument '%s' too long", name, tok);
         strcpy(a->key[a->n], key);
         strcpy(a->val[a->n], val);
         a->n++;
@@ -701,21 +1451,31 @@ static tm_status parse_step(const char *s, size_t len, const attack_def **def, s
     return TM_OK;
 }
 
-tm_status tm_attack_apply(const char *spec, const tm_image *in, tm_image **out, char *err, size_t errlen)
+/* The step at s without surrounding blanks (*start, *len); returns the comma
+ * ending it, or NULL for the last step. */
+static const char *step_bounds(const char *s, const char **start, size_t *len)
 {
-    if (err && errlen) err[0] = 0;
-    if (!spec || !in || !out) return TM_ERR_ARG;
-    *out = NULL;
+    while (isspace((unsigned char)*s)) s++;
+    const char *end = strchr(s, ',');
+    size_t n = end ? (size_t)(end - s) : strlen(s);
+    while (n > 0 && isspace((unsigned char)s[n - 1])) n--;
+    *start = s;
+    *len = n;
+    return end;
+}
+
+/* Applies the chain spec to in (borrowed), giving a new *out. */
+static tm_status apply_chain(const char *spec, const tm_image *in, tm_image **out, char *err, size_t errlen)
+{
     tm_image *cur = NULL;
     const char *s = spec;
     for (;;) {
-        while (isspace((unsigned char)*s)) s++;
-        const char *end = strchr(s, ',');
-        size_t len = end ? (size_t)(end - s) : strlen(s);
-        while (len > 0 && isspace((unsigned char)s[len - 1])) len--;
+        const char *step;
+        size_t len;
+        const char *end = step_bounds(s, &step, &len);
         const attack_def *def = NULL;
         step_args a;
-        tm_status st = parse_step(s, len, &def, &a, err, errlen);
+        tm_status st = parse_step(step, len, 0, &def, NULL, &a, err, errlen);
         tm_image *next = NULL;
         if (st == TM_OK) st = def->run(&a, cur ? cur : in, &next, err, errlen);
         tm_image_free(cur);
@@ -729,4 +1489,46 @@ tm_status tm_attack_apply(const char *spec, const tm_image *in, tm_image **out, 
     }
     *out = cur;
     return TM_OK;
+}
+
+tm_status tm_attack_apply(const char *spec, const tm_image *in, tm_image **out, char *err, size_t errlen)
+{
+    if (err && errlen) err[0] = 0;
+    if (!spec || !in || !out) return TM_ERR_ARG;
+    *out = NULL;
+    return apply_chain(spec, in, out, err, errlen);
+}
+
+tm_status tm_attack_combine(const char *spec, const tm_image *const *in, size_t n, tm_image **out, char *err, size_t errlen)
+{
+    if (err && errlen) err[0] = 0;
+    if (!spec || !in || !out) return TM_ERR_ARG;
+    *out = NULL;
+    const char *step;
+    size_t len;
+    const char *end = step_bounds(spec, &step, &len);
+    const combine_def *def = NULL;
+    step_args a;
+    tm_status st = parse_step(step, len, 1, NULL, &def, &a, err, errlen);
+    if (st != TM_OK) return st;
+    if (n < 2 || n > COMBINE_MAX) return fail(err, errlen, "%s: wants 2..%d images, got %zu", def->name, COMBINE_MAX, n);
+    for (size_t i = 0; i < n; i++)
+        if (!in[i]) return fail(err, errlen, "%s: image %zu is missing", def->name, i + 1);
+    for (size_t i = 1; i < n; i++)
+        if (in[i]->width != in[0]->width || in[i]->height != in[0]->height || in[i]->channels != in[0]->channels)
+            return fail(err, errlen, "%s: image %zu is %dx%d with %d channels but image 1 is %dx%d with %d; all must match",
+                        def->name, i + 1, in[i]->width, in[i]->height, in[i]->channels, in[0]->width, in[0]->height,
+                        in[0]->channels);
+    tm_image *mix = NULL;
+    if ((st = def->run(&a, in, n, &mix, err, errlen)) != TM_OK) {
+        tm_image_free(mix);
+        return st;
+    }
+    if (!end) {
+        *out = mix;
+        return TM_OK;
+    }
+    st = apply_chain(end + 1, mix, out, err, errlen);
+    tm_image_free(mix);
+    return st;
 }

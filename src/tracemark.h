@@ -419,6 +419,17 @@ TM_API tm_status tm_attack_apply(const char *spec, const tm_image *in, tm_image 
 /* One line of usage for the i-th attack, or NULL past the last. */
 TM_API const char *tm_attack_usage(size_t i);
 
+/* Combines n (2..16) borrowed images of one size and channel count, as
+ * colluders holding several copies would, into a new *out: spec is a combine
+ * mode (average, min, max, median, interleave[:block=B]), optionally followed
+ * by an attack chain applied to the result ("average,jpeg:q=75"). A bad spec,
+ * count or mismatched image gives TM_ERR_ARG with the reason in err. */
+TM_API tm_status tm_attack_combine(const char *spec, const tm_image *const *in, size_t n,
+                                   tm_image **out, char *err, size_t errlen);
+
+/* One line of usage for the i-th combine mode, or NULL past the last. */
+TM_API const char *tm_attack_combine_usage(size_t i);
+
 /* ---- tracing ------------------------------------------------------------ */
 
 typedef enum tm_verdict {

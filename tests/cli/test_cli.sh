@@ -64,4 +64,41 @@ ok "no output from corrupt input" ! -e "$T/out.jpg"
 ok "no temporaries left" -z "$(ls "$T" | grep tmp-)"
 expect "strip missing args" 2 "$TRACEMARK" strip "$C/skimage_coffee.png"
 
+# --- attack: the filters, presets and bending, and combining copies
+IMG="$C/skimage_coffee.png"
+expect "attack --help exits 0" 0 "$TRACEMARK" attack --help
+has "attack --help teaches the single form" "$OUT" "^Usage: tracemark attack \[OPTIONS\] SPEC IN OUT$"
+has "attack --help teaches the combine form" "$OUT" "^       tracemark attack \[OPTIONS\] MODE\[,SPEC\] IN1 IN2 \[IN3\.\.\.\] OUT$"
+has "attack --help lists combine modes" "$OUT" "^  interleave\[:block=B\] "
+has "attack --help lists new attacks" "$OUT" "^  screenshot\[:side=PX\]\[:q=Q\] "
+for spec in sharpen:amount=1.5 median:r=2 saturation:1.5 quantize:colors=16:dither=1 bend:strength=2:seed=4; do
+    base=${spec%%:*}
+    expect "attack $spec" 0 "$TRACEMARK" attack "$spec" "$IMG" "$T/$base.png"
+    ok "attack $spec wrote" -s "$T/$base.png"
+done
+expect "attack screenshot" 0 "$TRACEMARK" attack screenshot:side=300 "$IMG" "$T/shot.png"
+expect "inspect screenshot" 0 "$TRACEMARK" inspect --json "$T/shot.png"
+has "screenshot fits 300 less the border" "$OUT" '"width": 292, "height": 192'
+expect "attack bend again" 0 "$TRACEMARK" attack bend:strength=2:seed=4 "$IMG" "$T/bend2.png"
+ok "bend is deterministic" -z "$(cmp "$T/bend.png" "$T/bend2.png" 2>&1)"
+expect "attack median alone is the filter" 0 "$TRACEMARK" attack median "$IMG" "$T/median1.png"
+expect "combine average" 0 "$TRACEMARK" attack average "$IMG" "$IMG" "$T/avg.png"
+expect "attack png" 0 "$TRACEMARK" attack png "$IMG" "$T/ref.png"
+ok "average of a copy with itself is the copy" -z "$(cmp "$T/avg.png" "$T/ref.png" 2>&1)"
+expect "combine median of three" 0 "$TRACEMARK" attack median "$IMG" "$T/sharpen.png" "$T/saturation.png" "$T/med3.png"
+expect "combine interleave then a chain" 0 "$TRACEMARK" attack "interleave:block=32,jpeg:q=80" "$IMG" "$T/saturation.png" "$T/inter.jpg"
+expect "inspect interleave" 0 "$TRACEMARK" inspect --json "$T/inter.jpg"
+has "interleave keeps the size" "$OUT" '"width": 600, "height": 400'
+expect "combine one input" 2 "$TRACEMARK" attack average "$IMG" "$T/one.png"
+has "combine one input says so" "$ERR" "^tracemark: average: wants 2\.\.16 images, got 1$"
+expect "combine different sizes" 2 "$TRACEMARK" attack max "$IMG" "$C/skimage_astronaut.png" "$T/mix.png"
+has "combine different sizes names the file" "$ERR" "skimage_astronaut\.png: 512x512 with 3 channels, but .*skimage_coffee\.png is 600x400"
+expect "several inputs need a combine mode" 2 "$TRACEMARK" attack jpeg:q=50 "$IMG" "$IMG" "$T/two.png"
+has "several inputs message" "$ERR" "only a combine mode"
+expect "combine bad block" 2 "$TRACEMARK" attack interleave:block=0 "$IMG" "$IMG" "$T/blk.png"
+has "combine bad block names the range" "$ERR" "block wants a whole number of pixels 1\.\.65500"
+expect "bad median radius" 2 "$TRACEMARK" attack median:r=9 "$IMG" "$T/m9.png"
+has "bad median radius names the range" "$ERR" "r wants a whole number 1\.\.5"
+ok "nothing written on errors" -z "$(ls "$T" | grep -E '^(one|mix|two|blk|m9)\.png$')"
+
 finish

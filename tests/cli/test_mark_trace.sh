@@ -25,10 +25,10 @@ has "json verdict accused" "$OUT" '"verdict": "accused"'
 has "json accused recipient" "$OUT" '"accused": \[\{"recipient": "Bob Smith", "image": "[0-9a-f]{32}"'
 has "json log10_p" "$OUT" '"log10_p": -[0-9]+\.[0-9]+'
 has "json bound" "$OUT" '"bound": 1e-06'
-has "json transform" "$OUT" '"transform": \{"scale": 1, "rotation_deg": 0, "flip": false, "offset": \[[0-9]+, [0-9]+\]\}'
+has "json transform" "$OUT" '"transform": \{"scale": 1, "rotation_deg": 0, "aspect": 1, "flip": false, "offset": \[[0-9]+, [0-9]+\]\}'
 expect "rescaled, rotated leak" 0 "$TRACEMARK" attack "scale:0.8,rotate:4,jpeg:q=80" "$T/out/skimage_coffee.bob-smith.png" "$T/geo.jpg"
 expect "trace rescaled, rotated leak" 0 "$TRACEMARK" trace -k "$K" -r "$R" --json "$T/geo.jpg"
-has "geometry reported" "$OUT" '"transform": \{"scale": 0\.[78][0-9]*, "rotation_deg": [34](\.[0-9]+)?, "flip": false'
+has "geometry reported" "$OUT" '"transform": \{"scale": 0\.[78][0-9]*, "rotation_deg": [34](\.[0-9]+)?, "aspect": [0-9.]+, "flip": false'
 has "json elapsed_ms" "$OUT" '"elapsed_ms": [0-9]+'
 if command -v python3 >/dev/null 2>&1; then
     cp "$OUT" "$T/trace.json"
