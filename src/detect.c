@@ -149,16 +149,9 @@ static void dihedral_permute(const float *src, float *dst, int d)
         }
 }
 
-/* The spectrum (into spec) of the tile in fft's spatial buffer, its noise
- * power per ring (ring_pow), and the pilot correlation for every circular
- * shift (corr) with its peak in null standard deviations (*z). */
-static void pilot_scan(const tm_layout *lay, tm_tile_fft *fft, fftwf_complex *spec, double *ring_pow, float *corr,
-                       double *z)
+/* Noise power per ring over every band dimension (pilot and payload). */
+static void ring_noise(const tm_layout *lay, const fftwf_complex *spec, double *ring_pow)
 {
-    tm_tile_fft_forward(fft);
-    memcpy(spec, tm_tile_fft_spectrum(fft), sizeof(fftwf_complex) * TM_TILE * (TM_TILE / 2 + 1));
-
-    /* Noise power per ring over every band dimension (pilot and payload). */
     int ring_n[TM_RINGS] = {0};
     for (int r = 0; r < TM_RINGS; r++) ring_pow[r] = 0;
     const tm_chip *sets[2] = {lay->pilot, lay->payload};
@@ -170,6 +163,19 @@ static void pilot_scan(const tm_layout *lay, tm_tile_fft *fft, fftwf_complex *sp
             ring_n[sets[s][i].ring]++;
         }
     for (int r = 0; r < TM_RINGS; r++) ring_pow[r] = ring_n[r] ? ring_pow[r] / ring_n[r] : 0;
+}
+
+/* The spectrum (into spec) of the tile in fft's spatial buffer, its noise
+ * power per ring (ring_pow; zero beyond max_ring, so those
+ * rings are left out of every read), and the pilot correlation for every
+ * circular shift (corr) with its peak in null standard deviations (*z). */
+static void pilot_scan(const tm_layout *lay, tm_tile_fft *fft, int max_ring, fftwf_complex *spec, double *ring_pow,
+                       float *corr, double *z)
+{
+    tm_tile_fft_forward(fft);
+    memcpy(spec, tm_tile_fft_spectrum(fft), sizeof(fftwf_complex) * TM_TILE * (TM_TILE / 2 + 1));
+    ring_noise(lay, spec, ring_pow);
+    for (int r = max_ring + 1; r < TM_RINGS; r++) ring_pow[r] = 0;
 
     /* Pilot correlation for every circular shift: A(k) = w_k F(k) conj(P(k)). */
     fftwf_complex *a = tm_tile_fft_spectrum(fft);
@@ -252,7 +258,7 @@ static void despread(const tm_layout *lay, const fftwf_complex *spec, const doub
  * made by the caller, so a search over several hypotheses builds
  * them once (tm_detect_search). */
 static tm_status detect_luma(const tm_layout *lay, tm_tile_fft *fft, const float *y, int w, int h, size_t stride,
-                             int ox, int oy, tm_detection *out)
+                             int ox, int oy, int max_ring, tm_detection *out)
 {
     memset(out, 0, sizeof *out);
     out->pilot_log10_p = 0;
@@ -278,23 +284,28 @@ static tm_status detect_luma(const tm_layout *lay, tm_tile_fft *fft, const float
     /* Flips and quarter turns of the suspect permute its folded tile (up to a
      * shift, which the pilot search absorbs): try all eight and keep the one
      * whose pilot stands out most (docs/scheme.md section 7). */
+    /* A shrunk suspect moves the upper rings to frequencies its compression
+     * tends to wipe out: then the rings that stay within the mark's own band
+     * (at most max_ring) are also read alone, as a second reading. */
+    int readings = max_ring < (int)TM_BAND_HI ? 2 : 1;
     out->pilot_z = -INFINITY;
-    for (int d = 0; d < 8; d++) {
-        dihedral_permute(fold, tm_tile_fft_spatial(fft), d);
-        double z;
-        pilot_scan(lay, fft, spec_d, ring_d, corr_d, &z);
-        if (z > out->pilot_z) {
-            out->pilot_z = z;
-            out->dihedral = d;
-            memcpy(spec, spec_d, sizeof(fftwf_complex) * TM_TILE * (TM_TILE / 2 + 1));
-            memcpy(ring_pow, ring_d, sizeof ring_pow);
-            memcpy(corr, corr_d, sizeof(float) * TM_TILE * TM_TILE);
+    for (int rd = 0; rd < readings; rd++)
+        for (int d = 0; d < 8; d++) {
+            dihedral_permute(fold, tm_tile_fft_spatial(fft), d);
+            double z;
+            pilot_scan(lay, fft, rd ? max_ring : TM_RINGS, spec_d, ring_d, corr_d, &z);
+            if (z > out->pilot_z) {
+                out->pilot_z = z;
+                out->dihedral = d;
+                memcpy(spec, spec_d, sizeof(fftwf_complex) * TM_TILE * (TM_TILE / 2 + 1));
+                memcpy(ring_pow, ring_d, sizeof ring_pow);
+                memcpy(corr, corr_d, sizeof(float) * TM_TILE * TM_TILE);
+            }
         }
-    }
-    /* P(max of 8 T^2 null correlations >= z) <= 8 T^2 Q(z). */
+    /* P(max of 8 T^2 null correlations per reading >= z) <= readings 8 T^2 Q(z). */
     double lq = out->pilot_z > 0 ? log10(gsl_cdf_ugaussian_Q(out->pilot_z) + 1e-300) : 0;
     if (out->pilot_z > 30) lq = (-out->pilot_z * out->pilot_z / 2 - log(out->pilot_z * sqrt(2 * M_PI))) / M_LN10;
-    out->pilot_log10_p = fmin(0.0, lq + log10(8.0 * TM_TILE * TM_TILE));
+    out->pilot_log10_p = fmin(0.0, lq + log10(readings * 8.0 * TM_TILE * TM_TILE));
 
     /* Origin hypotheses: the strongest pilot peaks and the uncropped origin.
      * The one whose soft values carry the most energy wins. Both the peaks and
@@ -354,7 +365,7 @@ tm_status tm_detect_run(const tm_key *key, const tm_image *img, tm_detection *ou
     tm_status st = y ? detect_begin(key, &lay, &fft) : TM_ERR_NOMEM;
     if (st == TM_OK) {
         tm_luma(img, y);
-        st = detect_luma(lay, fft, y, img->width, img->height, (size_t)img->width, 0, 0, out);
+        st = detect_luma(lay, fft, y, img->width, img->height, (size_t)img->width, 0, 0, TM_RINGS, out);
     }
     if (y) detect_end(lay, fft);
     free(y);
@@ -362,9 +373,12 @@ tm_status tm_detect_run(const tm_key *key, const tm_image *img, tm_detection *ou
 }
 
 /* Lattice candidates asked of sync.c; of these the identity and the
- * strongest N_SCREEN others are screened with the pilot. */
+ * strongest N_SCREEN others are screened with the pilot, and so are the
+ * enlarged tiles of large originals as marked (scales 2 .. TM_TILE_SCALE_MAX):
+ * a crop of such a copy may be too small for the lattice to show. */
 #define N_GEOM 6
 #define N_SCREEN 2
+#define MAX_SCREEN (N_SCREEN + TM_TILE_SCALE_MAX)
 /* Screening reads a central window resampled to about SCREEN_SIDE pixels a
  * side; the final read at most FINAL_SIDE, so cost and memory stay bounded
  * whatever the suspect's size and scale. */
@@ -385,12 +399,16 @@ static tm_status detect_under(const tm_layout *lay, tm_tile_fft *fft, const floa
 {
     if (is_identity(g)) { /* the centred side x side window, as is */
         int cw = w < side ? w : side, ch = h < side ? h : side, ox = (w - cw) / 2, oy = (h - ch) / 2;
-        return detect_luma(lay, fft, y + (size_t)oy * w + ox, cw, ch, (size_t)w, ox, oy, out);
+        return detect_luma(lay, fft, y + (size_t)oy * w + ox, cw, ch, (size_t)w, ox, oy, TM_RINGS, out);
     }
+    /* Ring k lies at k / (128 scale) cycles per suspect pixel: those that a
+     * shrink pushed beyond the band's top (TM_BAND_HI / 128) may be gone. */
+    int max_ring = (int)floor(TM_BAND_HI * g->scale * fmin(exp(0.5 * g->log_aspect), exp(-0.5 * g->log_aspect)));
     tm_image *warped = NULL;
     tm_status st = tm_sync_warp(y, w, h, g, side, &warped);
     if (st == TM_OK)
-        st = detect_luma(lay, fft, warped->plane[0], warped->width, warped->height, (size_t)warped->width, 0, 0, out);
+        st = detect_luma(lay, fft, warped->plane[0], warped->width, warped->height, (size_t)warped->width, 0, 0,
+                         max_ring, out);
     tm_image_free(warped);
     return st;
 }
@@ -411,21 +429,25 @@ tm_status tm_detect_search(const tm_key *key, const tm_image *img, tm_detection 
     tm_luma(img, y);
     if ((st = tm_sync_estimate(y, img->width, img->height, cands, N_GEOM, &ng)) != TM_OK) goto out;
 
-    /* Screen the identity and the strongest other lattice hypotheses: keep
-     * the one whose pilot stands out most. A choice made from the suspect
-     * alone, so the accusation bound holds. */
-    int best = -1, screened = 0, others = 0;
-    double best_z = -INFINITY;
-    int identity_seen = 0;
-    for (int k = 0; k < ng; k++) {
-        if (is_identity(&cands[k])) {
-            if (identity_seen++) continue; /* one reading of the suspect as is */
-            cands[k] = (tm_geom){.scale = 1.0, .score = cands[k].score};
-        } else {
-            if (others == N_SCREEN) continue;
+    /* The hypotheses screened: the identity and the integer tile scales
+     * while the suspect holds a tile at that scale, then the strongest
+     * other lattice estimates. */
+    tm_geom screen[MAX_SCREEN];
+    int ns = 0;
+    for (int f = 1; f <= TM_TILE_SCALE_MAX; f++)
+        if (f == 1 || (img->width >= TM_TILE * f && img->height >= TM_TILE * f)) screen[ns++] = (tm_geom){.scale = f};
+    for (int k = 0, others = 0; k < ng && others < N_SCREEN; k++)
+        if (!is_identity(&cands[k])) {
+            screen[ns++] = cands[k];
             others++;
         }
-        st = detect_under(lay, fft, y, img->width, img->height, &cands[k], SCREEN_SIDE, trial);
+
+    /* Keep the one whose pilot stands out most: a choice made from the
+     * suspect alone, so the accusation bound holds. */
+    int best = 0, screened = 0;
+    double best_z = -INFINITY;
+    for (int k = 0; k < ns; k++) {
+        st = detect_under(lay, fft, y, img->width, img->height, &screen[k], SCREEN_SIDE, trial);
         if (st == TM_ERR_DIMENSIONS) continue; /* nothing left at that scale */
         if (st != TM_OK) goto out;
         screened++;
@@ -434,8 +456,7 @@ tm_status tm_detect_search(const tm_key *key, const tm_image *img, tm_detection 
             best = k;
         }
     }
-    tm_geom identity = {.scale = 1.0};
-    const tm_geom *g = best >= 0 ? &cands[best] : &identity;
+    const tm_geom *g = &screen[best];
     if ((st = detect_under(lay, fft, y, img->width, img->height, g, FINAL_SIDE, out)) != TM_OK) goto out;
     out->scale = g->scale;
     out->rotation_deg = g->rotation_deg;

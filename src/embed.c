@@ -4,7 +4,7 @@
  * tm_embedder_create does everything that depends only on the original: the
  * content hash and image id, the luminance plane, the perceptual mask and the
  * global strength, folded into one per-pixel gain. tm_embedder_mark then only
- * synthesises the recipient's 128x128 tile (one small inverse FFT) and adds
+ * synthesises the recipient's tile (one small inverse FFT) and adds
  * gain * tile to R, G and B alike, which changes luminance by exactly that
  * and leaves the chroma untouched (docs/scheme.md section 5). */
 #include "config.h"
@@ -22,12 +22,24 @@ struct tm_embedder {
     float *gain;              /* per pixel: strength * mask */
     tm_layout *layout;
     tm_tile_fft *fft;
-    float tile[TM_TILE * TM_TILE];
+    int side;                 /* the tile's: TM_TILE * tm_mark_tile_scale */
+    float *tile;
     double p[TM_CODE_BITS];
     uint8_t sha[32];
     char id[33];
     double strength;
 };
+
+/* Large originals get a proportionally larger tile, so the mark keeps the
+ * same number of periods across the picture and lives at the same fraction
+ * of its Nyquist frequency: a copy shrunk to fit a screen (a 6000-pixel photo
+ * to 1280) then sees its tile at a scale the detector reads (0.2 .. 5). */
+int tm_mark_tile_scale(int width, int height)
+{
+    int side = width > height ? width : height;
+    int f = (side + TM_TILE_SCALE_SIDE / 2) / TM_TILE_SCALE_SIDE;
+    return f < 1 ? 1 : f > TM_TILE_SCALE_MAX ? TM_TILE_SCALE_MAX : f;
+}
 
 void tm_mark_params_init(tm_mark_params *p)
 {
@@ -89,7 +101,12 @@ tm_status tm_embedder_create(const tm_key *key, const tm_image *orig, const tm_m
     for (int i = 0; i < 16; i++) snprintf(e->id + 2 * i, 3, "%02x", e->sha[i]);
     if ((st = tm_code_bias(key, e->id, e->p)) != TM_OK) goto out;
     if ((st = tm_layout_create(key, &e->layout)) != TM_OK) goto out;
-    if ((st = tm_tile_fft_create(&e->fft)) != TM_OK) goto out;
+    e->side = TM_TILE * tm_mark_tile_scale(orig->width, orig->height);
+    if ((st = tm_tile_fft_create_side(e->side, &e->fft)) != TM_OK) goto out;
+    if (!(e->tile = malloc(sizeof(float) * (size_t)e->side * e->side))) {
+        st = TM_ERR_NOMEM;
+        goto out;
+    }
     tm_luma(orig, y);
     if ((st = tm_mask_compute(y, orig->width, orig->height, e->gain)) != TM_OK) goto out;
     /* Scale so the RMS change is the strength, but never beyond a small
@@ -112,6 +129,7 @@ void tm_embedder_free(tm_embedder *e)
 {
     if (!e) return;
     free(e->gain);
+    free(e->tile);
     tm_layout_free(e->layout);
     tm_tile_fft_free(e->fft);
     free(e);
@@ -145,12 +163,16 @@ tm_status tm_embedder_mark(tm_embedder *e, const char *recipient, tm_image **out
     if ((st = tm_image_clone(e->orig, &img)) != TM_OK) return st;
     int w = img->width, h = img->height;
     int nc = img->channels >= 3 ? 3 : 1;
+    int side = e->side;
     for (int yy = 0; yy < h; yy++) {
-        const float *trow = e->tile + (size_t)(yy % TM_TILE) * TM_TILE;
+        const float *trow = e->tile + (size_t)(yy % side) * side;
         const float *g = e->gain + (size_t)yy * w;
         for (int c = 0; c < nc; c++) {
             float *row = img->plane[c] + (size_t)yy * w;
-            for (int xx = 0; xx < w; xx++) row[xx] += g[xx] * trow[xx % TM_TILE];
+            for (int x0 = 0; x0 < w; x0 += side) {
+                int len = w - x0 < side ? w - x0 : side;
+                for (int i = 0; i < len; i++) row[x0 + i] += g[x0 + i] * trow[i];
+            }
         }
     }
     *out = img;

@@ -112,26 +112,31 @@ void tm_layout_free(tm_layout *lay)
     free(lay);
 }
 
-static void put_chip(fftwf_complex *spec, const tm_chip *c, float v)
+/* Sets chip c in the spectrum of a side x side tile: the same signed
+ * frequency (cycles per tile) as in the TM_TILE layout. */
+static void put_chip(fftwf_complex *spec, int side, const tm_chip *c, float v)
 {
-    spec[(size_t)c->kx * (TM_TILE / 2 + 1) + c->ky][c->imag] = v;
+    size_t row = c->kx < TM_TILE / 2 ? c->kx : (size_t)side - (TM_TILE - c->kx);
+    spec[row * (size_t)(side / 2 + 1) + c->ky][c->imag] = v;
 }
 
 tm_status tm_pattern_tile(const tm_layout *lay, const uint8_t *bits, tm_tile_fft *fft, float *tile)
 {
+    int side = tm_tile_fft_side(fft);
+    size_t n = (size_t)side * side;
     fftwf_complex *spec = tm_tile_fft_spectrum(fft);
-    memset(spec, 0, sizeof(fftwf_complex) * TM_TILE * (TM_TILE / 2 + 1));
-    for (size_t i = 0; i < lay->n_pilot; i++) put_chip(spec, &lay->pilot[i], lay->pilot[i].sign);
+    memset(spec, 0, sizeof(fftwf_complex) * (size_t)side * (side / 2 + 1));
+    for (size_t i = 0; i < lay->n_pilot; i++) put_chip(spec, side, &lay->pilot[i], lay->pilot[i].sign);
     for (int b = 0; b < TM_CODE_BITS; b++) {
         float v = (bits[b >> 3] >> (b & 7)) & 1 ? 1.0f : -1.0f;
         const tm_chip *c = &lay->payload[(size_t)b * TM_CHIPS_PER_BIT];
-        for (int k = 0; k < TM_CHIPS_PER_BIT; k++) put_chip(spec, &c[k], v * c[k].sign);
+        for (int k = 0; k < TM_CHIPS_PER_BIT; k++) put_chip(spec, side, &c[k], v * c[k].sign);
     }
     tm_tile_fft_inverse(fft);
     const float *sp = tm_tile_fft_spatial(fft);
     double ss = 0;
-    for (size_t i = 0; i < (size_t)TM_TILE * TM_TILE; i++) ss += (double)sp[i] * sp[i];
-    float norm = ss > 0 ? (float)(1.0 / sqrt(ss / ((double)TM_TILE * TM_TILE))) : 0.0f;
-    for (size_t i = 0; i < (size_t)TM_TILE * TM_TILE; i++) tile[i] = sp[i] * norm;
+    for (size_t i = 0; i < n; i++) ss += (double)sp[i] * sp[i];
+    float norm = ss > 0 ? (float)(1.0 / sqrt(ss / (double)n)) : 0.0f;
+    for (size_t i = 0; i < n; i++) tile[i] = sp[i] * norm;
     return TM_OK;
 }

@@ -32,6 +32,8 @@ _Static_assert(TM_CODE_BYTES == TM_CODEWORD_BYTES, "public codeword size");
 #define TM_BIAS_CUTOFF 0.1         /* Tardos bias density on [t, 1-t] */
 #define TM_DEFAULT_STRENGTH 2.0    /* target RMS luminance change, 0..255 units */
 #define TM_FLAT_FRACTION 0.5       /* flat areas get at most this * strength RMS */
+#define TM_TILE_SCALE_SIDE 2560    /* the tile grows by 1 per this many pixels of the long side .. */
+#define TM_TILE_SCALE_MAX 4        /* .. up to 4 * TM_TILE */
 
 /* ---- xform.c ---- */
 
@@ -64,14 +66,18 @@ typedef struct tm_layout {
 tm_status tm_layout_create(const tm_key *key, tm_layout **out);
 void tm_layout_free(tm_layout *lay);
 
-/* Synthesises the spatial tile (TM_TILE^2 floats, unit RMS) of the pilot plus
- * the payload for codeword bits (packed LSB first). Uses the caller's FFTW
- * buffers (see tm_tile_fft). */
+/* Synthesises the spatial tile (side^2 floats, unit RMS, side that of fft) of
+ * the pilot plus the payload for codeword bits (packed LSB first). A side of
+ * f * TM_TILE puts every chip at the same cycles per tile, which makes the
+ * exact band-limited f-times enlargement of the TM_TILE tile (tm_mark_tile_scale).
+ * Uses the caller's FFTW buffers (see tm_tile_fft). */
 typedef struct tm_tile_fft tm_tile_fft;
-tm_status tm_tile_fft_create(tm_tile_fft **out);
+tm_status tm_tile_fft_create(tm_tile_fft **out);       /* side TM_TILE */
+tm_status tm_tile_fft_create_side(int side, tm_tile_fft **out);
 void tm_tile_fft_free(tm_tile_fft *t);
-float *tm_tile_fft_spatial(tm_tile_fft *t);            /* TM_TILE*TM_TILE reals */
-fftwf_complex *tm_tile_fft_spectrum(tm_tile_fft *t);   /* TM_TILE*(TM_TILE/2+1) */
+int tm_tile_fft_side(const tm_tile_fft *t);
+float *tm_tile_fft_spatial(tm_tile_fft *t);            /* side*side reals */
+fftwf_complex *tm_tile_fft_spectrum(tm_tile_fft *t);   /* side*(side/2+1) */
 void tm_tile_fft_forward(tm_tile_fft *t);              /* spatial -> spectrum */
 void tm_tile_fft_inverse(tm_tile_fft *t);              /* spectrum -> spatial (unnormalised) */
 

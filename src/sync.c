@@ -603,7 +603,8 @@ static tm_status analyse(workspace *ws, const float *y, int w, int h, int f, tm_
      * line search: the autocorrelation is far less sensitive than the score.
      * So do non-uniform resizes, whose stretched lattice a similarity misses. */
     line_search(sp, SCAN_SCALE, 0, 0, hyp, &nh, 3);
-    line_search(sp, SCAN_ROTATION, 1.0 / f, 0, hyp, &nh, 3);
+    for (int k = 1; k <= TM_TILE_SCALE_MAX; k++) /* the tile scales of large originals, turned */
+        if ((double)k / f <= TM_SYNC_SCALE_MAX) line_search(sp, SCAN_ROTATION, (double)k / f, 0, hyp, &nh, k == 1 ? 3 : 2);
     line_search(sp, SCAN_SCALE_ASPECT, 0, 0, hyp, &nh, 2);
 
     /* 2. Score each on the blurred power around its raw position; the

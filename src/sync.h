@@ -25,8 +25,8 @@ typedef struct tm_geom {
 } tm_geom;
 
 /* Search range of the estimate (suspect scale relative to the marked copy). */
-#define TM_SYNC_SCALE_MIN 0.3
-#define TM_SYNC_SCALE_MAX 2.5
+#define TM_SYNC_SCALE_MIN 0.2
+#define TM_SYNC_SCALE_MAX 5.0
 
 /* Up to max candidate (scale, rotation, aspect) hypotheses for the mark's lattice in
  * luminance y (w x h), strongest first, always including the identity (scale

@@ -21,6 +21,11 @@ void tm_trace_params_init(tm_trace_params *p)
     p->fpr = 1e-6;
 }
 
+void tm_trace_result_set_original(tm_trace_result *r, int width, int height)
+{
+    if (r && width > 0 && height > 0) r->scale /= tm_mark_tile_scale(width, height);
+}
+
 void tm_trace_result_clear(tm_trace_result *r)
 {
     if (!r) return;

@@ -382,6 +382,12 @@ typedef struct tm_mark_params {
 /* Fills *p with defaults. */
 TM_API void tm_mark_params_init(tm_mark_params *p);
 
+/* The mark's period in an original of this size is 128 * f pixels, f this
+ * (1 up to a long side of 3839 pixels, then 1 more per 2560, at most 4):
+ * divide a trace's lattice scale by f to get the copy's size relative to the
+ * original (tm_trace_result_set_original does). */
+TM_API int tm_mark_tile_scale(int width, int height);
+
 /* The analysis of one original, shared by all its copies. */
 typedef struct tm_embedder tm_embedder;
 
@@ -468,7 +474,8 @@ typedef struct tm_trace_result {
     double pilot_z;                /* strength of the key's pilot pattern */
     double pilot_log10_p;          /* its significance over the shifts searched */
     int offset_x, offset_y;        /* recovered origin of the mark's tile grid */
-    double scale;                  /* suspect size / original size */
+    double scale;                  /* the mark's period in the suspect / 128; suspect size /
+                                      original size after tm_trace_result_set_original */
     double rotation_deg;           /* counter-clockwise turn of the suspect, (-180, 180] */
     int flip;                      /* the suspect is mirrored left-right (before the turn) */
     double aspect;                 /* then stretched: width factor / height factor (1 = none) */
@@ -479,6 +486,10 @@ typedef struct tm_trace_result {
 TM_API tm_status tm_trace_run(const tm_key *key, const tm_image *suspect,
                               const tm_reg_copy *copies, size_t n,
                               const tm_trace_params *params, tm_trace_result *out);
+
+/* Once the original is known (the accused copy's image in the registry),
+ * turns r's scale into suspect size / original size (tm_mark_tile_scale). */
+TM_API void tm_trace_result_set_original(tm_trace_result *r, int width, int height);
 
 /* Frees what a trace result owns and zeroes it; NULL is a no-op. */
 TM_API void tm_trace_result_clear(tm_trace_result *r);

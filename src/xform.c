@@ -26,26 +26,27 @@ void tm_fftw_unlock(void)
 }
 
 struct tm_tile_fft {
+    int side;
     float *spatial;
     fftwf_complex *spectrum;
     fftwf_plan fwd, inv;
 };
 
-#define SPEC_LEN ((size_t)TM_TILE * (TM_TILE / 2 + 1))
-
-tm_status tm_tile_fft_create(tm_tile_fft **out)
+tm_status tm_tile_fft_create_side(int side, tm_tile_fft **out)
 {
+    if (side < TM_TILE || side % 2) return TM_ERR_ARG;
     tm_tile_fft *t = calloc(1, sizeof *t);
     if (!t) return TM_ERR_NOMEM;
-    t->spatial = fftwf_malloc(sizeof(float) * TM_TILE * TM_TILE);
-    t->spectrum = fftwf_malloc(sizeof(fftwf_complex) * SPEC_LEN);
+    t->side = side;
+    t->spatial = fftwf_malloc(sizeof(float) * (size_t)side * side);
+    t->spectrum = fftwf_malloc(sizeof(fftwf_complex) * (size_t)side * (side / 2 + 1));
     if (!t->spatial || !t->spectrum) {
         tm_tile_fft_free(t);
         return TM_ERR_NOMEM;
     }
     tm_fftw_lock();
-    t->fwd = fftwf_plan_dft_r2c_2d(TM_TILE, TM_TILE, t->spatial, t->spectrum, FFTW_ESTIMATE);
-    t->inv = fftwf_plan_dft_c2r_2d(TM_TILE, TM_TILE, t->spectrum, t->spatial, FFTW_ESTIMATE);
+    t->fwd = fftwf_plan_dft_r2c_2d(side, side, t->spatial, t->spectrum, FFTW_ESTIMATE);
+    t->inv = fftwf_plan_dft_c2r_2d(side, side, t->spectrum, t->spatial, FFTW_ESTIMATE);
     tm_fftw_unlock();
     if (!t->fwd || !t->inv) {
         tm_tile_fft_free(t);
@@ -53,6 +54,16 @@ tm_status tm_tile_fft_create(tm_tile_fft **out)
     }
     *out = t;
     return TM_OK;
+}
+
+tm_status tm_tile_fft_create(tm_tile_fft **out)
+{
+    return tm_tile_fft_create_side(TM_TILE, out);
+}
+
+int tm_tile_fft_side(const tm_tile_fft *t)
+{
+    return t->side;
 }
 
 void tm_tile_fft_free(tm_tile_fft *t)

@@ -288,6 +288,15 @@ int cmd_trace(int argc, char **argv)
                 tampered = 1;
             }
         }
+        /* The geometry relative to the original of the copy named. */
+        size_t named = r.n_accused                                   ? r.accused[0].index
+                       : r.verdict == TM_VERDICT_INCONCLUSIVE && r.n_top ? r.top[0].index
+                                                                        : n_copies;
+        tm_reg_image ri;
+        if (named < n_copies && tm_registry_get_image(reg, copies[named].image_id, &ri) == TM_OK) {
+            tm_trace_result_set_original(&r, ri.width, ri.height);
+            tm_reg_image_clear(&ri);
+        }
         if (tampered) {
             any_error = 1;
         } else {
