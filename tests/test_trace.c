@@ -321,8 +321,65 @@ static void test_scale_and_rotation(void)
     tm_image_free(orig);
 }
 
+/* Large originals carry an enlarged tile (tm_mark_tile_scale): copies as
+ * marked, crops of them, and screen-sized copies all trace, and the scale
+ * reported against the original is the copy's. */
+static void test_large_original(void)
+{
+    CU_ASSERT_EQUAL(tm_mark_tile_scale(1920, 1080), 1);
+    CU_ASSERT_EQUAL(tm_mark_tile_scale(1080, 3839), 1);
+    CU_ASSERT_EQUAL(tm_mark_tile_scale(3840, 100), 2);
+    CU_ASSERT_EQUAL(tm_mark_tile_scale(6399, 4000), 2);
+    CU_ASSERT_EQUAL(tm_mark_tile_scale(6400, 4000), 3);
+    CU_ASSERT_EQUAL(tm_mark_tile_scale(65500, 65500), 4);
+    static const struct {
+        const char *spec;
+        double scale;
+    } cases[] = {
+        {"png", 1},
+        {"screenshot", 1280.0 / 4352},
+        {"crop:512x512+1900+1000,jpeg:q=85", 1},
+        {"scale:0.5,rotate:3,jpeg:q=75", 0.5},
+    };
+    tm_image *orig = NULL, *marked = NULL;
+    CU_ASSERT_EQUAL_FATAL(tm_image_load(tm_test_corpus("lomiri_Bridge_by_Sander_Klootwijk.jpg"), NULL, &orig, NULL), TM_OK);
+    CU_ASSERT_EQUAL_FATAL(tm_mark_tile_scale(orig->width, orig->height), 2);
+    tm_embedder *e = NULL;
+    CU_ASSERT_EQUAL_FATAL(tm_embedder_create(key_a, orig, NULL, &e), TM_OK);
+    CU_ASSERT_EQUAL_FATAL(tm_embedder_mark(e, "leaker@example.com", &marked), TM_OK);
+    quantise(marked);
+    fake_registry reg;
+    fake_registry_fill(&reg, e);
+    for (size_t k = 0; k < sizeof cases / sizeof cases[0]; k++)
+        for (int m = 0; m < 2; m++) { /* the marked copy, then the unmarked original */
+            tm_image *sus = NULL;
+            char err[128];
+            CU_ASSERT_EQUAL_FATAL(tm_attack_apply(cases[k].spec, m ? orig : marked, &sus, err, sizeof err), TM_OK);
+            tm_trace_result r;
+            CU_ASSERT_EQUAL_FATAL(tm_trace_run(key_a, sus, reg.copies, reg.n, NULL, &r), TM_OK);
+            if (m) {
+                CU_ASSERT_EQUAL(r.n_accused, 0);
+            } else {
+                int ok = r.verdict == TM_VERDICT_ACCUSED && r.n_accused == 1 && r.accused[0].index == 0;
+                tm_trace_result_set_original(&r, orig->width, orig->height);
+                printf("\n    %-34s %s log10_p %.1f, scale %.3f", cases[k].spec, ok ? "accused" : "MISSED",
+                       r.n_accused ? r.accused[0].log10_p : 0.0, r.scale);
+                CU_ASSERT(ok);
+                CU_ASSERT(fabs(r.scale / cases[k].scale - 1) < 0.02);
+            }
+            tm_trace_result_clear(&r);
+            tm_image_free(sus);
+        }
+    printf("\n");
+    fake_registry_free(&reg);
+    tm_embedder_free(e);
+    tm_image_free(marked);
+    tm_image_free(orig);
+}
+
 static CU_TestInfo tests[] = {
     {"scale and rotation", test_scale_and_rotation},
+    {"large original: enlarged tile", test_large_original},
     {"flips and quarter turns", test_flips_and_turns},
     {"zero strength round trip", test_zero_strength_roundtrip},
     {"deterministic, luminance only", test_deterministic_and_luma_only},
