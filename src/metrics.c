@@ -83,7 +83,7 @@ const char *tm_scheme_params_json(void)
 #define STR2(x) #x
 #define STR(x) STR2(x)
     return "{\"scheme\": " STR(TM_SCHEME_VERSION) ", \"tile\": " STR(TM_TILE) ", \"code_bits\": " STR(
-        TM_CODE_BITS) ", \"band\": [" STR(TM_BAND_LO) ", " STR(TM_BAND_HI) "], \"chips_per_bit\": " STR(TM_CHIPS_PER_BIT) ", \"bias_cutoff\": " STR(TM_BIAS_CUTOFF) "}";
+        TM_CODE_BITS) ", \"band\": [" STR(TM_BAND_LO) ", " STR(TM_BAND_HI) "], \"chips_per_bit\": " STR(TM_CHIPS_PER_BIT) ", \"bias_cutoff\": " STR(TM_BIAS_CUTOFF) ", \"tile_scale_side\": " STR(TM_TILE_SCALE_SIDE) ", \"tile_scale_max\": " STR(TM_TILE_SCALE_MAX) "}";
 #undef STR
 #undef STR2
 }

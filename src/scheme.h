@@ -21,7 +21,7 @@
 #define M_LN10 2.30258509299404568402
 #endif
 
-#define TM_SCHEME_VERSION 1
+#define TM_SCHEME_VERSION 2         /* 2: the tile grows with the original (tm_mark_tile_scale) */
 #define TM_TILE 128                /* period of the mark, pixels */
 #define TM_CODE_BITS 256           /* m: codeword length */
 #define TM_CODE_BYTES (TM_CODE_BITS / 8)

@@ -686,15 +686,15 @@ static void lut_init(void)
     }
 }
 
-/* Mean of each k x k block of y (w x h) into a new (w/k) x (h/k) plane: a
- * cheap anti-alias before shrinking an enlarged suspect. */
-static float *box_shrink(const float *y, int w, int h, int k, int *ow, int *oh)
+/* Mean of each k x k block of y (w x h, rows stride apart) into a new
+ * (w/k) x (h/k) plane: a cheap anti-alias before shrinking an enlarged suspect. */
+static float *box_shrink(const float *y, int w, int h, size_t stride, int k, int *ow, int *oh)
 {
     int nw = w / k, nh = h / k;
     float *o = calloc((size_t)nw * nh, sizeof(float));
     if (!o) return NULL;
     for (int yy = 0; yy < nh * k; yy++)
-        for (int xx = 0; xx < nw * k; xx++) o[(size_t)(yy / k) * nw + xx / k] += y[(size_t)yy * w + xx];
+        for (int xx = 0; xx < nw * k; xx++) o[(size_t)(yy / k) * nw + xx / k] += y[(size_t)yy * stride + xx];
     float inv = 1.0f / (float)(k * k);
     for (size_t i = 0; i < (size_t)nw * nh; i++) o[i] *= inv;
     *ow = nw;
@@ -708,7 +708,7 @@ typedef struct affine {
 } affine;
 
 /* The general map: 4 x 4 bicubic taps per output pixel. */
-static void warp_affine(const float *src, int sw, int sh, float fill, const affine *m, tm_image *out)
+static void warp_affine(const float *src, int sw, int sh, size_t stride, float fill, const affine *m, tm_image *out)
 {
     int W = out->width, H = out->height;
     for (int yy = 0; yy < H; yy++) {
@@ -722,9 +722,9 @@ static void warp_affine(const float *src, int sw, int sh, float fill, const affi
                 continue;
             }
             const float *wx = lut[(int)((px - x0) * PHASES + 0.5)], *wy = lut[(int)((py - y0) * PHASES + 0.5)];
-            const float *row = src + (size_t)(y0 - 1) * sw + x0 - 1;
+            const float *row = src + (size_t)(y0 - 1) * stride + x0 - 1;
             float acc = 0;
-            for (int j = 0; j < 4; j++, row += sw)
+            for (int j = 0; j < 4; j++, row += stride)
                 acc += wy[j] * (wx[0] * row[0] + wx[1] * row[1] + wx[2] * row[2] + wx[3] * row[3]);
             d[xx] = acc;
         }
@@ -744,7 +744,8 @@ static void axis_taps(double p0, double step, int n, int len, int *first, const 
 }
 
 /* A scale and stretch without rotation: rows, then columns, 4 + 4 taps. */
-static tm_status warp_separable(const float *src, int sw, int sh, float fill, const affine *m, tm_image *out)
+static tm_status warp_separable(const float *src, int sw, int sh, size_t stride, float fill, const affine *m,
+                                tm_image *out)
 {
     int W = out->width, H = out->height;
     int *fx = malloc(sizeof(int) * W), *fy = malloc(sizeof(int) * H);
@@ -755,7 +756,7 @@ static tm_status warp_separable(const float *src, int sw, int sh, float fill, co
     axis_taps(m->p0x, m->dxx, W, sw, fx, wx);
     axis_taps(m->p0y, m->dyy, H, sh, fy, wy);
     for (int r = 0; r < sh; r++) {
-        const float *row = src + (size_t)r * sw;
+        const float *row = src + (size_t)r * stride;
         float *t = tmp + (size_t)r * W;
         for (int xx = 0; xx < W; xx++) {
             const float *p = row + fx[xx], *w4 = wx[xx];
@@ -783,54 +784,67 @@ out:
 
 /* See sync.h. One bicubic pass, centred; samples that fall outside the
  * suspect get its mean. Only luminance is read by the detector, so only
- * luminance is warped. */
+ * luminance is warped, and only the centred part of it that the (at most
+ * side x side) output reaches is read or box-averaged. */
 tm_status tm_sync_warp(const float *y, int w, int h, const tm_geom *g, int side, tm_image **out)
 {
     if (!y || !g || !out || w < 1 || h < 1 || side < 8) return TM_ERR_ARG;
     *out = NULL;
     if (!(g->scale >= 0.05 && g->scale <= 20) || !(fabs(g->rotation_deg) <= 360) || !(fabs(g->log_aspect) <= 1))
         return TM_ERR_ARG;
-    const float *src = y;
-    float *shrunk = NULL;
-    double sc = g->scale;
-    int sw = w, sh = h;
-    if (sc >= 2) {
-        int k = (int)floor(sc);
-        if (!(shrunk = box_shrink(y, w, h, k, &sw, &sh))) return TM_ERR_NOMEM;
-        src = shrunk;
-        sc /= k;
-    }
-    double a = g->rotation_deg * M_PI / 180, c = cos(a), sn = sin(a);
+    double a = g->rotation_deg * M_PI / 180, c = cos(a), sn = sin(a), s = g->scale;
     double ax = exp(0.5 * g->log_aspect), ay = 1 / ax; /* the stretch D */
-    double uw = sw / ax, uh = sh / ay;                  /* the suspect unstretched */
-    double ow = ceil((uw * fabs(c) + uh * fabs(sn)) / sc), oh = ceil((uw * fabs(sn) + uh * fabs(c)) / sc);
+    double uw = w / ax, uh = h / ay;                    /* the suspect unstretched */
+    double ow = ceil((uw * fabs(c) + uh * fabs(sn)) / s), oh = ceil((uw * fabs(sn) + uh * fabs(c)) / s);
     int W = (int)fmin(ow, side), H = (int)fmin(oh, side);
-    tm_status st = TM_ERR_DIMENSIONS;
-    if (W < 8 || H < 8) goto out;
+    if (W < 8 || H < 8) return TM_ERR_DIMENSIONS;
+
+    /* Output (xx, yy) samples the suspect at its centre + (xx - ocx) * (dxx,
+     * dxy) + (yy - ocy) * (dyx, dyy): the region read is the centred box
+     * those reach, plus the taps and one shrink block. */
+    int k = s >= 2 ? (int)floor(s) : 1;
+    double dxx = ax * s * c, dxy = -ay * s * sn, dyx = ax * s * sn, dyy = ay * s * c;
+    double ex = 0.5 * (fabs(dxx) * (W - 1) + fabs(dyx) * (H - 1)) + 2 * k + 2;
+    double ey = 0.5 * (fabs(dxy) * (W - 1) + fabs(dyy) * (H - 1)) + 2 * k + 2;
+    double cx0 = (w - 1) / 2.0, cy0 = (h - 1) / 2.0;
+    int x0 = (int)fmax(0, floor(cx0 - ex)), y0 = (int)fmax(0, floor(cy0 - ey));
+    int sw = (int)fmin(w, ceil(cx0 + ex) + 1) - x0, sh = (int)fmin(h, ceil(cy0 + ey) + 1) - y0;
+    const float *src = y + (size_t)y0 * w + x0;
+    size_t stride = (size_t)w;
+    float *shrunk = NULL;
+    double cx = cx0 - x0, cy = cy0 - y0; /* the suspect's centre in the region */
+    tm_status st = TM_ERR_NOMEM;
+    if (k > 1) { /* block i covers region pixels k i .. k i + k - 1 */
+        if (!(shrunk = box_shrink(src, sw, sh, stride, k, &sw, &sh))) goto out;
+        src = shrunk;
+        stride = (size_t)sw;
+        cx = (cx - (k - 1) / 2.0) / k;
+        cy = (cy - (k - 1) / 2.0) / k;
+        dxx /= k, dxy /= k, dyx /= k, dyy /= k;
+    }
+    st = TM_ERR_DIMENSIONS;
+    if (sw < 4 || sh < 4) goto out;
     if ((st = tm_image_create(W, H, 1, out)) != TM_OK) goto out;
     double mean = 0;
-    for (size_t i = 0; i < (size_t)sw * sh; i++) mean += src[i];
+    for (int r = 0; r < sh; r++)
+        for (int i = 0; i < sw; i++) mean += src[(size_t)r * stride + i];
     mean /= (double)sw * sh;
     static pthread_once_t lut_once = PTHREAD_ONCE_INIT;
     pthread_once(&lut_once, lut_init);
-    double cx = (sw - 1) / 2.0, cy = (sh - 1) / 2.0, ocx = (W - 1) / 2.0, ocy = (H - 1) / 2.0;
-    affine m = {.dxx = ax * sc * c, .dxy = -ay * sc * sn, .dyx = ax * sc * sn, .dyy = ay * sc * c};
+    double ocx = (W - 1) / 2.0, ocy = (H - 1) / 2.0;
+    affine m = {.dxx = dxx, .dxy = dxy, .dyx = dyx, .dyy = dyy};
     m.p0x = cx - ocx * m.dxx - ocy * m.dyx;
     m.p0y = cy - ocx * m.dxy - ocy * m.dyy;
     /* Axis-aligned when the off-axis terms move no sample by a 20th of a pixel. */
-    if (fabs(m.dxy) * W + fabs(m.dyx) * H < 0.05) st = warp_separable(src, sw, sh, (float)mean, &m, *out);
-    else {
-        warp_affine(src, sw, sh, (float)mean, &m, *out);
-        st = TM_OK;
+    if (fabs(m.dxy) * W + fabs(m.dyx) * H < 0.05) {
+        if ((st = warp_separable(src, sw, sh, stride, (float)mean, &m, *out)) != TM_OK) {
+            tm_image_free(*out);
+            *out = NULL;
+        }
+    } else {
+        warp_affine(src, sw, sh, stride, (float)mean, &m, *out);
     }
-    if (st != TM_OK) {
-        tm_image_free(*out);
-        *out = NULL;
-        goto out;
-    }
-    st = TM_OK;
 out:
     free(shrunk);
     return st;
 }
-

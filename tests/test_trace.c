@@ -268,6 +268,50 @@ static void test_flips_and_turns(void)
     tm_image_free(orig);
 }
 
+/* A corpus photo, one leaker's marked copy, and a registry of its copies. */
+typedef struct marked_photo {
+    tm_image *orig, *marked;
+    tm_embedder *e;
+    fake_registry reg;
+} marked_photo;
+
+static void marked_photo_open(const char *name, marked_photo *mp)
+{
+    mp->orig = mp->marked = NULL;
+    mp->e = NULL;
+    CU_ASSERT_EQUAL_FATAL(tm_image_load(tm_test_corpus(name), NULL, &mp->orig, NULL), TM_OK);
+    CU_ASSERT_EQUAL_FATAL(tm_embedder_create(key_a, mp->orig, NULL, &mp->e), TM_OK);
+    CU_ASSERT_EQUAL_FATAL(tm_embedder_mark(mp->e, "leaker@example.com", &mp->marked), TM_OK);
+    quantise(mp->marked);
+    fake_registry_fill(&mp->reg, mp->e);
+}
+
+static void marked_photo_close(marked_photo *mp)
+{
+    fake_registry_free(&mp->reg);
+    tm_embedder_free(mp->e);
+    tm_image_free(mp->marked);
+    tm_image_free(mp->orig);
+}
+
+/* Traces the marked copy (or, with unmarked, the original) after spec; for
+ * the original, asserts that nobody is accused. The caller clears *r. */
+static void trace_attacked(const marked_photo *mp, const char *spec, int unmarked, tm_trace_result *r)
+{
+    tm_image *sus = NULL;
+    char err[128];
+    CU_ASSERT_EQUAL_FATAL(tm_attack_apply(spec, unmarked ? mp->orig : mp->marked, &sus, err, sizeof err), TM_OK);
+    CU_ASSERT_EQUAL_FATAL(tm_trace_run(key_a, sus, mp->reg.copies, mp->reg.n, NULL, r), TM_OK);
+    if (unmarked) CU_ASSERT_EQUAL(r->n_accused, 0);
+    tm_image_free(sus);
+}
+
+/* True when the leaker's copy (index 0), and only it, is accused. */
+static int leaker_accused(const tm_trace_result *r)
+{
+    return r->verdict == TM_VERDICT_ACCUSED && r->n_accused == 1 && r->accused[0].index == 0;
+}
+
 /* Scaling and rotation, blind: traced and the transform reported (scale as
  * suspect/original, rotation counter-clockwise). */
 static void test_scale_and_rotation(void)
@@ -283,25 +327,14 @@ static void test_scale_and_rotation(void)
         {"flip:h,rotate:4", 1, 4, 1},         {"scale:0.4,jpeg:q=85", 0.4, 0, 0},
         {"crop:256x256+301+177,jpeg:q=85", 1, 0, 0},
     };
-    tm_image *orig = NULL, *marked = NULL;
-    CU_ASSERT_EQUAL_FATAL(tm_image_load(tm_test_corpus("mate_Dune.jpg"), NULL, &orig, NULL), TM_OK);
-    tm_embedder *e = NULL;
-    CU_ASSERT_EQUAL_FATAL(tm_embedder_create(key_a, orig, NULL, &e), TM_OK);
-    CU_ASSERT_EQUAL_FATAL(tm_embedder_mark(e, "leaker@example.com", &marked), TM_OK);
-    quantise(marked);
-    fake_registry reg;
-    fake_registry_fill(&reg, e);
+    marked_photo mp;
+    marked_photo_open("mate_Dune.jpg", &mp);
     for (size_t k = 0; k < sizeof cases / sizeof cases[0]; k++) {
         for (int m = 0; m < 2; m++) { /* the marked copy, then the unmarked original */
-            tm_image *sus = NULL;
-            char err[128];
-            CU_ASSERT_EQUAL_FATAL(tm_attack_apply(cases[k].spec, m ? orig : marked, &sus, err, sizeof err), TM_OK);
             tm_trace_result r;
-            CU_ASSERT_EQUAL_FATAL(tm_trace_run(key_a, sus, reg.copies, reg.n, NULL, &r), TM_OK);
-            if (m) {
-                CU_ASSERT_EQUAL(r.n_accused, 0);
-            } else {
-                int ok = r.verdict == TM_VERDICT_ACCUSED && r.n_accused == 1 && r.accused[0].index == 0;
+            trace_attacked(&mp, cases[k].spec, m, &r);
+            if (!m) {
+                int ok = leaker_accused(&r);
                 int geom = fabs(r.scale / cases[k].scale - 1) < 0.02 && fabs(r.rotation_deg - cases[k].rot) < 0.5 &&
                            r.flip == cases[k].flip;
                 printf("\n    %-22s %s log10_p %.1f, scale %.3f rotation %.2f flip %d", cases[k].spec,
@@ -311,14 +344,10 @@ static void test_scale_and_rotation(void)
                 CU_ASSERT(geom);
             }
             tm_trace_result_clear(&r);
-            tm_image_free(sus);
         }
     }
     printf("\n");
-    fake_registry_free(&reg);
-    tm_embedder_free(e);
-    tm_image_free(marked);
-    tm_image_free(orig);
+    marked_photo_close(&mp);
 }
 
 /* Large originals carry an enlarged tile (tm_mark_tile_scale): copies as
@@ -341,40 +370,25 @@ static void test_large_original(void)
         {"crop:512x512+1900+1000,jpeg:q=85", 1},
         {"scale:0.5,rotate:3,jpeg:q=75", 0.5},
     };
-    tm_image *orig = NULL, *marked = NULL;
-    CU_ASSERT_EQUAL_FATAL(tm_image_load(tm_test_corpus("lomiri_Bridge_by_Sander_Klootwijk.jpg"), NULL, &orig, NULL), TM_OK);
-    CU_ASSERT_EQUAL_FATAL(tm_mark_tile_scale(orig->width, orig->height), 2);
-    tm_embedder *e = NULL;
-    CU_ASSERT_EQUAL_FATAL(tm_embedder_create(key_a, orig, NULL, &e), TM_OK);
-    CU_ASSERT_EQUAL_FATAL(tm_embedder_mark(e, "leaker@example.com", &marked), TM_OK);
-    quantise(marked);
-    fake_registry reg;
-    fake_registry_fill(&reg, e);
+    marked_photo mp;
+    marked_photo_open("lomiri_Bridge_by_Sander_Klootwijk.jpg", &mp);
+    CU_ASSERT_EQUAL(tm_mark_tile_scale(mp.orig->width, mp.orig->height), 2);
     for (size_t k = 0; k < sizeof cases / sizeof cases[0]; k++)
         for (int m = 0; m < 2; m++) { /* the marked copy, then the unmarked original */
-            tm_image *sus = NULL;
-            char err[128];
-            CU_ASSERT_EQUAL_FATAL(tm_attack_apply(cases[k].spec, m ? orig : marked, &sus, err, sizeof err), TM_OK);
             tm_trace_result r;
-            CU_ASSERT_EQUAL_FATAL(tm_trace_run(key_a, sus, reg.copies, reg.n, NULL, &r), TM_OK);
-            if (m) {
-                CU_ASSERT_EQUAL(r.n_accused, 0);
-            } else {
-                int ok = r.verdict == TM_VERDICT_ACCUSED && r.n_accused == 1 && r.accused[0].index == 0;
-                tm_trace_result_set_original(&r, orig->width, orig->height);
+            trace_attacked(&mp, cases[k].spec, m, &r);
+            if (!m) {
+                int ok = leaker_accused(&r);
+                tm_trace_result_set_original(&r, mp.orig->width, mp.orig->height);
                 printf("\n    %-34s %s log10_p %.1f, scale %.3f", cases[k].spec, ok ? "accused" : "MISSED",
                        r.n_accused ? r.accused[0].log10_p : 0.0, r.scale);
                 CU_ASSERT(ok);
                 CU_ASSERT(fabs(r.scale / cases[k].scale - 1) < 0.02);
             }
             tm_trace_result_clear(&r);
-            tm_image_free(sus);
         }
     printf("\n");
-    fake_registry_free(&reg);
-    tm_embedder_free(e);
-    tm_image_free(marked);
-    tm_image_free(orig);
+    marked_photo_close(&mp);
 }
 
 static CU_TestInfo tests[] = {
