@@ -15,6 +15,7 @@
 
 #include <gsl/gsl_cdf.h>
 #include <gsl/gsl_sf_erf.h>
+#include <gsl/gsl_statistics_double.h>
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -121,17 +122,31 @@ out:
     return st;
 }
 
-static double chip_value(const fftwf_complex *spec, const tm_chip *c, double dy, double dx)
+/* exp(2 pi i j / T) for j = 0 .. T-1: every shift the reading undoes is a
+ * whole number of pixels, so the phase of a bin is a table lookup. */
+typedef struct phase_table {
+    double c[TM_TILE], s[TM_TILE];
+} phase_table;
+
+static void phase_table_init(phase_table *t)
+{
+    for (int j = 0; j < TM_TILE; j++) {
+        t->c[j] = cos(2 * M_PI * j / TM_TILE);
+        t->s[j] = sin(2 * M_PI * j / TM_TILE);
+    }
+}
+
+static double chip_value(const fftwf_complex *spec, const tm_chip *c, const phase_table *ph, int dy, int dx)
 {
     /* Undo a circular shift of the tile by (dy, dx): multiply by exp(+2 pi i k.d / T). */
     int fy = c->kx < TM_TILE / 2 ? c->kx : c->kx - TM_TILE;
-    double th = 2 * M_PI * (fy * dy + c->ky * dx) / TM_TILE;
+    int j = ((fy * dy + c->ky * dx) % TM_TILE + TM_TILE) % TM_TILE;
     const float *v = spec[(size_t)c->kx * (TM_TILE / 2 + 1) + c->ky];
-    double re = v[0] * cos(th) - v[1] * sin(th), im = v[0] * sin(th) + v[1] * cos(th);
+    double re = v[0] * ph->c[j] - v[1] * ph->s[j], im = v[0] * ph->s[j] + v[1] * ph->c[j];
     return c->imag ? im : re;
 }
 
-#define N_HYPOTHESES 4
+#define N_PEAKS 8 /* origin candidates per symmetry and reading */
 #define TM_RINGS 64
 
 /* The eight symmetries of the square tile: dst(u, v) = src(P_d(u, v)) with
@@ -149,41 +164,58 @@ static void dihedral_permute(const float *src, float *dst, int d)
         }
 }
 
-/* Noise power per ring over every band dimension (pilot and payload). */
-static void ring_noise(const tm_layout *lay, const fftwf_complex *spec, double *ring_pow)
+#define SPEC_BINS (TM_TILE * (TM_TILE / 2 + 1))
+
+/* Each band bin's weight, 1 / its noise power per dimension, for the
+ * spectrum spec; zero outside the band and beyond ring max_ring, so those
+ * bins are left out of every read. The noise power is the mean power of the
+ * bin's ring over its band dimensions (pilot and payload), or the bin's own
+ * power when that is larger: a bin swollen by a periodic artefact (a JPEG
+ * block grid, a screen's pixel pattern) then counts for little instead of
+ * flooding the read. The weights depend on the suspect alone, and on bin
+ * magnitudes only, which no shift of the tile changes. */
+static void bin_weights(const tm_layout *lay, const fftwf_complex *spec, int max_ring, float *wbin)
 {
-    int ring_n[TM_RINGS] = {0};
-    for (int r = 0; r < TM_RINGS; r++) ring_pow[r] = 0;
+    double level[TM_RINGS] = {0};
+    int n[TM_RINGS] = {0};
     const tm_chip *sets[2] = {lay->pilot, lay->payload};
     size_t counts[2] = {lay->n_pilot, (size_t)TM_CODE_BITS * TM_CHIPS_PER_BIT};
     for (int s = 0; s < 2; s++)
         for (size_t i = 0; i < counts[s]; i++) {
-            double v = chip_value(spec, &sets[s][i], 0, 0);
-            ring_pow[sets[s][i].ring] += v * v;
-            ring_n[sets[s][i].ring]++;
+            const tm_chip *c = &sets[s][i];
+            const float *v = spec[(size_t)c->kx * (TM_TILE / 2 + 1) + c->ky];
+            level[c->ring] += c->imag ? (double)v[1] * v[1] : (double)v[0] * v[0];
+            n[c->ring]++;
         }
-    for (int r = 0; r < TM_RINGS; r++) ring_pow[r] = ring_n[r] ? ring_pow[r] / ring_n[r] : 0;
+    memset(wbin, 0, sizeof(float) * SPEC_BINS);
+    for (int s = 0; s < 2; s++)
+        for (size_t i = 0; i < counts[s]; i++) {
+            const tm_chip *c = &sets[s][i];
+            if (c->ring > max_ring) continue;
+            size_t idx = (size_t)c->kx * (TM_TILE / 2 + 1) + c->ky;
+            double own = 0.5 * ((double)spec[idx][0] * spec[idx][0] + (double)spec[idx][1] * spec[idx][1]);
+            double noise = fmax(level[c->ring] / n[c->ring], own);
+            wbin[idx] = noise > 0 ? (float)(1.0 / noise) : 0.f;
+        }
 }
 
-/* The spectrum (into spec) of the tile in fft's spatial buffer, its noise
- * power per ring (ring_pow; zero beyond max_ring, so those
- * rings are left out of every read), and the pilot correlation for every
- * circular shift (corr) with its peak in null standard deviations (*z). */
-static void pilot_scan(const tm_layout *lay, tm_tile_fft *fft, int max_ring, fftwf_complex *spec, double *ring_pow,
+/* The spectrum (into spec) of the tile in fft's spatial buffer, its band
+ * bins' weights (wbin, bin_weights), and the pilot correlation for every
+ * circular shift in null standard deviations (corr), with its peak (*z). */
+static void pilot_scan(const tm_layout *lay, tm_tile_fft *fft, int max_ring, fftwf_complex *spec, float *wbin,
                        float *corr, double *z)
 {
     tm_tile_fft_forward(fft);
-    memcpy(spec, tm_tile_fft_spectrum(fft), sizeof(fftwf_complex) * TM_TILE * (TM_TILE / 2 + 1));
-    ring_noise(lay, spec, ring_pow);
-    for (int r = max_ring + 1; r < TM_RINGS; r++) ring_pow[r] = 0;
+    memcpy(spec, tm_tile_fft_spectrum(fft), sizeof(fftwf_complex) * SPEC_BINS);
+    bin_weights(lay, spec, max_ring, wbin);
 
     /* Pilot correlation for every circular shift: A(k) = w_k F(k) conj(P(k)). */
     fftwf_complex *a = tm_tile_fft_spectrum(fft);
     memset(a, 0, sizeof(fftwf_complex) * TM_TILE * (TM_TILE / 2 + 1));
     for (size_t i = 0; i < lay->n_pilot; i++) {
         const tm_chip *c = &lay->pilot[i];
-        double wgt = ring_pow[c->ring] > 0 ? 1.0 / ring_pow[c->ring] : 0;
         size_t idx = (size_t)c->kx * (TM_TILE / 2 + 1) + c->ky;
+        double wgt = wbin[idx];
         double fr = spec[idx][0], fi = spec[idx][1];
         if (!c->imag) { /* F conj(s) */
             a[idx][0] += (float)(wgt * c->sign * fr);
@@ -199,16 +231,19 @@ static void pilot_scan(const tm_layout *lay, tm_tile_fft *fft, int max_ring, fft
     for (int i = 0; i < TM_TILE * TM_TILE; i++) {
         sum += corr[i];
         sum2 += (double)corr[i] * corr[i];
-        if (corr[i] > best) best = corr[i];
     }
     double nn = (double)TM_TILE * TM_TILE, mu = sum / nn, sd = sqrt(fmax(sum2 / nn - mu * mu, 1e-30));
-    *z = (best - mu) / sd;
+    for (int i = 0; i < TM_TILE * TM_TILE; i++) {
+        corr[i] = (float)((corr[i] - mu) / sd);
+        if (corr[i] > best) best = corr[i];
+    }
+    *z = best;
 }
 
 /* The n strongest circular local maxima (3x3) of corr, strongest first. */
 static void top_peaks(const float *corr, int *py, int *px, int *n, int want)
 {
-    float val[N_HYPOTHESES];
+    float val[N_PEAKS];
     *n = 0;
     for (int y = 0; y < TM_TILE; y++)
         for (int x = 0; x < TM_TILE; x++) {
@@ -237,20 +272,42 @@ static void top_peaks(const float *corr, int *py, int *px, int *n, int want)
         }
 }
 
-/* Soft values with the tile origin at (dy, dx): each bit's weighted,
- * signed sum of its chips, weights 1 / ring noise power. */
-static void despread(const tm_layout *lay, const fftwf_complex *spec, const double *ring_pow, double dy, double dx,
-                     double *y)
+/* Soft values with the tile origin at (dy, dx): each bit's weighted, signed
+ * sum of its chips (weights: bin_weights). Returns the payload's energy,
+ * the sum over bits of y^2 / var(y): when no mark is aligned there it is
+ * what any shift gives, and it grows by the mark's energy when one is,
+ * whatever the copy's bits. */
+static double despread(const tm_layout *lay, const fftwf_complex *spec, const float *wbin,
+                       const phase_table *ph, int dy, int dx, double *y)
 {
+    double energy = 0;
     for (int b = 0; b < TM_CODE_BITS; b++) {
-        double s = 0;
+        double s = 0, var = 0;
         const tm_chip *c = &lay->payload[(size_t)b * TM_CHIPS_PER_BIT];
         for (int k = 0; k < TM_CHIPS_PER_BIT; k++) {
-            double wgt = ring_pow[c[k].ring] > 0 ? 1.0 / ring_pow[c[k].ring] : 0;
-            s += c[k].sign * wgt * chip_value(spec, &c[k], dy, dx);
+            double wgt = wbin[(size_t)c[k].kx * (TM_TILE / 2 + 1) + c[k].ky];
+            s += c[k].sign * wgt * chip_value(spec, &c[k], ph, dy, dx);
+            var += wgt;
         }
         y[b] = s;
+        if (var > 0) energy += s * s / var;
     }
+    return energy;
+}
+
+/* The payload energy's mean and standard deviation over NULL_SHIFTS fixed
+ * shifts spread over the tile: an empirical null for this spectrum and
+ * weighting (a shift that happened to be aligned would only make the test
+ * more cautious). */
+#define NULL_SHIFTS 32
+static void energy_null(const tm_layout *lay, const fftwf_complex *spec, const float *wbin, const phase_table *ph,
+                        double *mean, double *sd)
+{
+    double e[NULL_SHIFTS], yb[TM_CODE_BITS];
+    for (int j = 0; j < NULL_SHIFTS; j++)
+        e[j] = despread(lay, spec, wbin, ph, (37 * j + 11) % TM_TILE, (71 * j + 53) % TM_TILE, yb);
+    *mean = gsl_stats_mean(e, 1, NULL_SHIFTS);
+    *sd = fmax(gsl_stats_sd_m(e, 1, NULL_SHIFTS, *mean), 1e-30);
 }
 
 /* Reads the luminance window y (w x h, rows stride apart, top-left at pixel
@@ -264,79 +321,78 @@ static tm_status detect_luma(const tm_layout *lay, tm_tile_fft *fft, const float
     out->pilot_log10_p = 0;
     out->scale = 1.0;
     out->aspect = 1.0;
-    float *fold = NULL, *corr = NULL, *corr_d = NULL;
-    fftwf_complex *spec = NULL, *spec_d = NULL;
+    float *fold = NULL, *corr = NULL;
+    fftwf_complex *spec = NULL;
     tm_status st = TM_ERR_NOMEM;
-    double ring_pow[TM_RINGS] = {0}, ring_d[TM_RINGS];
+    float *wbin = malloc(sizeof(float) * SPEC_BINS);
+    phase_table ph;
+    phase_table_init(&ph);
 
     out->usable = (uint64_t)w * h >= (uint64_t)TM_TILE * TM_TILE && w >= TM_TILE / 2 && h >= TM_TILE / 2;
     fold = malloc(sizeof(float) * TM_TILE * TM_TILE);
     spec = fftwf_malloc(sizeof(fftwf_complex) * TM_TILE * (TM_TILE / 2 + 1));
-    spec_d = fftwf_malloc(sizeof(fftwf_complex) * TM_TILE * (TM_TILE / 2 + 1));
     corr = malloc(sizeof(float) * TM_TILE * TM_TILE);
-    corr_d = malloc(sizeof(float) * TM_TILE * TM_TILE);
-    if (!fold || !spec || !spec_d || !corr || !corr_d) goto out;
+    if (!fold || !spec || !corr || !wbin) goto out;
     double activity;
     if ((st = fold_residual(y, w, h, stride, ox, oy, fold, &activity)) != TM_OK) goto out;
     out->activity = activity;
     if (activity < 0.01) out->usable = 0; /* flat: nothing to read */
 
     /* Flips and quarter turns of the suspect permute its folded tile (up to a
-     * shift, which the pilot search absorbs): try all eight and keep the one
-     * whose pilot stands out most (docs/scheme.md section 7). */
-    /* A shrunk suspect moves the upper rings to frequencies its compression
-     * tends to wipe out: then the rings that stay within the mark's own band
-     * (at most max_ring) are also read alone, as a second reading. */
-    int readings = max_ring < (int)TM_BAND_HI ? 2 : 1;
+     * shift, which the pilot search absorbs): all eight are tried.
+     * Compression wipes out the upper rings first, and a shrink moves them
+     * to higher frequencies still, so besides all rings, those that stay
+     * within the mark's own band (at most max_ring) and the lower half of
+     * these are read alone: up to three readings.
+     * For each, the strongest pilot peaks (and the uncropped origin) are
+     * despread; the alignment kept is the one with the most evidence, pilot z
+     * and payload energy z together (docs/scheme.md section 7). Every one of
+     * these is a function of the suspect alone, independent of any innocent
+     * codeword, so choosing among them leaves the accusation bound intact. */
+    int cut[3], readings = 0, top = max_ring < (int)TM_BAND_HI ? max_ring : (int)TM_BAND_HI;
+    cut[readings++] = TM_RINGS;
+    if (top < (int)TM_BAND_HI) cut[readings++] = top;
+    if (top / 2 > (int)TM_BAND_LO) cut[readings++] = top / 2 + (int)TM_BAND_LO / 2;
     out->pilot_z = -INFINITY;
+    out->evidence = -INFINITY;
     for (int rd = 0; rd < readings; rd++)
         for (int d = 0; d < 8; d++) {
             dihedral_permute(fold, tm_tile_fft_spatial(fft), d);
             double z;
-            pilot_scan(lay, fft, rd ? max_ring : TM_RINGS, spec_d, ring_d, corr_d, &z);
-            if (z > out->pilot_z) {
-                out->pilot_z = z;
-                out->dihedral = d;
-                memcpy(spec, spec_d, sizeof(fftwf_complex) * TM_TILE * (TM_TILE / 2 + 1));
-                memcpy(ring_pow, ring_d, sizeof ring_pow);
-                memcpy(corr, corr_d, sizeof(float) * TM_TILE * TM_TILE);
+            pilot_scan(lay, fft, cut[rd], spec, wbin, corr, &z);
+            if (z > out->pilot_z) out->pilot_z = z;
+            int hy[N_PEAKS + 1], hx[N_PEAKS + 1], nh = 0;
+            top_peaks(corr, hy, hx, &nh, N_PEAKS);
+            if (d == 0) {
+                hy[nh] = 0;
+                hx[nh] = 0;
+                nh++;
+            }
+            double e_mean, e_sd;
+            energy_null(lay, spec, wbin, &ph, &e_mean, &e_sd);
+            for (int k = 0; k < nh; k++) {
+                double y_k[TM_CODE_BITS];
+                double z_e = (despread(lay, spec, wbin, &ph, hy[k], hx[k], y_k) - e_mean) / e_sd;
+                double e = (corr[hy[k] * TM_TILE + hx[k]] + z_e) / sqrt(2.0);
+                if (e > out->evidence) {
+                    out->evidence = e;
+                    out->dihedral = d;
+                    out->offset_y = hy[k];
+                    out->offset_x = hx[k];
+                    memcpy(out->y, y_k, sizeof y_k);
+                }
             }
         }
     /* P(max of 8 T^2 null correlations per reading >= z) <= readings 8 T^2 Q(z). */
     double lq = out->pilot_z > 0 ? log10(gsl_cdf_ugaussian_Q(out->pilot_z) + 1e-300) : 0;
     if (out->pilot_z > 30) lq = (-out->pilot_z * out->pilot_z / 2 - log(out->pilot_z * sqrt(2 * M_PI))) / M_LN10;
     out->pilot_log10_p = fmin(0.0, lq + log10(readings * 8.0 * TM_TILE * TM_TILE));
-
-    /* Origin hypotheses: the strongest pilot peaks and the uncropped origin.
-     * The one whose soft values carry the most energy wins. Both the peaks and
-     * the energy are functions of the suspect alone, independent of any
-     * innocent codeword, so choosing among them leaves the bound intact. */
-    int hy[N_HYPOTHESES + 1], hx[N_HYPOTHESES + 1], nh = 0;
-    top_peaks(corr, hy, hx, &nh, N_HYPOTHESES);
-    if (out->dihedral == 0) {
-        hy[nh] = 0;
-        hx[nh] = 0;
-        nh++;
-    }
-    double best_energy = -1;
-    for (int k = 0; k < nh; k++) {
-        double y_k[TM_CODE_BITS], energy = 0;
-        despread(lay, spec, ring_pow, hy[k], hx[k], y_k);
-        for (int b = 0; b < TM_CODE_BITS; b++) energy += y_k[b] * y_k[b];
-        if (energy > best_energy) {
-            best_energy = energy;
-            memcpy(out->y, y_k, sizeof y_k);
-            out->offset_y = hy[k];
-            out->offset_x = hx[k];
-        }
-    }
     st = TM_OK;
 out:
     free(fold);
     free(corr);
-    free(corr_d);
+    free(wbin);
     fftwf_free(spec);
-    fftwf_free(spec_d);
     return st;
 }
 
@@ -384,6 +440,10 @@ tm_status tm_detect_run(const tm_key *key, const tm_image *img, tm_detection *ou
  * whatever the suspect's size and scale. */
 #define SCREEN_SIDE 1024
 #define FINAL_SIDE 4096
+/* Below this evidence (pilot and payload z combined) the best screened
+ * hypothesis is not taken on trust: up to N_RUNNERS_UP others are read in full. */
+#define SURE_EVIDENCE 8.0
+#define N_RUNNERS_UP 2
 
 /* True for the identity, and for lattice estimates so close to it (0.1% in
  * scale, 0.02 degree) that they are the same hypothesis: read as is. */
@@ -442,22 +502,41 @@ tm_status tm_detect_search(const tm_key *key, const tm_image *img, tm_detection 
             others++;
         }
 
-    /* Keep the one whose pilot stands out most: a choice made from the
-     * suspect alone, so the accusation bound holds. */
-    int best = 0, screened = 0;
-    double best_z = -INFINITY;
+    /* Each is screened on a central window; the one with the most evidence
+     * of an aligned mark is read in full. When that evidence is weak, the
+     * screening window may have held too little of the suspect (a shrunk copy
+     * warped back covers few of its pixels) to rank them, so the runners-up
+     * are read in full too and the most evidence wins. Every choice is made
+     * from the suspect alone, so the accusation bound holds. */
+    double ev[MAX_SCREEN];
+    int order[MAX_SCREEN], screened = 0;
     for (int k = 0; k < ns; k++) {
         st = detect_under(lay, fft, y, img->width, img->height, &screen[k], SCREEN_SIDE, trial);
         if (st == TM_ERR_DIMENSIONS) continue; /* nothing left at that scale */
         if (st != TM_OK) goto out;
-        screened++;
-        if (trial->pilot_z > best_z) {
-            best_z = trial->pilot_z;
-            best = k;
+        int i = screened++;
+        for (; i > 0 && ev[i - 1] < trial->evidence; i--) {
+            ev[i] = ev[i - 1];
+            order[i] = order[i - 1];
+        }
+        ev[i] = trial->evidence;
+        order[i] = k;
+    }
+    if (!screened) {
+        st = TM_ERR_DIMENSIONS;
+        goto out;
+    }
+    int best = order[0];
+    if ((st = detect_under(lay, fft, y, img->width, img->height, &screen[best], FINAL_SIDE, out)) != TM_OK) goto out;
+    for (int i = 1; i < screened && i <= N_RUNNERS_UP && ev[0] < SURE_EVIDENCE; i++) {
+        if ((st = detect_under(lay, fft, y, img->width, img->height, &screen[order[i]], FINAL_SIDE, trial)) != TM_OK)
+            goto out;
+        if (trial->evidence > out->evidence) {
+            *out = *trial;
+            best = order[i];
         }
     }
     const tm_geom *g = &screen[best];
-    if ((st = detect_under(lay, fft, y, img->width, img->height, g, FINAL_SIDE, out)) != TM_OK) goto out;
     out->scale = g->scale;
     out->rotation_deg = g->rotation_deg;
     out->aspect = exp(g->log_aspect);

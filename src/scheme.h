@@ -126,6 +126,7 @@ typedef struct tm_detection {
     double y[TM_CODE_BITS];   /* soft values, unit noise per chip */
     double pilot_z;           /* best pilot correlation, in null standard deviations */
     double pilot_log10_p;     /* Bonferroni over the TM_TILE^2 shifts searched */
+    double evidence;          /* pilot z and payload energy z of the alignment read, combined */
     int offset_x, offset_y;   /* where the tile grid starts in the (re-oriented) suspect */
     int dihedral;             /* 0..7: the flip/quarter-turn found (see detect.c) */
     double scale;             /* geometric hypothesis read (tm_detect_search) */
