@@ -139,7 +139,7 @@ static void phase_table_init(phase_table *t)
 static double chip_value(const fftwf_complex *spec, const tm_chip *c, const phase_table *ph, int dy, int dx)
 {
     /* Undo a circular shift of the tile by (dy, dx): multiply by exp(+2 pi i k.d / T). */
-    int fy = c->kx < TM_TILE / 2 ? c->kx : c->kx - TM_TILE;
+    int fy = c->kx <= TM_TILE / 2 ? c->kx : c->kx - TM_TILE;
     int j = ((fy * dy + c->ky * dx) % TM_TILE + TM_TILE) % TM_TILE;
     const float *v = spec[(size_t)c->kx * (TM_TILE / 2 + 1) + c->ky];
     double re = v[0] * ph->c[j] - v[1] * ph->s[j], im = v[0] * ph->s[j] + v[1] * ph->c[j];

@@ -38,7 +38,7 @@ tm_status tm_layout_create(const tm_key *key, tm_layout **out)
     size_t cap = 0;
     for (int ky = 1; ky < TM_TILE / 2; ky++)
         for (int kx = 0; kx < TM_TILE; kx++) {
-            int fx = kx < TM_TILE / 2 ? kx : kx - TM_TILE;
+            int fx = kx <= TM_TILE / 2 ? kx : kx - TM_TILE;
             double r = sqrt((double)fx * fx + (double)ky * ky);
             if (r >= TM_BAND_LO && r <= TM_BAND_HI) cap += 2;
         }
@@ -54,7 +54,7 @@ tm_status tm_layout_create(const tm_key *key, tm_layout **out)
     size_t n = 0;
     for (int ky = 1; ky < TM_TILE / 2; ky++)
         for (int kx = 0; kx < TM_TILE; kx++) {
-            int fx = kx < TM_TILE / 2 ? kx : kx - TM_TILE;
+            int fx = kx <= TM_TILE / 2 ? kx : kx - TM_TILE;
             double r = sqrt((double)fx * fx + (double)ky * ky);
             if (r < TM_BAND_LO || r > TM_BAND_HI) continue;
             for (int im = 0; im < 2; im++) {
@@ -116,7 +116,7 @@ void tm_layout_free(tm_layout *lay)
  * frequency (cycles per tile) as in the TM_TILE layout. */
 static void put_chip(fftwf_complex *spec, int side, const tm_chip *c, float v)
 {
-    size_t row = c->kx < TM_TILE / 2 ? c->kx : (size_t)side - (TM_TILE - c->kx);
+    size_t row = c->kx <= TM_TILE / 2 ? c->kx : (size_t)side - (TM_TILE - c->kx);
     spec[row * (size_t)(side / 2 + 1) + c->ky][c->imag] = v;
 }
 

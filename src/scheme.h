@@ -21,8 +21,8 @@
 #define M_LN10 2.30258509299404568402
 #endif
 
-#define TM_SCHEME_VERSION 2         /* 2: the tile grows with the original (tm_mark_tile_scale) */
-#define TM_TILE 128                /* period of the mark, pixels */
+#define TM_SCHEME_VERSION 3         /* 2: the tile grows with the original; 3: odd 125-pixel tile */
+#define TM_TILE 125                /* period of the mark, pixels */
 #define TM_CODE_BITS 256           /* m: codeword length */
 #define TM_CODE_BYTES (TM_CODE_BITS / 8)
 _Static_assert(TM_CODE_BYTES == TM_CODEWORD_BYTES, "public codeword size");

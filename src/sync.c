@@ -40,6 +40,7 @@
 #define PRE_RADIUS 3       /* 7x7 local statistics for the residual */
 #define PRE_NU2 4.0        /* floor of the local variance */
 #define TAPER 0.15         /* Tukey window: taper fraction at each end */
+#define STRETCH_GAIN 1.1  /* a stretched lattice must score this much more than the unstretched fit */
 #define CLIP 12.0          /* whitened power cap: one host line cannot dominate a score */
 #define N_PEAKS 10         /* autocorrelation peaks turned into hypotheses */
 #define MAX_HYP 64
@@ -187,6 +188,27 @@ static void whiten(const fftwf_complex *f, float *pw, float *tmp, double *acc, i
 }
 
 /* Band limits in bins for an FFT of side n: every scale in the search range. */
+/* The 8x8 JPEG block grid of the suspect (every 8 / f pixels of the analysed
+ * window) leaves spectral peaks at its harmonics, and near them when its
+ * strength varies over the image. They are never the mark, but a lattice
+ * point close to one (at scale 0.512, ring 8 of the tile falls on 1/8 cycle
+ * per pixel) would pull the fit: the whitened power within JPEG_MASK bins of
+ * every harmonic is set to its expected level, 1. */
+#define JPEG_MASK 8
+static void mask_block_grid(float *pw, int n, int nc, int f)
+{
+    int step = n * f / 8;
+    if (step <= 2 * JPEG_MASK) return;
+    for (int hy = 0; hy < n; hy += step)
+        for (int hx = 0; hx < nc; hx += step)
+            for (int dy = -JPEG_MASK; dy <= JPEG_MASK; dy++)
+                for (int dx = -JPEG_MASK; dx <= JPEG_MASK; dx++) {
+                    int x = hx + dx, r = ((hy + dy) % n + n) % n;
+                    if (x < 0 || x >= nc || dx * dx + dy * dy > JPEG_MASK * JPEG_MASK) continue;
+                    pw[(size_t)r * nc + x] = 1.0f;
+                }
+}
+
 static double band_lo(int n)
 {
     return TM_BAND_LO * n / (TM_TILE * TM_SYNC_SCALE_MAX);
@@ -346,7 +368,8 @@ static double nm_cost(const gsl_vector *x, void *params)
 {
     const spectrum *sp = params;
     double la = x->size > 2 ? gsl_vector_get(x, 2) : 0;
-    if (fabs(la) > MAX_LOG_ASPECT) return 0;
+    double ls = gsl_vector_get(x, 0);
+    if (fabs(la) > MAX_LOG_ASPECT || ls < log(TM_SYNC_SCALE_MIN) || ls > log(TM_SYNC_SCALE_MAX)) return 0;
     return -lattice_score(sp, 0, exp(gsl_vector_get(x, 0)), gsl_vector_get(x, 1), la);
 }
 
@@ -571,6 +594,7 @@ static tm_status analyse(workspace *ws, const float *y, int w, int h, int f, tm_
     if (st != TM_OK) return st;
     fftwf_execute(ws->fwd);
     whiten(ws->spec, sp->pw, ws->tmp, ws->acc, nn, nc, nn / 64);
+    mask_block_grid(sp->pw, nn, nc, f);
     blur5(sp->pw, sp->pb, ws->tmp, nn, nc);
     double mub;
     band_stats(sp, sp->pw, &sp->mu, &sp->sd);
@@ -623,6 +647,15 @@ static tm_status analyse(workspace *ws, const float *y, int w, int h, int f, tm_
     for (int i = 0; i < nr; i++) {
         grid_refine(sp, 0, &hyp[i], 3, 0.4);
         if ((st = simplex_refine(sp, &hyp[i])) != TM_OK) return st;
+        if (hyp[i].log_aspect != 0) {
+            /* A stretch must earn its parameter: where the upper rings are
+             * gone, a slightly stretched lattice can fit the remaining points
+             * a little better than the true, unstretched one. */
+            tm_geom flat = {.scale = hyp[i].scale, .rotation_deg = hyp[i].rotation_deg};
+            flat.score = lattice_score(sp, 0, flat.scale, flat.rotation_deg, 0);
+            if ((st = simplex_refine(sp, &flat)) != TM_OK) return st;
+            if (hyp[i].score < STRETCH_GAIN * flat.score) hyp[i] = flat;
+        }
         hyp[i].rotation_deg = wrap45(hyp[i].rotation_deg);
         hyp[i].scale *= f;
         out[(*nout)++] = hyp[i];

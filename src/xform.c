@@ -34,7 +34,7 @@ struct tm_tile_fft {
 
 tm_status tm_tile_fft_create_side(int side, tm_tile_fft **out)
 {
-    if (side < TM_TILE || side % 2) return TM_ERR_ARG;
+    if (side < TM_TILE) return TM_ERR_ARG;
     tm_tile_fft *t = calloc(1, sizeof *t);
     if (!t) return TM_ERR_NOMEM;
     t->side = side;

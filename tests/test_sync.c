@@ -338,8 +338,8 @@ static void check_sync_aspect(const tm_key *key, const tm_image *marked, const c
     fprintf(stderr, "\n  %-34s true (%.3f, %+.1f, %.3f) est #%d (%.5f, %+.4f, %.4f) score %.1f, pilot z %.1f (no sync %.1f)",
             spec, s, th, aspect, hit, e->scale, e->rotation_deg, exp(e->log_aspect), e->score, z, z0);
     CU_ASSERT(hit >= 0);
-    CU_ASSERT(z > 6.5);
-    CU_ASSERT(z > z0 + 2.5);
+    CU_ASSERT(z > 6.5); /* the unsynced z0 is a null maximum, about 4.5 */
+    CU_ASSERT(z > z0 + 2);
     tm_image_free(a);
 }
 

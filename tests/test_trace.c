@@ -350,6 +350,35 @@ static void test_scale_and_rotation(void)
     marked_photo_close(&mp);
 }
 
+/* Weak marks on smooth photos: low JPEG quality at the plain size and after
+ * the commonest resizes (half, three quarters), where a tile period that is
+ * a multiple of the 8-pixel JPEG block would fold the block artefacts onto
+ * the mark (docs/scheme.md section 2), and where the pilot's peak is near
+ * chance level, so the alignment is chosen by pilot and payload energy. */
+static void test_weak_marks(void)
+{
+    static const char *photos[] = {"mate_Storm.jpg", "plasma_DarkestHour.jpg"};
+    static const char *specs[] = {"scale:0.5,jpeg:q=50", "jpeg:q=12", "scale:0.75,jpeg:q=40", "scale:0.7,jpeg:q=35"};
+    for (size_t p = 0; p < sizeof photos / sizeof photos[0]; p++) {
+        marked_photo mp;
+        marked_photo_open(photos[p], &mp);
+        for (size_t k = 0; k < sizeof specs / sizeof specs[0]; k++)
+            for (int m = 0; m < 2; m++) { /* the marked copy, then the unmarked original */
+                tm_trace_result r;
+                trace_attacked(&mp, specs[k], m, &r);
+                if (!m) {
+                    int ok = leaker_accused(&r);
+                    printf("\n    %-22s %-20s %s log10_p %.1f, pilot z %.1f, scale %.3f", photos[p], specs[k],
+                           ok ? "accused" : "MISSED", r.n_accused ? r.accused[0].log10_p : 0.0, r.pilot_z, r.scale);
+                    CU_ASSERT(ok);
+                }
+                tm_trace_result_clear(&r);
+            }
+        marked_photo_close(&mp);
+    }
+    printf("\n");
+}
+
 /* Large originals carry an enlarged tile (tm_mark_tile_scale): copies as
  * marked, crops of them, and screen-sized copies all trace, and the scale
  * reported against the original is the copy's. */
@@ -394,6 +423,7 @@ static void test_large_original(void)
 static CU_TestInfo tests[] = {
     {"scale and rotation", test_scale_and_rotation},
     {"large original: enlarged tile", test_large_original},
+    {"weak marks: alignment by evidence", test_weak_marks},
     {"flips and quarter turns", test_flips_and_turns},
     {"zero strength round trip", test_zero_strength_roundtrip},
     {"deterministic, luminance only", test_deterministic_and_luma_only},
