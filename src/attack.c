@@ -39,8 +39,7 @@ typedef struct attack_def {
     tm_status (*run)(const step_args *a, const tm_image *in, tm_image **out, char *err, size_t errlen);
 } attack_def;
 
-static tm_status fail(char *err, size_t errlen, const char *fmt, ...) __attribute__((format(printf, 3, 4)));
-static tm_status fail(char *err, size_t errlen, const char *fmt, ...)
+tm_status tm_fail_arg(char *err, size_t errlen, const char *fmt, ...)
 {
     if (err && errlen) {
         va_list ap;
@@ -90,7 +89,7 @@ static tm_status codec_roundtrip(const tm_image *in, const tm_save_options *so, 
 static tm_status a_jpeg(const step_args *a, const tm_image *in, tm_image **out, char *err, size_t errlen)
 {
     double q;
-    if (num_arg(a, "q", 1, 100, 75, 1, &q)) return fail(err, errlen, "jpeg: q wants a whole number 1..100");
+    if (num_arg(a, "q", 1, 100, 75, 1, &q)) return tm_fail_arg(err, errlen, "jpeg: q wants a whole number 1..100");
     tm_save_options so;
     tm_save_options_init(&so);
     so.format = TM_FORMAT_JPEG;
@@ -101,7 +100,7 @@ static tm_status a_jpeg(const step_args *a, const tm_image *in, tm_image **out, 
         if (!strcmp(ss, "444")) so.subsampling = TM_SS_444;
         else if (!strcmp(ss, "422")) so.subsampling = TM_SS_422;
         else if (!strcmp(ss, "420")) so.subsampling = TM_SS_420;
-        else return fail(err, errlen, "jpeg: ss wants 444, 422 or 420");
+        else return tm_fail_arg(err, errlen, "jpeg: ss wants 444, 422 or 420");
     }
     return codec_roundtrip(in, &so, out);
 }
@@ -109,7 +108,7 @@ static tm_status a_jpeg(const step_args *a, const tm_image *in, tm_image **out, 
 static tm_status a_webp(const step_args *a, const tm_image *in, tm_image **out, char *err, size_t errlen)
 {
     double q;
-    if (num_arg(a, "q", 1, 100, 75, 1, &q)) return fail(err, errlen, "webp: q wants a whole number 1..100");
+    if (num_arg(a, "q", 1, 100, 75, 1, &q)) return tm_fail_arg(err, errlen, "webp: q wants a whole number 1..100");
     tm_save_options so;
     tm_save_options_init(&so);
     so.format = TM_FORMAT_WEBP;
@@ -156,21 +155,21 @@ static double f_contrast(double v, double k)
 static tm_status a_gamma(const step_args *a, const tm_image *in, tm_image **out, char *err, size_t errlen)
 {
     double g;
-    if (num_arg(a, "g", 0.1, 10, NAN, 0, &g)) return fail(err, errlen, "gamma: wants a value in 0.1..10, e.g. gamma:1.2");
+    if (num_arg(a, "g", 0.1, 10, NAN, 0, &g)) return tm_fail_arg(err, errlen, "gamma: wants a value in 0.1..10, e.g. gamma:1.2");
     return pointwise(in, out, f_gamma, g);
 }
 
 static tm_status a_brightness(const step_args *a, const tm_image *in, tm_image **out, char *err, size_t errlen)
 {
     double d;
-    if (num_arg(a, "d", -255, 255, NAN, 0, &d)) return fail(err, errlen, "brightness: wants an offset in -255..255");
+    if (num_arg(a, "d", -255, 255, NAN, 0, &d)) return tm_fail_arg(err, errlen, "brightness: wants an offset in -255..255");
     return pointwise(in, out, f_brightness, d);
 }
 
 static tm_status a_contrast(const step_args *a, const tm_image *in, tm_image **out, char *err, size_t errlen)
 {
     double k;
-    if (num_arg(a, "k", 0, 10, NAN, 0, &k)) return fail(err, errlen, "contrast: wants a factor in 0..10");
+    if (num_arg(a, "k", 0, 10, NAN, 0, &k)) return tm_fail_arg(err, errlen, "contrast: wants a factor in 0..10");
     return pointwise(in, out, f_contrast, k);
 }
 
@@ -233,7 +232,7 @@ out:
 static tm_status a_blur(const step_args *a, const tm_image *in, tm_image **out, char *err, size_t errlen)
 {
     double sigma;
-    if (num_arg(a, "sigma", 0.1, 20, 1.0, 0, &sigma)) return fail(err, errlen, "blur: sigma wants 0.1..20");
+    if (num_arg(a, "sigma", 0.1, 20, 1.0, 0, &sigma)) return tm_fail_arg(err, errlen, "blur: sigma wants 0.1..20");
     return gauss_blur(in, sigma, out);
 }
 
@@ -242,8 +241,8 @@ static tm_status a_blur(const step_args *a, const tm_image *in, tm_image **out, 
 static tm_status a_sharpen(const step_args *a, const tm_image *in, tm_image **out, char *err, size_t errlen)
 {
     double amount, sigma;
-    if (num_arg(a, "amount", 0, 10, 1.0, 0, &amount)) return fail(err, errlen, "sharpen: amount wants 0..10");
-    if (num_arg(a, "sigma", 0.1, 20, 1.0, 0, &sigma)) return fail(err, errlen, "sharpen: sigma wants 0.1..20");
+    if (num_arg(a, "amount", 0, 10, 1.0, 0, &amount)) return tm_fail_arg(err, errlen, "sharpen: amount wants 0..10");
+    if (num_arg(a, "sigma", 0.1, 20, 1.0, 0, &sigma)) return tm_fail_arg(err, errlen, "sharpen: sigma wants 0.1..20");
     tm_status st = gauss_blur(in, sigma, out);
     if (st != TM_OK) return st;
     int nc = tm_color_channels(in);
@@ -260,8 +259,8 @@ static tm_status a_sharpen(const step_args *a, const tm_image *in, tm_image **ou
 static tm_status a_noise(const step_args *a, const tm_image *in, tm_image **out, char *err, size_t errlen)
 {
     double sigma, seed;
-    if (num_arg(a, "sigma", 0, 100, 2.0, 0, &sigma)) return fail(err, errlen, "noise: sigma wants 0..100");
-    if (num_arg(a, "seed", 0, 4294967295.0, 1, 1, &seed)) return fail(err, errlen, "noise: seed wants a whole number 0..4294967295");
+    if (num_arg(a, "sigma", 0, 100, 2.0, 0, &sigma)) return tm_fail_arg(err, errlen, "noise: sigma wants 0..100");
+    if (num_arg(a, "seed", 0, 4294967295.0, 1, 1, &seed)) return tm_fail_arg(err, errlen, "noise: seed wants a whole number 0..4294967295");
     gsl_rng *rng = gsl_rng_alloc(gsl_rng_mt19937);
     if (!rng) return TM_ERR_NOMEM;
     gsl_rng_set(rng, (unsigned long)seed + 1); /* GSL maps seed 0 to its default */
@@ -299,15 +298,15 @@ static int parse_window(const char *v, int *w, int *h, int *x, int *y)
 static tm_status a_crop(const step_args *a, const tm_image *in, tm_image **out, char *err, size_t errlen)
 {
     const char *v = arg(a, "f");
-    if (!v) return fail(err, errlen, "crop: wants a fraction (crop:0.5) or a window (crop:640x480+10+20)");
+    if (!v) return tm_fail_arg(err, errlen, "crop: wants a fraction (crop:0.5) or a window (crop:640x480+10+20)");
     int w, h, x, y;
     if (strchr(v, 'x')) {
-        if (parse_window(v, &w, &h, &x, &y)) return fail(err, errlen, "crop: bad window '%s', want WxH+X+Y", v);
+        if (parse_window(v, &w, &h, &x, &y)) return tm_fail_arg(err, errlen, "crop: bad window '%s', want WxH+X+Y", v);
         if (w < 1 || h < 1 || x + w > in->width || y + h > in->height)
-            return fail(err, errlen, "crop: window %s is not inside the %dx%d image", v, in->width, in->height);
+            return tm_fail_arg(err, errlen, "crop: window %s is not inside the %dx%d image", v, in->width, in->height);
     } else {
         double f;
-        if (num_arg(a, "f", 0.01, 1, NAN, 0, &f)) return fail(err, errlen, "crop: fraction wants 0.01..1");
+        if (num_arg(a, "f", 0.01, 1, NAN, 0, &f)) return tm_fail_arg(err, errlen, "crop: fraction wants 0.01..1");
         w = (int)lround(in->width * f);
         h = (int)lround(in->height * f);
         if (w < 1) w = 1;
@@ -441,7 +440,7 @@ static void median_sliding(const float *src, float *dst, int w, int h, int r, co
 static tm_status a_median(const step_args *a, const tm_image *in, tm_image **out, char *err, size_t errlen)
 {
     double rr;
-    if (num_arg(a, "r", 1, 5, 1, 1, &rr)) return fail(err, errlen, "median: r wants a whole number 1..5");
+    if (num_arg(a, "r", 1, 5, 1, 1, &rr)) return tm_fail_arg(err, errlen, "median: r wants a whole number 1..5");
     int r = (int)rr, w = in->width, h = in->height, side = 2 * r + 1;
     /* r = 1: three rows of w + 2 floats; r > 1: one window */
     float *scratch = malloc(sizeof(float) * (r == 1 ? 3 * ((size_t)w + 2) : (size_t)side * side));
@@ -470,7 +469,7 @@ out:
 static tm_status a_saturation(const step_args *a, const tm_image *in, tm_image **out, char *err, size_t errlen)
 {
     double k;
-    if (num_arg(a, "k", 0, 4, NAN, 0, &k)) return fail(err, errlen, "saturation: wants a factor in 0..4, e.g. saturation:1.5");
+    if (num_arg(a, "k", 0, 4, NAN, 0, &k)) return tm_fail_arg(err, errlen, "saturation: wants a factor in 0..4, e.g. saturation:1.5");
     tm_status st = tm_image_clone(in, out);
     if (st != TM_OK || tm_color_channels(in) < 3) return st;
     size_t n = (size_t)in->width * in->height;
@@ -732,8 +731,8 @@ static tm_status palette_index_init(palette *pal)
 static tm_status a_quantize(const step_args *a, const tm_image *in, tm_image **out, char *err, size_t errlen)
 {
     double ncol, dither;
-    if (num_arg(a, "colors", 2, PAL_MAX, PAL_MAX, 1, &ncol)) return fail(err, errlen, "quantize: colors wants a whole number 2..256");
-    if (num_arg(a, "dither", 0, 1, 0, 1, &dither)) return fail(err, errlen, "quantize: dither wants 0 or 1");
+    if (num_arg(a, "colors", 2, PAL_MAX, PAL_MAX, 1, &ncol)) return tm_fail_arg(err, errlen, "quantize: colors wants a whole number 2..256");
+    if (num_arg(a, "dither", 0, 1, 0, 1, &dither)) return tm_fail_arg(err, errlen, "quantize: dither wants 0 or 1");
     int nc = tm_color_channels(in) >= 3 ? 3 : 1, w = in->width, h = in->height;
     palette *pal = calloc(1, sizeof *pal);
     float *ebuf = NULL;
@@ -941,18 +940,18 @@ out:
 static tm_status a_scale(const step_args *a, const tm_image *in, tm_image **out, char *err, size_t errlen)
 {
     double f;
-    if (num_arg(a, "f", 0.05, 8, NAN, 0, &f)) return fail(err, errlen, "scale: wants a factor in 0.05..8, e.g. scale:0.5");
+    if (num_arg(a, "f", 0.05, 8, NAN, 0, &f)) return tm_fail_arg(err, errlen, "scale: wants a factor in 0.05..8, e.g. scale:0.5");
     const resample_filter *flt = &filters[0];
     const char *name = arg(a, "filter");
     if (name) {
         flt = NULL;
         for (size_t i = 0; i < sizeof filters / sizeof filters[0]; i++)
             if (!strcmp(filters[i].name, name)) flt = &filters[i];
-        if (!flt) return fail(err, errlen, "scale: filter wants lanczos, bicubic, bilinear or box");
+        if (!flt) return tm_fail_arg(err, errlen, "scale: filter wants lanczos, bicubic, bilinear or box");
     }
     long ow = lround(in->width * f), oh = lround(in->height * f);
     if (ow < 1 || oh < 1 || ow > TM_MAX_SIDE || oh > TM_MAX_SIDE)
-        return fail(err, errlen, "scale: %dx%d scaled by %g gives an empty or oversized image", in->width, in->height, f);
+        return tm_fail_arg(err, errlen, "scale: %dx%d scaled by %g gives an empty or oversized image", in->width, in->height, f);
     return resample(in, (int)ow, (int)oh, f, f, flt, out);
 }
 
@@ -960,9 +959,9 @@ static tm_status a_scale(const step_args *a, const tm_image *in, tm_image **out,
 static tm_status a_aspect(const step_args *a, const tm_image *in, tm_image **out, char *err, size_t errlen)
 {
     double f;
-    if (num_arg(a, "f", 0.5, 2, NAN, 0, &f)) return fail(err, errlen, "aspect: wants a width factor in 0.5..2");
+    if (num_arg(a, "f", 0.5, 2, NAN, 0, &f)) return tm_fail_arg(err, errlen, "aspect: wants a width factor in 0.5..2");
     long ow = lround(in->width * f);
-    if (ow < 1 || ow > TM_MAX_SIDE) return fail(err, errlen, "aspect: width %d stretched by %g is out of range", in->width, f);
+    if (ow < 1 || ow > TM_MAX_SIDE) return tm_fail_arg(err, errlen, "aspect: width %d stretched by %g is out of range", in->width, f);
     return resample(in, (int)ow, in->height, f, 1, &filters[0], out);
 }
 
@@ -1013,13 +1012,13 @@ static void inner_rect(double w, double h, double a, double *rw, double *rh)
 static tm_status a_rotate(const step_args *a, const tm_image *in, tm_image **out, char *err, size_t errlen)
 {
     double deg, crop;
-    if (num_arg(a, "deg", -360, 360, NAN, 0, &deg)) return fail(err, errlen, "rotate: wants an angle in -360..360 degrees");
-    if (num_arg(a, "crop", 0, 1, 1, 1, &crop)) return fail(err, errlen, "rotate: crop wants 1 or 0");
+    if (num_arg(a, "deg", -360, 360, NAN, 0, &deg)) return tm_fail_arg(err, errlen, "rotate: wants an angle in -360..360 degrees");
+    if (num_arg(a, "crop", 0, 1, 1, 1, &crop)) return tm_fail_arg(err, errlen, "rotate: crop wants 1 or 0");
     int cubic = 1;
     const char *ip = arg(a, "interp");
     if (ip) {
         if (!strcmp(ip, "bilinear")) cubic = 0;
-        else if (strcmp(ip, "bicubic")) return fail(err, errlen, "rotate: interp wants bicubic or bilinear");
+        else if (strcmp(ip, "bicubic")) return tm_fail_arg(err, errlen, "rotate: interp wants bicubic or bilinear");
     }
     int w = in->width, h = in->height, ow = w, oh = h;
     double th = deg * M_PI / 180, ct = cos(th), snt = sin(th);
@@ -1028,7 +1027,7 @@ static tm_status a_rotate(const step_args *a, const tm_image *in, tm_image **out
         inner_rect(w, h, th, &rw, &rh);
         ow = (int)floor(rw + 1e-6);
         oh = (int)floor(rh + 1e-6);
-        if (ow < 1 || oh < 1) return fail(err, errlen, "rotate: nothing of a %dx%d image is left after cropping", w, h);
+        if (ow < 1 || oh < 1) return tm_fail_arg(err, errlen, "rotate: nothing of a %dx%d image is left after cropping", w, h);
     }
     tm_status st = new_like(in, ow, oh, out);
     if (st != TM_OK) return st;
@@ -1052,7 +1051,7 @@ static tm_status a_rotate(const step_args *a, const tm_image *in, tm_image **out
 static tm_status a_flip(const step_args *a, const tm_image *in, tm_image **out, char *err, size_t errlen)
 {
     const char *ax = arg(a, "axis");
-    if (!ax || (strcmp(ax, "h") && strcmp(ax, "v"))) return fail(err, errlen, "flip: wants h or v");
+    if (!ax || (strcmp(ax, "h") && strcmp(ax, "v"))) return tm_fail_arg(err, errlen, "flip: wants h or v");
     int w = in->width, h = in->height, horiz = !strcmp(ax, "h");
     tm_status st = new_like(in, w, h, out);
     if (st != TM_OK) return st;
@@ -1074,7 +1073,7 @@ static tm_status a_turn(const step_args *a, const tm_image *in, tm_image **out, 
 {
     double deg;
     if (num_arg(a, "deg", 90, 270, NAN, 1, &deg) || ((int)deg != 90 && (int)deg != 180 && (int)deg != 270))
-        return fail(err, errlen, "turn: wants 90, 180 or 270");
+        return tm_fail_arg(err, errlen, "turn: wants 90, 180 or 270");
     int q = (int)deg / 90, w = in->width, h = in->height;
     int ow = q == 2 ? w : h, oh = q == 2 ? h : w;
     tm_status st = new_like(in, ow, oh, out);
@@ -1124,8 +1123,8 @@ static tm_status a_screenshot(const step_args *a, const tm_image *in, tm_image *
 {
     double side, q;
     if (num_arg(a, "side", 16, TM_MAX_SIDE, 1280, 1, &side))
-        return fail(err, errlen, "screenshot: side wants a whole number of pixels 16..%d", TM_MAX_SIDE);
-    if (num_arg(a, "q", 1, 100, 75, 1, &q)) return fail(err, errlen, "screenshot: q wants a whole number 1..100");
+        return tm_fail_arg(err, errlen, "screenshot: side wants a whole number of pixels 16..%d", TM_MAX_SIDE);
+    if (num_arg(a, "q", 1, 100, 75, 1, &q)) return tm_fail_arg(err, errlen, "screenshot: q wants a whole number 1..100");
     tm_image *shown = NULL, *cropped = NULL;
     const tm_image *cur = in;
     int longest = in->width > in->height ? in->width : in->height;
@@ -1139,7 +1138,7 @@ static tm_status a_screenshot(const step_args *a, const tm_image *in, tm_image *
         cur = shown;
     }
     if (cur->width <= 8 || cur->height <= 8) {
-        st = fail(err, errlen, "screenshot: a %dx%d capture is too small to lose its 4-pixel border", cur->width, cur->height);
+        st = tm_fail_arg(err, errlen, "screenshot: a %dx%d capture is too small to lose its 4-pixel border", cur->width, cur->height);
         goto out;
     }
     step_args ca = one_arg("f", "%dx%d+4+4", cur->width - 8, cur->height - 8), ja = one_arg("q", "%d", (int)q);
@@ -1182,8 +1181,8 @@ static void bend_at(const bend_field *bf, int x, int y, double *d)
 static tm_status a_bend(const step_args *a, const tm_image *in, tm_image **out, char *err, size_t errlen)
 {
     double strength, seed;
-    if (num_arg(a, "strength", 0, 10, 1.0, 0, &strength)) return fail(err, errlen, "bend: strength wants 0..10 pixels");
-    if (num_arg(a, "seed", 0, 4294967295.0, 1, 1, &seed)) return fail(err, errlen, "bend: seed wants a whole number 0..4294967295");
+    if (num_arg(a, "strength", 0, 10, 1.0, 0, &strength)) return tm_fail_arg(err, errlen, "bend: strength wants 0..10 pixels");
+    if (num_arg(a, "seed", 0, 4294967295.0, 1, 1, &seed)) return tm_fail_arg(err, errlen, "bend: seed wants a whole number 0..4294967295");
     int w = in->width, h = in->height;
     bend_field bf = {.w = w, .h = h};
     size_t nu = (size_t)2 * BEND_WAVES * w, nv = (size_t)2 * BEND_WAVES * h;
@@ -1340,7 +1339,7 @@ static tm_status c_interleave(const step_args *a, const tm_image *const *in, siz
 {
     double b;
     if (num_arg(a, "block", 1, TM_MAX_SIDE, 64, 1, &b))
-        return fail(err, errlen, "interleave: block wants a whole number of pixels 1..%d", TM_MAX_SIDE);
+        return tm_fail_arg(err, errlen, "interleave: block wants a whole number of pixels 1..%d", TM_MAX_SIDE);
     int w = in[0]->width, h = in[0]->height, bs = (int)b;
     tm_status st = new_like(in[0], w, h, out);
     if (st != TM_OK) return st;
@@ -1400,12 +1399,12 @@ static tm_status parse_step(const char *s, size_t len, int combining, const atta
                             step_args *a, char *err, size_t errlen)
 {
     char buf[160];
-    if (len == 0 || len >= sizeof buf) return fail(err, errlen, "empty or overlong step in the attack spec");
+    if (len == 0 || len >= sizeof buf) return tm_fail_arg(err, errlen, "empty or overlong step in the attack spec");
     memcpy(buf, s, len);
     buf[len] = 0;
     memset(a, 0, sizeof *a);
     char *save = NULL, *tok = strtok_r(buf, ":", &save);
-    if (!tok) return fail(err, errlen, "empty step in the attack spec");
+    if (!tok) return tm_fail_arg(err, errlen, "empty step in the attack spec");
     const char *name = NULL, *params = NULL;
     const attack_def *ad = NULL;
     const combine_def *cd = NULL;
@@ -1414,21 +1413,21 @@ static tm_status parse_step(const char *s, size_t len, int combining, const atta
     for (size_t i = 0; i < N_COMBINERS; i++)
         if (!strcmp(combiners[i].name, tok)) cd = &combiners[i];
     if (combining) {
-        if (!cd && ad) return fail(err, errlen, "'%s' is not a combine mode: want average, min, max, median or interleave", tok);
-        if (!cd) return fail(err, errlen, "unknown combine mode '%s': want average, min, max, median or interleave", tok);
+        if (!cd && ad) return tm_fail_arg(err, errlen, "'%s' is not a combine mode: want average, min, max, median or interleave", tok);
+        if (!cd) return tm_fail_arg(err, errlen, "unknown combine mode '%s': want average, min, max, median or interleave", tok);
         *cdef = cd;
         name = cd->name;
         params = cd->params;
     } else {
-        if (!ad && cd) return fail(err, errlen, "'%s' combines several images, so it can only start a combine spec", tok);
-        if (!ad) return fail(err, errlen, "unknown attack '%s'", tok);
+        if (!ad && cd) return tm_fail_arg(err, errlen, "'%s' combines several images, so it can only start a combine spec", tok);
+        if (!ad) return tm_fail_arg(err, errlen, "unknown attack '%s'", tok);
         *def = ad;
         name = ad->name;
         params = ad->params;
     }
     int pos = 0;
     while ((tok = strtok_r(NULL, ":", &save))) {
-        if (a->n == MAX_ARGS) return fail(err, errlen, "%s: too many arguments", name);
+        if (a->n == MAX_ARGS) return tm_fail_arg(err, errlen, "%s: too many arguments", name);
         char *eq = strchr(tok, '=');
         const char *key = tok, *val = tok;
         char pname[16];
@@ -1436,14 +1435,14 @@ static tm_status parse_step(const char *s, size_t len, int combining, const atta
             *eq = 0;
             val = eq + 1;
         } else if (!param_name(params, pos++, pname, sizeof pname)) {
-            return fail(err, errlen, "%s: unexpected argument '%s'", name, tok);
+            return tm_fail_arg(err, errlen, "%s: unexpected argument '%s'", name, tok);
         } else {
             key = pname;
         }
-        if (!*key || !*val || !param_known(params, key)) return fail(err, errlen, "%s: unknown argument '%s'", name, tok);
-        if (arg(a, key)) return fail(err, errlen, "%s: '%s' given twice", name, key);
+        if (!*key || !*val || !param_known(params, key)) return tm_fail_arg(err, errlen, "%s: unknown argument '%s'", name, tok);
+        if (arg(a, key)) return tm_fail_arg(err, errlen, "%s: '%s' given twice", name, key);
         if (strlen(key) >= sizeof a->key[0] || strlen(val) >= sizeof a->val[0])
-            return fail(err, errlen, "%s: argument '%s' too long", name, tok);
+            return tm_fail_arg(err, errlen, "%s: argument '%s' too long", name, tok);
         strcpy(a->key[a->n], key);
         strcpy(a->val[a->n], val);
         a->n++;
@@ -1511,12 +1510,12 @@ tm_status tm_attack_combine(const char *spec, const tm_image *const *in, size_t 
     step_args a;
     tm_status st = parse_step(step, len, 1, NULL, &def, &a, err, errlen);
     if (st != TM_OK) return st;
-    if (n < 2 || n > COMBINE_MAX) return fail(err, errlen, "%s: wants 2..%d images, got %zu", def->name, COMBINE_MAX, n);
+    if (n < 2 || n > COMBINE_MAX) return tm_fail_arg(err, errlen, "%s: wants 2..%d images, got %zu", def->name, COMBINE_MAX, n);
     for (size_t i = 0; i < n; i++)
-        if (!in[i]) return fail(err, errlen, "%s: image %zu is missing", def->name, i + 1);
+        if (!in[i]) return tm_fail_arg(err, errlen, "%s: image %zu is missing", def->name, i + 1);
     for (size_t i = 1; i < n; i++)
         if (in[i]->width != in[0]->width || in[i]->height != in[0]->height || in[i]->channels != in[0]->channels)
-            return fail(err, errlen, "%s: image %zu is %dx%d with %d channels but image 1 is %dx%d with %d; all must match",
+            return tm_fail_arg(err, errlen, "%s: image %zu is %dx%d with %d channels but image 1 is %dx%d with %d; all must match",
                         def->name, i + 1, in[i]->width, in[i]->height, in[i]->channels, in[0]->width, in[0]->height,
                         in[0]->channels);
     tm_image *mix = NULL;

@@ -64,4 +64,58 @@ static inline uint16_t tm_to_u16(float v)
     return (uint16_t)(s + 0.5f);
 }
 
+/* Writes the printf-style message into err (errlen bytes, may be NULL) and
+ * returns TM_ERR_ARG: the one-line reason a spec or argument was refused. */
+tm_status tm_fail_arg(char *err, size_t errlen, const char *fmt, ...) __attribute__((format(printf, 3, 4)));
+
+/* ---- robustness lab (lab.c sweeps, report.c writes) ------------------------ */
+
+/* A curve of the report: attacks of the grid that differ in one number only
+ * (jpeg:q=90, jpeg:q=50, jpeg:q=30), found by parsing the specs. */
+typedef struct tm_lab_curve {
+    char *family;      /* what the number measures: "JPEG quality", else "STEP KEY" */
+    char *pattern;     /* the shared spec, the number shown as "{}" */
+    size_t n;
+    size_t *attack;    /* grid indices, by increasing x */
+    double *x;         /* the number in each */
+} tm_lab_curve;
+
+/* Groups g's attacks into the curves with at least min_points (>= 2) attacks,
+ * in order of first appearance in the grid; an attack with several numbers
+ * may sit on several curves. Free with tm_lab_curves_free. */
+tm_status tm_lab_curves(const tm_lab_grid *g, size_t min_points, tm_lab_curve **curves, size_t *n);
+void tm_lab_curves_free(tm_lab_curve *c, size_t n);
+
+/* The images a sweep makes of each original for the report. */
+enum {
+    TM_LAB_THUMB_ORIG,         /* the original, long side <= 360 px (JPEG) */
+    TM_LAB_THUMB_MARKED,       /* the marked copy, the same size (JPEG) */
+    TM_LAB_THUMB_AMPLITUDE,    /* local RMS of the mark's luminance change, amplified (PNG) */
+    TM_LAB_THUMB_CROP_ORIG,    /* 180 x 180 where the mark is strongest, full resolution (PNG) */
+    TM_LAB_THUMB_CROP_MARKED,
+    TM_LAB_THUMB_CROP_DIFF,    /* the signed change there, 128 + gain * d (PNG) */
+    TM_LAB_THUMB_ICON,         /* the original, long side <= 120 px (JPEG) */
+    TM_LAB_THUMBS
+};
+
+typedef struct tm_lab_thumb {
+    uint8_t *data;             /* encoded file */
+    size_t len;
+    tm_format format;
+    int width, height;
+    double gain;               /* amplification of a difference image, else 1 */
+} tm_lab_thumb;
+
+/* What report.c reads from a lab besides the public accessors. */
+const tm_lab_params *tm_lab_get_params(const tm_lab *lab);
+const tm_lab_grid *tm_lab_get_grid(const tm_lab *lab);
+const char *tm_lab_get_key_fingerprint(const tm_lab *lab);
+
+/* Thumbnail which (TM_LAB_THUMB_*) of image i, or NULL when there is none. */
+const tm_lab_thumb *tm_lab_get_thumb(const tm_lab *lab, size_t image, int which);
+
+/* The image the report shows side by side: params.showcase, else the first
+ * of >= 1 MP, else the first swept; (size_t)-1 when none has thumbnails. */
+size_t tm_lab_showcase_image(const tm_lab *lab);
+
 #endif /* TM_INTERNAL_H */

@@ -494,6 +494,185 @@ TM_API void tm_trace_result_set_original(tm_trace_result *r, int width, int heig
 /* Frees what a trace result owns and zeroes it; NULL is a no-op. */
 TM_API void tm_trace_result_clear(tm_trace_result *r);
 
+/* ---- robustness lab ----------------------------------------------------- */
+
+/* A robustness sweep (`tracemark robustness`): every image of a corpus goes
+ * through every attack of a grid. Per image, copies are marked for L leakers
+ * among a registry of N copies (synthesised from codewords, no file), each
+ * leaked copy is attacked and traced; the null side traces the unmarked
+ * original through the same attack and the leaked copy under a wrong key.
+ * Results are trial records, per-attack tallies, a JSON file and a
+ * self-contained HTML report (report.c). */
+
+/* An attack grid: attack specs in order. An attack is a pipeline of stages
+ * separated by '|', each a tracemark attack chain (tm_attack_apply), "none",
+ * or ImageMagick's convert run on the image handed over as PNM: "im:ARGS"
+ * reads back a PNG, "imjpg:ARGS" a JPEG. */
+typedef struct tm_lab_grid tm_lab_grid;
+
+/* The built-in default grid as grid text (one attack per line, # comments). */
+TM_API const char *tm_lab_grid_default_text(void);
+
+/* Parses grid text into *out: attacks separated by newlines or ';', blanks
+ * around them dropped, a line whose first non-blank is '#' a comment. Checks
+ * the pipeline shape only (empty stage, "im:" without arguments); arguments
+ * are checked by tm_lab_create. TM_ERR_ARG with the reason in err. */
+TM_API tm_status tm_lab_grid_parse(const char *text, tm_lab_grid **out, char *err, size_t errlen);
+
+/* Frees a grid; NULL is a no-op. */
+TM_API void tm_lab_grid_free(tm_lab_grid *g);
+
+/* The number of attacks, and the i-th attack's spec (NULL past the end). */
+TM_API size_t tm_lab_grid_size(const tm_lab_grid *g);
+TM_API const char *tm_lab_grid_attack(const tm_lab_grid *g, size_t i);
+
+typedef struct tm_lab_params {
+    size_t n_copies;       /* registry size per image, leakers included; default 1000 */
+    size_t n_leakers;      /* leaked copies per image; default 1 */
+    double fpr;            /* per-trace false-accusation budget; default 1e-6 */
+    uint64_t min_pixels;   /* images with fewer pixels are skipped; default 0 */
+    int jobs;              /* worker processes; 0 = run in the calling process; default 1 */
+    int null_traces;       /* null traces per image and attack: 2 = the unmarked
+                              original and the wrong key on every leaked copy;
+                              1 = one of the two, alternating over images and
+                              attacks (half the cost); 0 = none; default 1 */
+    double strength;       /* mark strength (tm_mark_params); 0 = the default */
+    const char *tmp_dir;   /* where the scratch directory goes; NULL = "/tmp" */
+    const char *showcase;  /* file name of the image shown side by side in the
+                              report; NULL = the first of >= 1 MP by name */
+    const char *command;   /* the command line, quoted in the report; may be NULL */
+} tm_lab_params;
+
+/* Fills *p with defaults. */
+TM_API void tm_lab_params_init(tm_lab_params *p);
+
+/* One sweep: its parameters, images, results and scratch directory. */
+typedef struct tm_lab tm_lab;
+
+/* Creates a sweep of grid (copied) under key (borrowed, must outlive the lab;
+ * NULL = a fixed built-in lab key). Makes a private scratch directory and
+ * checks every attack on a small synthetic probe (ImageMagick stages run
+ * convert), so a bad spec fails here, before any work: TM_ERR_ARG with
+ * "attack 'SPEC': reason" in tm_lab_errmsg. On failure *out is still set,
+ * unless out of memory, to a handle good only for tm_lab_errmsg and
+ * tm_lab_free. */
+TM_API tm_status tm_lab_create(const tm_lab_params *p, const tm_lab_grid *grid, const tm_key *key, tm_lab **out);
+
+/* Frees a lab and removes its scratch directory; NULL is a no-op. */
+TM_API void tm_lab_free(tm_lab *lab);
+
+/* Detail of the last failure ("" when none); never NULL. */
+TM_API const char *tm_lab_errmsg(const tm_lab *lab);
+
+/* Adds one image file to the corpus (read when the sweep runs). */
+TM_API tm_status tm_lab_add_image(tm_lab *lab, const char *path);
+
+/* Adds the JPEG, PNG and WebP files of dir (by extension, sorted by name);
+ * *n_added (may be NULL) gets their number. */
+TM_API tm_status tm_lab_add_dir(tm_lab *lab, const char *dir, size_t *n_added);
+
+/* Progress of a running sweep: trials finished of the total expected (an
+ * image skipped for its size counts as all its trials). A non-zero return
+ * asks the sweep to stop. Called at least every 200 ms while workers run. */
+typedef int (*tm_lab_progress_fn)(void *ud, size_t done, size_t total);
+
+/* Runs the sweep, in params.jobs worker processes (fork(), one image at a
+ * time each, largest files first; call it from a single-threaded program) or
+ * in this process when jobs is 0. A failing image or worker stops everything
+ * (error in tm_lab_errmsg). When progress asks to stop, workers are ended and
+ * TM_OK is returned with tm_lab_complete() false. Runs once per lab. */
+TM_API tm_status tm_lab_run(tm_lab *lab, tm_lab_progress_fn progress, void *ud);
+
+/* True once tm_lab_run has finished every image. */
+TM_API int tm_lab_complete(const tm_lab *lab);
+
+typedef enum tm_lab_kind {
+    TM_LAB_LEAK = 0,          /* a leaked copy, traced under the key */
+    TM_LAB_NULL_UNMARKED = 1, /* the unmarked original, attacked the same way */
+    TM_LAB_NULL_WRONG_KEY = 2 /* the attacked leaked copy traced under a wrong key */
+} tm_lab_kind;
+
+typedef enum tm_lab_outcome {
+    TM_LAB_IDENTIFIED = 0,          /* leak: the leaker accused and nobody else */
+    TM_LAB_WRONG = 1,               /* leak: a copy other than the leaked one accused;
+                                       null: any copy accused */
+    TM_LAB_MISSED_NONE = 2,         /* leak: no mark found */
+    TM_LAB_MISSED_INCONCLUSIVE = 3, /* leak: mark seen, nobody accused within the bound */
+    TM_LAB_NULL_NONE = 4,           /* null: no mark found (right) */
+    TM_LAB_NULL_INCONCLUSIVE = 5    /* null: nobody accused (right) */
+} tm_lab_outcome;
+
+/* One trace of the sweep. */
+typedef struct tm_lab_trial {
+    uint32_t image;            /* index into the lab's images */
+    uint32_t attack;           /* index into the grid */
+    int32_t leaker;            /* the leaked copy's index, -1 for the unmarked original */
+    tm_lab_kind kind;
+    tm_lab_outcome outcome;
+    tm_verdict verdict;
+    double score, z, log10_p;  /* leak: the leaker's copy (NAN when it is not
+                                  among the accused or the best 5); null: the
+                                  best-scoring copy */
+    double innocent_log10_p;   /* the best innocent copy (leaks: other than the leaker) */
+    double pilot_z, pilot_log10_p;
+    double scale;              /* suspect size / original size */
+    double rotation_deg, aspect;
+    int flip, offset_x, offset_y;
+    int width, height;         /* the attacked image */
+    double attack_ms, trace_ms;
+} tm_lab_trial;
+
+/* One corpus image. */
+typedef struct tm_lab_image {
+    const char *path;          /* as added */
+    const char *name;          /* its file name */
+    int width, height;         /* 0 until run */
+    int skipped;               /* below min_pixels */
+    double psnr, ssim;         /* marked copy (8-bit) against the original */
+    double mark_ms;            /* analysis plus one copy */
+} tm_lab_image;
+
+/* What the trials of one attack (or of all) add up to. */
+typedef struct tm_lab_tally {
+    size_t trials;             /* leaked copies traced */
+    size_t identified, wrong, missed_none, missed_inconclusive;
+    size_t null_trials, null_accused;
+    size_t innocents_scored;   /* innocent copies scored in leak trials */
+    double weakest_log10_p;    /* largest log10_p of an identification; NAN if none */
+    double mean_trace_ms;      /* over leak trials; NAN if none */
+} tm_lab_tally;
+
+/* The images added, and the i-th one (NULL past the end). */
+TM_API size_t tm_lab_image_count(const tm_lab *lab);
+TM_API const tm_lab_image *tm_lab_image_at(const tm_lab *lab, size_t i);
+
+/* The trials recorded, sorted by image, attack, kind and leaker. */
+TM_API size_t tm_lab_trial_count(const tm_lab *lab);
+TM_API const tm_lab_trial *tm_lab_trial_at(const tm_lab *lab, size_t i);
+
+/* Tallies attack i's trials, or every trial with i == (size_t)-1. */
+TM_API void tm_lab_tally_attack(const tm_lab *lab, size_t attack, tm_lab_tally *out);
+
+/* Wall-clock time of tm_lab_run, in milliseconds. */
+TM_API double tm_lab_wall_ms(const tm_lab *lab);
+
+/* Short names: "identified", "wrong-accusation", ...; "leak", "null-unmarked",
+ * "null-wrong-key". */
+TM_API const char *tm_lab_outcome_name(tm_lab_outcome o);
+TM_API const char *tm_lab_kind_name(tm_lab_kind k);
+
+/* Writes every trial and the summary as JSON to path, atomically. A lab that
+ * has not completed gives TM_ERR_ARG and writes nothing. */
+TM_API tm_status tm_lab_write_json(const tm_lab *lab, const char *path);
+
+/* Writes the self-contained HTML report (inline SVG plots, data: URI
+ * thumbnails, no external resource) to path, atomically; as tm_lab_write_json. */
+TM_API tm_status tm_lab_write_html(const tm_lab *lab, const char *path);
+
+/* The summary as markdown tables (per attack, per image) in a malloc'd
+ * string *text that the caller frees. */
+TM_API tm_status tm_lab_summary_markdown(const tm_lab *lab, char **text);
+
 #ifdef __cplusplus
 }
 #endif

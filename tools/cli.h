@@ -52,5 +52,6 @@ int cmd_registry(int argc, char **argv);
 int cmd_mark(int argc, char **argv);
 int cmd_trace(int argc, char **argv);
 int cmd_attack(int argc, char **argv);
+int cmd_robustness(int argc, char **argv);
 
 #endif

@@ -18,6 +18,7 @@ static const cli_command commands[] = {
     {"mark", cmd_mark, "make marked copies of an image, one per recipient"},
     {"trace", cmd_trace, "name the recipient whose copy a leaked image is"},
     {"attack", cmd_attack, "distort an image as a leak might (robustness tests)"},
+    {"robustness", cmd_robustness, "sweep a corpus through a grid of attacks: JSON and HTML report"},
     {"registry", cmd_registry, "list, show and verify the recipient registry"},
     {"strip", cmd_strip, "re-write an image without identifying metadata"},
     {"inspect", cmd_inspect, "show what an image file carries (size, codec, metadata)"},
