@@ -5,8 +5,8 @@
  *    most of the host image and weights pixels by how much host noise they
  *    carry (docs/scheme.md section 7).
  * 2. Fold r modulo the tile: every period of the mark adds up coherently.
- * 3. One 128x128 FFT; per-ring noise power of the band whitens the bins.
- * 4. Pilot: correlating with the keyed pilot for all 128^2 circular shifts
+ * 3. One 125x125 FFT; per-ring noise power of the band whitens the bins.
+ * 4. Pilot: correlating with the keyed pilot for all 125^2 circular shifts
  *    at once (one inverse FFT) finds where the tile grid starts (crops) and
  *    says whether a mark is there at all (z score, Bonferroni over shifts).
  * 5. Payload: the bins, phase-shifted back to the found origin, are despread
@@ -461,8 +461,8 @@ static tm_status detect_under(const tm_layout *lay, tm_tile_fft *fft, const floa
         int cw = w < side ? w : side, ch = h < side ? h : side, ox = (w - cw) / 2, oy = (h - ch) / 2;
         return detect_luma(lay, fft, y + (size_t)oy * w + ox, cw, ch, (size_t)w, ox, oy, TM_RINGS, out);
     }
-    /* Ring k lies at k / (128 scale) cycles per suspect pixel: those that a
-     * shrink pushed beyond the band's top (TM_BAND_HI / 128) may be gone. */
+    /* Ring k lies at k / (125 scale) cycles per suspect pixel: those that a
+     * shrink pushed beyond the band's top (TM_BAND_HI / 125) may be gone. */
     int max_ring = (int)floor(TM_BAND_HI * g->scale * fmin(exp(0.5 * g->log_aspect), exp(-0.5 * g->log_aspect)));
     tm_image *warped = NULL;
     tm_status st = tm_sync_warp(y, w, h, g, side, &warped);

@@ -1,13 +1,14 @@
 /* sync.c -- blind estimation of the scale and rotation of the tiled mark,
  * and the warp of a suspect's luminance back to the marked frame.
  *
- * Every band bin of the 128-pixel tile has the same magnitude, so a marked
+ * Every band bin of the 125-pixel tile has the same magnitude, so a marked
  * image scaled by s and turned by theta carries spectral lines at
- * R(theta) k / (128 s) for every integer k with 4 <= |k| <= 20, whatever the
+ * R(theta) k / (125 s) for every integer k with 4 <= |k| <= 20, whatever the
  * key and the recipient. The estimate analyses a centred window of at most
  * 1024 x 1024 pixels, once at full resolution and, for larger suspects, once
  * averaged over 2x2 blocks (four times the area: enlarged copies put their
- * lattice at low frequencies where the host is strong). Each pass: a
+ * lattice at low frequencies where the host is strong), and for very long
+ * ones over 4x4 blocks too. Each pass: a
  * local-mean residual over the local RMS (the host's structure mostly goes),
  * a Tukey window, one FFT, and the power spectrum divided by its local
  * average (the host's 1/f falloff goes). Then:
@@ -20,8 +21,8 @@
  *      of the score below add the common cases;
  *   2. scoring: the mean whitened power at all predicted lattice points (off
  *      the axes, where the host's own lines sit), in null standard
- *      deviations; a coarse grid on the spectrum blurred over 5x5 bins, a
- *      finer one on the raw spectrum, then GSL's Nelder-Mead simplex for
+ *      deviations; a coarse grid on the spectrum's 3x3 maximum (a point
+ *      between two grid steps still reads its peak), a finer one on the raw spectrum, then GSL's Nelder-Mead simplex for
  *      sub-bin accuracy (about 0.01% in scale and 0.01 degree on 1-3 MP).
  * No key is needed and nothing here depends on it. */
 #include "config.h"
@@ -48,6 +49,12 @@
 #define MIN_POINTS 24      /* fewer usable lattice points: no score */
 #define ASPECT_SEARCH 0.15 /* |log aspect| searched: 0.86 .. 1.16 */
 #define MAX_LOG_ASPECT 0.2 /* and never refined beyond */
+/* The long side from which a suspect may show the lattice beyond
+ * TM_SYNC_SCALE_MAX: a tile of f = round(L / TM_TILE_SCALE_SIDE) periods on
+ * an original of long side L, enlarged e times, has the scale f e <= L e /
+ * TM_TILE_SCALE_SIDE + e / 2 in a suspect of long side L e; with e <= 2.5
+ * that passes 5 only from L e > 3.75 TM_TILE_SCALE_SIDE. */
+#define HUGE_SIDE (15 * TM_TILE_SCALE_SIDE / 4)
 
 typedef struct lattice_k {
     float kx, ky, r;
@@ -57,8 +64,8 @@ typedef struct lattice_k {
 typedef struct spectrum {
     int n, nc;             /* FFT side, n / 2 + 1 */
     float *pw;             /* n x nc whitened, clipped power */
-    float *pb;             /* the same blurred over 5x5 bins, for coarse search */
-    double mu, sd, sdb;    /* their mean and deviations over the band */
+    float *pb;             /* its 3x3 maximum, for coarse search */
+    double mu, sd, mub, sdb; /* their means and deviations over the band */
     lattice_k *k;          /* band vectors off the axes, half plane, by radius */
     int nk;
 } spectrum;
@@ -245,22 +252,21 @@ static void band_stats(const spectrum *sp, const float *p, double *mu, double *s
     *sd = cnt ? sqrt(fmax(s2 / cnt - *mu * *mu, 1e-12)) : 1;
 }
 
-/* pb = pw averaged over 5x5 bins (rows wrap, columns clamp); row holds nc floats. */
-static void blur5(const float *pw, float *pb, float *row, int n, int nc)
+/* pb = the maximum of pw over 3x3 bins (rows wrap, columns clamp); row holds
+ * nc floats. A lattice point that falls between two steps of a coarse search
+ * still reads its peak's full height, where an average would spread it. */
+static void max3(const float *pw, float *pb, float *row, int n, int nc)
 {
     for (int r = 0; r < n; r++) {
+        const float *a = pw + (size_t)((r + n - 1) % n) * nc, *b = pw + (size_t)r * nc, *c = pw + (size_t)((r + 1) % n) * nc;
+        for (int x = 0; x < nc; x++) row[x] = fmaxf(fmaxf(a[x], b[x]), c[x]);
         float *d = pb + (size_t)r * nc;
-        memset(d, 0, sizeof(float) * nc);
-        for (int j = -2; j <= 2; j++) {
-            const float *s = pw + (size_t)((r + j + n) % n) * nc;
-            for (int x = 0; x < nc; x++) d[x] += s[x];
+        for (int x = 0; x < nc; x++) {
+            float m = row[x];
+            if (x > 0) m = fmaxf(m, row[x - 1]);
+            if (x + 1 < nc) m = fmaxf(m, row[x + 1]);
+            d[x] = m;
         }
-    }
-    for (int r = 0; r < n; r++) {
-        float *d = pb + (size_t)r * nc;
-        memcpy(row, d, sizeof(float) * nc);
-        box_line(row, d, nc, 2);
-        for (int x = 0; x < nc; x++) d[x] *= 0.2f;
     }
 }
 
@@ -288,21 +294,21 @@ static tm_status lattice_make(spectrum *sp)
 }
 
 /* Lattice evidence for (scale s, rotation th degrees, log aspect la) on the
- * raw (coarse = 0) or blurred power: mean whitened power at the predicted
+ * raw (coarse = 0) or 3x3-maximum power: mean whitened power at the predicted
  * points (bilinear), in null standard deviations of such a mean. The suspect
- * maps marked offsets u to D R s u (sync.h), so the tile's frequencies k / 128
- * land at D^-1 R k / (128 s): x divided by sqrt(aspect), y multiplied. */
+ * maps marked offsets u to D R s u (sync.h), so the tile's frequencies k / 125
+ * land at D^-1 R k / (125 s): x divided by sqrt(aspect), y multiplied. */
 static double lattice_score(const spectrum *sp, int coarse, double s, double th, double la)
 {
     const float *p = coarse ? sp->pb : sp->pw;
-    double sd = coarse ? sp->sdb : sp->sd;
+    double mu = coarse ? sp->mub : sp->mu, sd = coarse ? sp->sdb : sp->sd;
     int n = sp->n, nc = sp->nc;
     double a = th * M_PI / 180, c = cos(a), sn = sin(a), g = n / (TM_TILE * s);
     double gx = g * exp(-0.5 * la), gy = g * exp(0.5 * la);
     double lim = band_hi(n), sum = 0;
     int cnt = 0;
-    /* The coarse searches read every other lattice vector: the blurred power
-     * already pools neighbouring bins, and half the points find the peak. */
+    /* The coarse searches read every other lattice vector: the pooled power
+     * already covers neighbouring bins, and half the points find the peak. */
     for (int i = 0; i < sp->nk; i += coarse ? 2 : 1) {
         double kx = sp->k[i].kx, ky = sp->k[i].ky;
         double fx = gx * (c * kx + sn * ky), fy = gy * (-sn * kx + c * ky);
@@ -321,7 +327,7 @@ static double lattice_score(const spectrum *sp, int coarse, double s, double th,
         cnt++;
     }
     if (cnt < MIN_POINTS) return 0;
-    return (sum / cnt - sp->mu) / sd * sqrt((double)cnt);
+    return (sum / cnt - mu) / sd * sqrt((double)cnt);
 }
 
 /* ---- hypotheses and refinement ------------------------------------------------- */
@@ -595,10 +601,9 @@ static tm_status analyse(workspace *ws, const float *y, int w, int h, int f, tm_
     fftwf_execute(ws->fwd);
     whiten(ws->spec, sp->pw, ws->tmp, ws->acc, nn, nc, nn / 64);
     mask_block_grid(sp->pw, nn, nc, f);
-    blur5(sp->pw, sp->pb, ws->tmp, nn, nc);
-    double mub;
+    max3(sp->pw, sp->pb, ws->tmp, nn, nc);
     band_stats(sp, sp->pw, &sp->mu, &sp->sd);
-    band_stats(sp, sp->pb, &mub, &sp->sdb); /* mub ~ mu: the blur keeps the mean */
+    band_stats(sp, sp->pb, &sp->mub, &sp->sdb);
     if (f == 1) *ident = lattice_score(sp, 0, 1, 0, 0);
 
     /* 1. Hypotheses from the autocorrelation of the band's whitened power. */
@@ -631,7 +636,7 @@ static tm_status analyse(workspace *ws, const float *y, int w, int h, int f, tm_
         if ((double)k / f <= TM_SYNC_SCALE_MAX) line_search(sp, SCAN_ROTATION, (double)k / f, 0, hyp, &nh, k == 1 ? 3 : 2);
     line_search(sp, SCAN_SCALE_ASPECT, 0, 0, hyp, &nh, 2);
 
-    /* 2. Score each on the blurred power around its raw position; the
+    /* 2. Score each on the pooled power around its raw position; the
      * strongest may be stretched lattices seen as similarities (a turn, then
      * a non-uniform resize): try aspects; refine the best. */
     for (int i = 0; i < nh; i++) grid_refine(sp, 1, &hyp[i], 3, 1.5);
@@ -668,7 +673,7 @@ tm_status tm_sync_estimate(const float *y, int w, int h, tm_geom *cands, int max
     if (!y || !cands || !n || max < 1 || w < 1 || h < 1) return TM_ERR_ARG;
     *n = 0;
     workspace ws;
-    tm_geom all[2 * N_REFINE];
+    tm_geom all[3 * N_REFINE];
     int nall = 0;
     tm_geom ident = {.scale = 1};
     tm_status st = workspace_init(&ws, WIN);
@@ -678,6 +683,12 @@ tm_status tm_sync_estimate(const float *y, int w, int h, tm_geom *cands, int max
         /* Enlarged copies put their lattice at low frequencies, where the host
          * is strong: a 2x2-averaged pass over four times the area sees them. */
         if (w >= 4 * TM_TILE && h >= 4 * TM_TILE && (st = analyse(&ws, y, w, h, 2, all, &nall, &ident.score)) != TM_OK)
+            goto out;
+        /* A large original's tile (up to TM_TILE_SCALE_MAX x) enlarged too
+         * can put the lattice beyond TM_SYNC_SCALE_MAX: a 4x4-averaged pass
+         * sees it, when the suspect is long enough to hold such a copy. */
+        if ((w > h ? w : h) >= HUGE_SIDE && w >= 8 * TM_TILE && h >= 8 * TM_TILE &&
+            (st = analyse(&ws, y, w, h, 4, all, &nall, &ident.score)) != TM_OK)
             goto out;
     }
     /* Strongest first, duplicates dropped, the identity always present. */

@@ -1,8 +1,8 @@
 /* sync.h -- blind geometric synchronisation of the tiled mark (internal).
  *
- * The mark repeats a 128-pixel tile whose spectrum has the same magnitude at
+ * The mark repeats a 125-pixel tile whose spectrum has the same magnitude at
  * every band bin, so any copy that was scaled by s and rotated by theta shows
- * a lattice of spectral lines at R(theta) k / (128 s), k an integer vector with
+ * a lattice of spectral lines at R(theta) k / (125 s), k an integer vector with
  * 4 <= |k| <= 20. sync.c reads (s, theta) from that lattice without the key
  * and resamples the suspect back to the marked frame (docs/scheme.md,
  * "Geometric synchronisation"). */

@@ -380,6 +380,20 @@ static void test_sync_photo(void)
     tm_key_free(key);
 }
 
+/* A flat sunset sky enlarged 2.5x: the lattice sits at low frequencies
+ * where the sky's gradient is strong and every line is sharp. The coarse
+ * search, on an average over 5x5 bins, lost it from 2.4x on. */
+static void test_sync_enlarged_sky(void)
+{
+    tm_key *key = test_key();
+    tm_image *orig = photo("plasma_EveningGlow.jpg", "crop:1024x768+768+416"), *m = mark(key, orig);
+    check_sync(key, m, "scale:2.5", 2.5, 0);
+    check_sync(key, m, "scale:2.4,jpeg:q=75", 2.4, 0);
+    tm_image_free(m);
+    tm_image_free(orig);
+    tm_key_free(key);
+}
+
 /* Flips and quarter turns leave the lattice's (scale, rotation mod 90) alone. */
 static void test_sync_flip_turn_invariant(void)
 {
@@ -569,6 +583,7 @@ int main(void)
         {"bad geometric specs are refused", test_bad_geometry_specs},
         {"sync recovers scale and rotation (512x512 photo)", test_sync_small_photo},
         {"sync recovers scale and rotation (1024x768 photo)", test_sync_photo},
+        {"sync finds a flat sky enlarged 2.4-2.5x", test_sync_enlarged_sky},
         {"sync ignores flips and quarter turns", test_sync_flip_turn_invariant},
         {"sync: unmarked photos score low", test_sync_unmarked_low},
         {"sync warp: identity, inverse scale, canvas, cap, arguments", test_sync_warp_geometry},
