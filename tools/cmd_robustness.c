@@ -67,7 +67,8 @@ static void robustness_help(void)
            "  -a, --attacks \"A;B\"    the attacks to run, separated by ';'\n"
            "      --grid FILE        read the attacks from FILE: one per line, '#' starts\n"
            "                         a comment line\n"
-           "      --list-grid        print the grid (the default or the one given), exit\n"
+           "      --list-grid        print the grid and exit (a grid given is checked\n"
+           "                         first: each attack tried once)\n"
            "  -n, --copies N         registry size per image, leakers included (default 1000)\n"
            "  -l, --leakers L        leaked copies per image (default 1)\n"
            "  -m, --min-pixels P     skip images with fewer than P pixels (default 0)\n"
@@ -99,7 +100,7 @@ static void robustness_help(void)
            "Examples:\n"
            "  tracemark robustness --json sweep.json --report sweep.html\n"
            "  tracemark robustness -a \"jpeg:q=50;scale:0.5;crop:0.6\" ~/photos\n"
-           "  tracemark robustness --grid my.grid -n 10000 -l 3 -m 1000000 corpus/\n"
+           "  tracemark robustness --grid bench/grids/geometric.grid -n 10000 -l 3 -m 1000000\n"
            "\n"
            "Exit status: 0 the sweep ran (whatever it identified), 2 error (nothing\n"
            "written), 3 the sweep ran but accused an innocent at least once: a false\n"
@@ -333,7 +334,16 @@ int cmd_robustness(int argc, char **argv)
         else cli_status(grid_file ? grid_file : "robustness", st);
         goto out;
     }
+    const char *tmp = getenv("TMPDIR");
+    lp.tmp_dir = tmp && *tmp ? tmp : "/tmp";
     if (list_grid) {
+        /* a grid given is checked as a sweep checks it: each attack tried once */
+        if ((st = tm_lab_create(&lp, grid, NULL, &lab)) != TM_OK) {
+            const char *m = tm_lab_errmsg(lab);
+            if (m[0]) cli_error(grid_file ? grid_file : "robustness", "%s", m);
+            else cli_status("robustness", st);
+            goto out;
+        }
         for (size_t i = 0; i < tm_lab_grid_size(grid); i++) printf("%s\n", tm_lab_grid_attack(grid, i));
         rc = CLI_OK;
         goto out;
@@ -354,8 +364,6 @@ int cmd_robustness(int argc, char **argv)
         cli_status(key_file, st);
         goto out;
     }
-    const char *tmp = getenv("TMPDIR");
-    lp.tmp_dir = tmp && *tmp ? tmp : "/tmp";
     lp.command = cmdline = command_line(argc, argv);
 
     /* stop cleanly on Ctrl-C or SIGTERM: the library ends the workers */

@@ -82,6 +82,10 @@ printf '# my grid\njpeg:q=50\nsharpen:amount=99\n' >"$T/bad.grid"
 expect "bad grid file" 2 "$TRACEMARK" robustness --grid "$T/bad.grid" "$T/corpus"
 lines "one line: grid file" "$ERR" 1
 has "grid file attack named" "$ERR" "attack 'sharpen:amount=99'"
+expect "bad grid file, listed" 2 "$TRACEMARK" robustness --grid "$T/bad.grid" --list-grid
+has "listing names the bad attack" "$ERR" "attack 'sharpen:amount=99'"
+expect "the bundled geometric grid" 0 "$TRACEMARK" robustness --grid "$TM_SRCDIR/bench/grids/geometric.grid" --list-grid
+has "geometric grid has rotations" "$OUT" "^rotate:-3:crop=1$"
 expect "missing grid file" 2 "$TRACEMARK" robustness --grid "$T/none.grid" "$T/corpus"
 expect "both -a and --grid" 2 "$TRACEMARK" robustness -a none --grid "$T/bad.grid" "$T/corpus"
 expect "bad copies" 2 "$TRACEMARK" robustness -n 1 "$T/corpus"
