@@ -25,29 +25,16 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "bench.h"
 #include "scheme.h"
 #include "sync.h"
 #include "tracemark.h"
 
-#define MAX_RUNS 101
-
-static double now_ms(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return ts.tv_sec * 1e3 + ts.tv_nsec / 1e6;
-}
-
-static int cmp_double(const void *a, const void *b)
-{
-    double x = *(const double *)a, y = *(const double *)b;
-    return (x > y) - (x < y);
-}
+#define MAX_RUNS BENCH_MAX_RUNS
 
 static void report(const char *stage, double *ms, int runs, double mpix)
 {
-    qsort(ms, (size_t)runs, sizeof *ms, cmp_double);
-    double med = runs % 2 ? ms[runs / 2] : 0.5 * (ms[runs / 2 - 1] + ms[runs / 2]);
+    double med = bench_median(ms, runs);
     printf("| %s | %.1f | %.1f | %.1f | %.1f |\n", stage, med, ms[0], ms[runs - 1], mpix / (med / 1e3));
 }
 
@@ -119,38 +106,38 @@ int main(int argc, char **argv)
     tm_trace_params_init(&tp);
     int identified = 0;
     for (int r = 0; r < runs; r++) {
-        double t0 = now_ms();
+        double t0 = bench_now_ms();
         tm_image *dec = NULL;
         if ((st = tm_image_decode(jpg, jpg_len, NULL, &dec, NULL)) != TM_OK) return fail("decode", st);
-        t_dec[r] = now_ms() - t0;
+        t_dec[r] = bench_now_ms() - t0;
         tm_image_free(dec);
 
-        t0 = now_ms();
+        t0 = bench_now_ms();
         fftwf_execute(plan);
-        t_fft[r] = now_ms() - t0;
+        t_fft[r] = bench_now_ms() - t0;
 
-        t0 = now_ms();
+        t0 = bench_now_ms();
         tm_luma(suspect, y);
-        t_luma[r] = now_ms() - t0;
+        t_luma[r] = bench_now_ms() - t0;
 
         tm_geom cands[6];
         int ng = 0;
-        t0 = now_ms();
+        t0 = bench_now_ms();
         if ((st = tm_sync_estimate(y, suspect->width, suspect->height, cands, 6, &ng)) != TM_OK)
             return fail("estimate", st);
-        t_est[r] = now_ms() - t0;
+        t_est[r] = bench_now_ms() - t0;
 
         tm_detection *det = malloc(sizeof *det);
         if (!det) return fail("memory", TM_ERR_NOMEM);
-        t0 = now_ms();
+        t0 = bench_now_ms();
         if ((st = tm_detect_search(key, suspect, det)) != TM_OK) return fail("read", st);
-        t_read[r] = now_ms() - t0;
+        t_read[r] = bench_now_ms() - t0;
         free(det);
 
         tm_trace_result res;
-        t0 = now_ms();
+        t0 = bench_now_ms();
         if ((st = tm_trace_run(key, suspect, copies, (size_t)n_copies, &tp, &res)) != TM_OK) return fail("trace", st);
-        t_trace[r] = now_ms() - t0;
+        t_trace[r] = bench_now_ms() - t0;
         identified += res.n_accused == 1 && res.accused[0].index == 0;
         tm_trace_result_clear(&res);
     }

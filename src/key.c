@@ -91,18 +91,10 @@ void tm_key_free(tm_key *key)
     free(key);
 }
 
-tm_status tm_key_generate(const char *path)
+/* Writes raw as a new key file (mode 0600, never over an existing file). */
+static tm_status write_key_file(const char *path, const uint8_t raw[TM_KEY_BYTES])
 {
-    if (!path || !*path) return TM_ERR_ARG;
-    uint8_t raw[TM_KEY_BYTES];
     char text[sizeof KEY_MAGIC + 2 * TM_KEY_BYTES + 2];
-    tm_status st = TM_ERR_CRYPTO;
-
-    /* Checked first so an existing file is reported as such, not masked by
-     * a CSPRNG failure; tm_file_write_atomic re-checks race-free with link(). */
-    if (access(path, F_OK) == 0) return TM_ERR_EXISTS;
-    ERR_clear_error();
-    if (RAND_bytes(raw, sizeof raw) != 1) goto out;
     size_t n = 0;
     memcpy(text, KEY_MAGIC "\n", sizeof KEY_MAGIC);
     n += sizeof KEY_MAGIC;
@@ -111,12 +103,31 @@ tm_status tm_key_generate(const char *path)
         text[n++] = hexdigits[raw[i] & 15];
     }
     text[n++] = '\n';
-    st = tm_file_write_atomic(path, text, n, 0600, 1);
-out:
-    ERR_clear_error();
-    OPENSSL_cleanse(raw, sizeof raw);
+    tm_status st = tm_file_write_atomic(path, text, n, 0600, 1);
     OPENSSL_cleanse(text, sizeof text);
     return st;
+}
+
+tm_status tm_key_generate(const char *path)
+{
+    if (!path || !*path) return TM_ERR_ARG;
+    uint8_t raw[TM_KEY_BYTES];
+    tm_status st = TM_ERR_CRYPTO;
+
+    /* Checked first so an existing file is reported as such, not masked by
+     * a CSPRNG failure; tm_file_write_atomic re-checks race-free with link(). */
+    if (access(path, F_OK) == 0) return TM_ERR_EXISTS;
+    ERR_clear_error();
+    if (RAND_bytes(raw, sizeof raw) == 1) st = write_key_file(path, raw);
+    ERR_clear_error();
+    OPENSSL_cleanse(raw, sizeof raw);
+    return st;
+}
+
+tm_status tm_key_save(const tm_key *key, const char *path)
+{
+    if (!key || !path || !*path) return TM_ERR_ARG;
+    return write_key_file(path, key->bytes);
 }
 
 /* Parses the key file text; TM_ERR_KEY unless it is exactly the magic line,

@@ -26,8 +26,8 @@
 #define TM_CODE_BITS 256           /* m: codeword length */
 #define TM_CODE_BYTES (TM_CODE_BITS / 8)
 _Static_assert(TM_CODE_BYTES == TM_CODEWORD_BYTES, "public codeword size");
-#define TM_BAND_LO 4.0             /* band radius in DFT bins of the tile: 4/128 .. */
-#define TM_BAND_HI 20.0            /* .. 20/128 cycles per pixel */
+#define TM_BAND_LO 4.0             /* band radius in DFT bins of the tile: 4/125 .. */
+#define TM_BAND_HI 20.0            /* .. 20/125 cycles per pixel */
 #define TM_CHIPS_PER_BIT 4         /* real DFT dimensions per codeword bit */
 #define TM_BIAS_CUTOFF 0.1         /* Tardos bias density on [t, 1-t] */
 #define TM_DEFAULT_STRENGTH 2.0    /* target RMS luminance change, 0..255 units */
@@ -143,5 +143,10 @@ tm_status tm_detect_run(const tm_key *key, const tm_image *img, tm_detection *ou
 /* As tm_detect_run, after a blind search for scale and rotation (sync.c):
  * each lattice hypothesis is screened, the best one is read. */
 tm_status tm_detect_search(const tm_key *key, const tm_image *img, tm_detection *out);
+
+/* tm_trace_run after its detection: scores the n copies against det's soft
+ * values and gives the verdict (bench/registry times this alone). */
+tm_status tm_trace_score(const tm_key *key, const tm_detection *det, const tm_reg_copy *copies, size_t n,
+                         const tm_trace_params *params, tm_trace_result *out);
 
 #endif

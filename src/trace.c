@@ -69,19 +69,26 @@ tm_status tm_trace_run(const tm_key *key, const tm_image *suspect, const tm_reg_
 {
     if (!key || !suspect || !out || (n && !copies)) return TM_ERR_ARG;
     memset(out, 0, sizeof *out);
+    if (params && !(params->fpr > 0 && params->fpr < 1)) return TM_ERR_ARG;
+    tm_detection *det = malloc(sizeof *det);
+    if (!det) return TM_ERR_NOMEM;
+    tm_status st = tm_detect_search(key, suspect, det);
+    if (st == TM_OK) st = tm_trace_score(key, det, copies, n, params, out);
+    free(det);
+    return st;
+}
+
+tm_status tm_trace_score(const tm_key *key, const tm_detection *det, const tm_reg_copy *copies, size_t n,
+                         const tm_trace_params *params, tm_trace_result *out)
+{
+    if (!key || !det || !out || (n && !copies)) return TM_ERR_ARG;
+    memset(out, 0, sizeof *out);
     tm_trace_params defaults;
     if (!params) {
         tm_trace_params_init(&defaults);
         params = &defaults;
     }
     if (!(params->fpr > 0 && params->fpr < 1)) return TM_ERR_ARG;
-    tm_detection *det = malloc(sizeof *det);
-    if (!det) return TM_ERR_NOMEM;
-    tm_status st = tm_detect_search(key, suspect, det);
-    if (st != TM_OK) {
-        free(det);
-        return st;
-    }
     out->pilot_z = det->pilot_z;
     out->pilot_log10_p = det->pilot_log10_p;
     out->offset_x = det->offset_x;
@@ -102,7 +109,7 @@ tm_status tm_trace_run(const tm_key *key, const tm_image *suspect, const tm_reg_
     image_slot *slots = calloc(cap, sizeof *slots);
     tm_scorer **owned = NULL;
     size_t n_owned = 0, acc_cap = 0;
-    st = TM_ERR_NOMEM;
+    tm_status st = TM_ERR_NOMEM;
     if (!slots) goto out;
 
     /* Count the copies that can be scored first: the correction uses it. */
@@ -113,29 +120,35 @@ tm_status tm_trace_run(const tm_key *key, const tm_image *suspect, const tm_reg_
     out->log10_correction = n_scorable > 0 ? log10((double)n_scorable) : 0;
     double log10_budget = log10(params->fpr);
 
+    const char *last_id = NULL;
+    const tm_scorer *last = NULL;
     for (size_t i = 0; i < n; i++) {
         const tm_reg_copy *c = &copies[i];
         if (c->code_len != TM_CODE_BITS || !c->codeword || !c->image_id) continue;
-        size_t h = (size_t)id_hash(c->image_id) & (cap - 1);
-        while (slots[h].id && strcmp(slots[h].id, c->image_id)) h = (h + 1) & (cap - 1);
-        if (!slots[h].id) {
-            double p[TM_CODE_BITS];
-            tm_scorer *s = malloc(sizeof *s);
-            tm_scorer **grown = realloc(owned, (n_owned + 1) * sizeof *owned);
-            if (!s || !grown) {
-                free(s);
-                if (grown) owned = grown;
-                goto out;
+        if (c->image_id != last_id) { /* rows of one image share the string: look it up once */
+            size_t h = (size_t)id_hash(c->image_id) & (cap - 1);
+            while (slots[h].id && strcmp(slots[h].id, c->image_id)) h = (h + 1) & (cap - 1);
+            if (!slots[h].id) {
+                double p[TM_CODE_BITS];
+                tm_scorer *s = malloc(sizeof *s);
+                tm_scorer **grown = realloc(owned, (n_owned + 1) * sizeof *owned);
+                if (!s || !grown) {
+                    free(s);
+                    if (grown) owned = grown;
+                    goto out;
+                }
+                owned = grown;
+                owned[n_owned++] = s;
+                if ((st = tm_code_bias(key, c->image_id, p)) != TM_OK) goto out;
+                st = TM_ERR_NOMEM;
+                tm_scorer_init(s, det->y, p);
+                slots[h].id = c->image_id;
+                slots[h].scorer = s;
             }
-            owned = grown;
-            owned[n_owned++] = s;
-            if ((st = tm_code_bias(key, c->image_id, p)) != TM_OK) goto out;
-            st = TM_ERR_NOMEM;
-            tm_scorer_init(s, det->y, p);
-            slots[h].id = c->image_id;
-            slots[h].scorer = s;
+            last_id = c->image_id;
+            last = slots[h].scorer;
         }
-        const tm_scorer *s = slots[h].scorer;
+        const tm_scorer *s = last;
         tm_accusation acc;
         acc.index = i;
         acc.score = tm_scorer_score(s, c->codeword);
@@ -175,7 +188,6 @@ out:
     for (size_t i = 0; i < n_owned; i++) free(owned[i]);
     free(owned);
     free(slots);
-    free(det);
     if (st != TM_OK) tm_trace_result_clear(out);
     return st;
 }

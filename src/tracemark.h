@@ -222,6 +222,10 @@ typedef struct tm_key tm_key;
 /* Creates a new key file (OS CSPRNG, mode 0600); never overwrites (TM_ERR_EXISTS). */
 TM_API tm_status tm_key_generate(const char *path);
 
+/* Writes key as a new key file (mode 0600), e.g. one made by
+ * tm_key_from_bytes; never overwrites (TM_ERR_EXISTS). */
+TM_API tm_status tm_key_save(const tm_key *key, const char *path);
+
 /* Loads a key file; refuses one readable by group or others (TM_ERR_KEY_PERMS). */
 TM_API tm_status tm_key_load(const char *path, tm_key **out);
 
@@ -382,7 +386,7 @@ typedef struct tm_mark_params {
 /* Fills *p with defaults. */
 TM_API void tm_mark_params_init(tm_mark_params *p);
 
-/* The mark's period in an original of this size is 128 * f pixels, f this
+/* The mark's period in an original of this size is 125 * f pixels, f this
  * (1 up to a long side of 3839 pixels, then 1 more per 2560, at most 4):
  * divide a trace's lattice scale by f to get the copy's size relative to the
  * original (tm_trace_result_set_original does). */
@@ -474,7 +478,7 @@ typedef struct tm_trace_result {
     double pilot_z;                /* strength of the key's pilot pattern */
     double pilot_log10_p;          /* its significance over the shifts searched */
     int offset_x, offset_y;        /* recovered origin of the mark's tile grid */
-    double scale;                  /* the mark's period in the suspect / 128; suspect size /
+    double scale;                  /* the mark's period in the suspect / 125; suspect size /
                                       original size after tm_trace_result_set_original */
     double rotation_deg;           /* counter-clockwise turn of the suspect, (-180, 180] */
     int flip;                      /* the suspect is mirrored left-right (before the turn) */

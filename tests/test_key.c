@@ -193,6 +193,35 @@ static void test_load_fixed_file(void)
     tm_key_free(k);
 }
 
+/* A key made from bytes saves to the same file text as the hand-written
+ * one above, mode 0600, and never over an existing file. */
+static void test_save(void)
+{
+    uint8_t raw[TM_KEY_BYTES];
+    for (int i = 0; i < TM_KEY_BYTES; i++) raw[i] = (uint8_t)i;
+    tm_key *k = NULL, *back = NULL;
+    CU_ASSERT_EQUAL_FATAL(tm_key_from_bytes(raw, &k), TM_OK);
+    const char *path = tm_test_path("saved.key");
+    CU_ASSERT_EQUAL_FATAL(tm_key_save(k, path), TM_OK);
+    struct stat sb;
+    CU_ASSERT_EQUAL_FATAL(stat(path, &sb), 0);
+    CU_ASSERT_EQUAL(sb.st_mode & 0777, 0600);
+    size_t len;
+    char *text = (char *)tm_test_slurp(path, &len);
+    const char *want = "tracemark-key-v1\n000102030405060708090a0b0c0d0e0f101112131415161718191a1b1c1d1e1f\n";
+    CU_ASSERT(len == strlen(want) && memcmp(text, want, len) == 0);
+    free(text);
+    CU_ASSERT_EQUAL(tm_key_save(k, path), TM_ERR_EXISTS);
+    CU_ASSERT_EQUAL_FATAL(tm_key_load(path, &back), TM_OK);
+    char fp[17];
+    CU_ASSERT_EQUAL(tm_key_fingerprint(back, fp), TM_OK);
+    CU_ASSERT_STRING_EQUAL(fp, "495833a2b1579b5d");
+    CU_ASSERT_EQUAL(tm_key_save(NULL, path), TM_ERR_ARG);
+    CU_ASSERT_EQUAL(tm_key_save(k, ""), TM_ERR_ARG);
+    tm_key_free(k);
+    tm_key_free(back);
+}
+
 static void test_load_perms(void)
 {
     const char *path = tm_test_path("perm.key");
@@ -269,6 +298,7 @@ static CU_TestInfo tests[] = {
     {"stream prefix property", test_stream_prefix},
     {"generate 0600, never overwrite, load", test_generate_and_load},
     {"load a hand-written key file", test_load_fixed_file},
+    {"save a key made from bytes", test_save},
     {"load refuses group/other permissions", test_load_perms},
     {"load rejects malformed files", test_load_malformed},
     {"argument checks", test_bad_args},
