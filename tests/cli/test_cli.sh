@@ -76,6 +76,20 @@ for spec in sharpen:amount=1.5 median:r=2 saturation:1.5 quantize:colors=16:dith
     expect "attack $spec" 0 "$TRACEMARK" attack "$spec" "$IMG" "$T/$base.png"
     ok "attack $spec wrote" -s "$T/$base.png"
 done
+# every single-image attack from the command line, and the size it gives
+# the 600x400 coffee photo (WxH after the spec)
+for case in "jpeg:q=40:ss=444 600x400" "webp:q=60 600x400" "png 600x400" "blur:sigma=2 600x400" \
+        "noise:sigma=5:seed=3 600x400" "gamma:1.4 600x400" "brightness:-30 600x400" "contrast:0.7 600x400" \
+        "gray 600x400" "crop:0.5 300x200" "crop:100x50+10+20 100x50" "scale:0.5:filter=box 300x200" \
+        "aspect:1.5 900x400" "rotate:90:crop=0 600x400" "flip:v 600x400" "turn:90 400x600" "turn:180 600x400" \
+        "sharpen:amount=2:sigma=0.5 600x400" "median:r=1 600x400" "saturation:0 600x400" "quantize:colors=8 600x400" \
+        "screenshot:side=300:q=60 292x192" "bend:strength=3:seed=2 600x400"; do
+    spec=${case% *}
+    size=${case#* }
+    expect "attack $spec" 0 "$TRACEMARK" attack -f "$spec" "$IMG" "$T/each.png"
+    expect "inspect after $spec" 0 "$TRACEMARK" inspect --json "$T/each.png"
+    has "attack $spec gives $size" "$OUT" "\"width\": ${size%x*}, \"height\": ${size#*x},"
+done
 expect "attack screenshot" 0 "$TRACEMARK" attack screenshot:side=300 "$IMG" "$T/shot.png"
 expect "inspect screenshot" 0 "$TRACEMARK" inspect --json "$T/shot.png"
 has "screenshot fits 300 less the border" "$OUT" '"width": 292, "height": 192'
