@@ -1860,6 +1860,20 @@ static size_t find_literals(const char *spec, literal *lit, size_t max)
     return n;
 }
 
+/* True for an on/off argument ("crop=1|0", "dither=0|1" in its usage line):
+ * two settings, not a strength to draw a curve over. */
+static int is_switch(const literal *l)
+{
+    const char *u = usage_of(l->step, strlen(l->step));
+    char pat[32];
+    if (!u || !l->key[0]) return 0;
+    snprintf(pat, sizeof pat, ":%s=", l->key);
+    const char *p = strstr(u, pat);
+    if (!p) return 0;
+    p += strlen(pat);
+    return !strncmp(p, "1|0", 3) || !strncmp(p, "0|1", 3);
+}
+
 /* Readable names of the usual parameters; others read "STEP KEY". */
 static const struct {
     const char *step, *key, *family;
@@ -1932,6 +1946,7 @@ tm_status tm_lab_curves(const tm_lab_grid *g, size_t min_points, tm_lab_curve **
         literal lit[MAX_LITERALS];
         size_t nl = find_literals(g->spec[a], lit, MAX_LITERALS);
         for (size_t k = 0; k < nl; k++) {
+            if (is_switch(&lit[k])) continue;
             char *pat = pattern_of(g->spec[a], &lit[k]);
             if (!pat) goto out;
             size_t i = 0;

@@ -370,6 +370,15 @@ static void test_curves(void)
     tm_lab_curves_free(c, n);
     tm_lab_grid_free(g);
 
+    /* on/off switches (rotate's crop=1|0, quantize's dither=0|1) make no curve */
+    g = grid_of("rotate:1:crop=1;rotate:1:crop=0;rotate:3:crop=0;quantize:colors=16:dither=0;"
+                "quantize:colors=16:dither=1");
+    CU_ASSERT_EQUAL_FATAL(tm_lab_curves(g, 2, &c, &n), TM_OK);
+    CU_ASSERT_EQUAL(n, 1);
+    if (n == 1) CU_ASSERT_STRING_EQUAL(c[0].pattern, "rotate:{}:crop=0");
+    tm_lab_curves_free(c, n);
+    tm_lab_grid_free(g);
+
     g = grid_of("jpeg:q=50;scale:0.5;gray;rotate:5");
     CU_ASSERT_EQUAL(tm_lab_curves(g, 2, &c, &n), TM_OK);
     CU_ASSERT_EQUAL(n, 0);
