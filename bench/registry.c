@@ -52,8 +52,6 @@
 #define NAME_LEN 24         /* "innocent-" and up to 14 digits */
 #define ATTACK "jpeg:q=75"
 
-extern char **environ;
-
 static int cmp_size(const void *a, const void *b)
 {
     size_t x = *(const size_t *)a, y = *(const size_t *)b;
@@ -97,153 +95,16 @@ static int parse_sizes(const char *s, size_t *sizes, int *n)
     return 0;
 }
 
-/* ---- scratch directory ---------------------------------------------------- */
+/* ---- scratch files ----------------------------------------------------------- */
 
-/* The scratch directory and the paths of its files, global only so that a
- * signal handler can remove them (unlink and rmdir are async-signal-safe). */
 enum { F_KEY, F_SUSPECT, F_REG, F_REG_WAL, F_REG_SHM, F_REG_JOURNAL, F_OUT, N_FILES };
 static const char *const file_name[N_FILES] = {"key", "suspect.jpg", "registry.db", "registry.db-wal",
                                                "registry.db-shm", "registry.db-journal", "trace.out"};
-static char scratch_dir[4096];
-static char scratch[N_FILES][4096 + 32];
-static volatile sig_atomic_t have_scratch;
-
-static void scratch_remove_known(void)
-{
-    for (int i = 0; i < N_FILES; i++) unlink(scratch[i]);
-    rmdir(scratch_dir);
-}
-
-static void on_signal(int sig)
-{
-    if (have_scratch) scratch_remove_known();
-    raise(sig); /* SA_RESETHAND: the default action this time */
-}
-
-/* Makes the scratch directory and arms the signal handlers. */
-static int scratch_create(void)
-{
-    const char *tmp = getenv("TMPDIR");
-    if (!tmp || !*tmp) tmp = "/tmp";
-    if (snprintf(scratch_dir, sizeof scratch_dir, "%s/tm-bench-registry-XXXXXX", tmp) >= (int)sizeof scratch_dir ||
-        !mkdtemp(scratch_dir)) {
-        fprintf(stderr, "registry: cannot make a scratch directory in %s: %s\n", tmp, strerror(errno));
-        return -1;
-    }
-    for (int i = 0; i < N_FILES; i++) snprintf(scratch[i], sizeof scratch[i], "%s/%s", scratch_dir, file_name[i]);
-    have_scratch = 1;
-    struct sigaction sa;
-    memset(&sa, 0, sizeof sa);
-    sa.sa_handler = on_signal;
-    sa.sa_flags = SA_RESETHAND;
-    sigemptyset(&sa.sa_mask);
-    int sigs[] = {SIGINT, SIGTERM, SIGHUP};
-    for (size_t i = 0; i < sizeof sigs / sizeof *sigs; i++) sigaction(sigs[i], &sa, NULL);
-    return 0;
-}
-
-/* Removes everything in the scratch directory (stray temporary files of an
- * interrupted atomic write included), then the directory. */
-static void scratch_remove(void)
-{
-    if (!have_scratch) return;
-    DIR *d = opendir(scratch_dir);
-    if (d) {
-        struct dirent *e;
-        while ((e = readdir(d)))
-            if (strcmp(e->d_name, ".") && strcmp(e->d_name, "..")) {
-                char p[sizeof scratch[0] + 256];
-                snprintf(p, sizeof p, "%s/%s", scratch_dir, e->d_name);
-                unlink(p);
-            }
-        closedir(d);
-    }
-    scratch_remove_known();
-    have_scratch = 0;
-}
 
 /* Whether r accuses the leaker's copy (index 0) and nobody else. */
 static int leaker_alone(const tm_trace_result *r)
 {
     return r->n_accused == 1 && r->accused[0].index == 0;
-}
-
-/* ---- the registry file and the program ------------------------------------- */
-
-/* Brings the registry at path from `from` to `to` copies in one batch
- * (binding the key and recording the image when it is new), then closes it
- * so the file is checkpointed as `tracemark mark` leaves it. */
-static tm_status registry_grow(const char *path, const tm_key *key, const tm_reg_image *ri,
-                               const tm_reg_copy *copies, size_t from, size_t to)
-{
-    tm_registry *reg = NULL;
-    tm_status st = tm_registry_open(path, 1, &reg);
-    if (st == TM_OK) st = tm_registry_check_key(reg, key);
-    if (st == TM_OK) st = tm_registry_begin(reg);
-    if (st == TM_OK && from == 0) st = tm_registry_put_image(reg, ri);
-    char out_path[NAME_LEN + 16];
-    for (size_t i = from; i < to && st == TM_OK; i++) {
-        tm_reg_copy c = copies[i];
-        snprintf(out_path, sizeof out_path, "copies/%s.jpg", c.recipient);
-        c.out_path = out_path;
-        st = tm_registry_put_copy(reg, key, &c, NULL);
-    }
-    if (st == TM_OK) st = tm_registry_commit(reg);
-    if (st != TM_OK) {
-        const char *m = reg ? tm_registry_errmsg(reg) : "";
-        fprintf(stderr, "registry: %s: %s%s%s\n", path, tm_strerror(st), *m ? ": " : "", m);
-    }
-    tm_registry_free(reg); /* rolls back a batch left open by a failure */
-    return st;
-}
-
-/* Runs argv (argv[0] the program's path) with stdout into out_path; *ms gets
- * the wall time from spawn to exit, *status the exit status (-1 when it died
- * of a signal). -1 with errno when it could not be run. */
-static int run_program(char *const argv[], const char *out_path, double *ms, int *status)
-{
-    posix_spawn_file_actions_t fa;
-    int err = posix_spawn_file_actions_init(&fa);
-    if (err) {
-        errno = err;
-        return -1;
-    }
-    err = posix_spawn_file_actions_addopen(&fa, STDOUT_FILENO, out_path, O_WRONLY | O_CREAT | O_TRUNC, 0600);
-    pid_t pid;
-    double t0 = bench_now_ms();
-    if (!err) err = posix_spawn(&pid, argv[0], &fa, NULL, argv, environ);
-    posix_spawn_file_actions_destroy(&fa);
-    if (err) {
-        errno = err;
-        return -1;
-    }
-    int ws;
-    while (waitpid(pid, &ws, 0) < 0)
-        if (errno != EINTR) return -1;
-    *ms = bench_now_ms() - t0;
-    *status = WIFEXITED(ws) ? WEXITSTATUS(ws) : -1;
-    return 0;
-}
-
-/* Whether the program's text output names the leaker as the one recipient
- * accused; the output goes to stderr when it does not. */
-static int output_accuses_leaker(const char *out_path)
-{
-    uint8_t *data = NULL;
-    size_t len = 0;
-    if (tm_file_read(out_path, 1 << 20, &data, &len) != TM_OK) return 0;
-    char *text = realloc(data, len + 1);
-    if (!text) {
-        free(data);
-        return 0;
-    }
-    text[len] = '\0';
-    size_t accused = 0;
-    for (const char *p = text; (p = strstr(p, ": ACCUSED ")); p++) accused++;
-    int ok = accused == 1 && strstr(text, ": ACCUSED leaker (") != NULL;
-    if (!ok) fprintf(stderr, "registry: `tracemark trace` printed:\n%s", text);
-    free(text);
-    return ok;
 }
 
 int main(int argc, char **argv)
@@ -266,6 +127,8 @@ int main(int argc, char **argv)
         fprintf(stderr, "registry: %s: %s (give the program with -t)\n", program, strerror(errno));
         return 2;
     }
+    char real[4096], **env = NULL; /* the binary behind libtool's wrapper: no shell start in the times */
+    if (bench_unwrap_libtool(program, real, sizeof real, &env)) program = real;
     const char *image = argv[optind];
     size_t n_max = sizes[n_sizes - 1];
 
@@ -290,7 +153,10 @@ int main(int argc, char **argv)
 
     /* The suspect: the leaker's copy through the attack, as a JPEG file and
      * decoded from those same bytes. */
-    if ((st = tm_key_from_bytes(kb, &key)) != TM_OK) return fail("key", st);
+    if ((st = tm_key_from_bytes(kb, &key)) != TM_OK) {
+        rc = fail("key", st);
+        goto out;
+    }
     if ((st = tm_image_load(image, NULL, &orig, NULL)) != TM_OK) {
         rc = fail(image, st);
         goto out;
@@ -314,13 +180,13 @@ int main(int argc, char **argv)
         rc = fail("suspect", st);
         goto out;
     }
-    if (scratch_create()) goto out;
-    if ((st = tm_key_save(key, scratch[F_KEY])) != TM_OK) {
-        rc = fail(scratch[F_KEY], st);
+    if (bench_scratch_create("registry", file_name, N_FILES)) goto out;
+    if ((st = tm_key_save(key, bench_scratch(F_KEY))) != TM_OK) {
+        rc = fail(bench_scratch(F_KEY), st);
         goto out;
     }
-    if ((st = tm_file_write_atomic(scratch[F_SUSPECT], jpg, jpg_len, 0600, 1)) != TM_OK) {
-        rc = fail(scratch[F_SUSPECT], st);
+    if ((st = tm_file_write_atomic(bench_scratch(F_SUSPECT), jpg, jpg_len, 0600, 1)) != TM_OK) {
+        rc = fail(bench_scratch(F_SUSPECT), st);
         goto out;
     }
 
@@ -380,7 +246,7 @@ int main(int argc, char **argv)
     char *version_argv[] = {(char *)program, "--version", NULL};
     for (int r = 0; r < runs; r++) {
         int status = 0;
-        if (run_program(version_argv, scratch[F_OUT], &t_start[r], &status) != 0 || status != 0) {
+        if (bench_run_program(version_argv, env, bench_scratch(F_OUT), &t_start[r], &status) != 0 || status != 0) {
             fprintf(stderr, "registry: %s --version: %s\n", program, status ? "failed" : strerror(errno));
             goto out;
         }
@@ -400,15 +266,15 @@ int main(int argc, char **argv)
 
     size_t built = 0;
     double build_s = 0;
-    char *trace_argv[] = {(char *)program, "trace", "-k", scratch[F_KEY], "-r", scratch[F_REG],
-                          scratch[F_SUSPECT], NULL};
+    char *trace_argv[] = {(char *)program, "trace", "-k", bench_scratch(F_KEY), "-r", bench_scratch(F_REG),
+                          bench_scratch(F_SUSPECT), NULL};
     for (int k = 0; k < n_sizes; k++) {
         size_t n = sizes[k];
         int identified = 1;
 
         if (progress) fprintf(stderr, "registry: %zu copies: building the registry file\n", n);
         t0 = bench_now_ms();
-        if (registry_grow(scratch[F_REG], key, &ri, copies, built, n) != TM_OK) goto out;
+        if (bench_registry_add(bench_scratch(F_REG), key, built ? NULL : &ri, copies, built, n) != TM_OK) goto out;
         build_s += (bench_now_ms() - t0) / 1e3;
         built = n;
 
@@ -446,7 +312,7 @@ int main(int argc, char **argv)
 
         for (int r = 0; r < runs; r++) {
             int status;
-            if (run_program(trace_argv, scratch[F_OUT], &t_cli[r], &status) != 0) {
+            if (bench_run_program(trace_argv, env, bench_scratch(F_OUT), &t_cli[r], &status) != 0) {
                 fprintf(stderr, "registry: %s: %s\n", program, strerror(errno));
                 goto out;
             }
@@ -456,10 +322,10 @@ int main(int argc, char **argv)
                 else
                     fprintf(stderr, "registry: %zu copies: `%s trace` exited %d, not 0 (accused)\n", n, program,
                             status);
-                output_accuses_leaker(scratch[F_OUT]);
+                bench_output_accuses_leaker(bench_scratch(F_OUT));
                 goto out;
             }
-            int named = output_accuses_leaker(scratch[F_OUT]);
+            int named = bench_output_accuses_leaker(bench_scratch(F_OUT));
             if (status != 0 || !named) {
                 fprintf(stderr, "registry: %zu copies: `%s trace` exited %d and did not accuse the leaker alone\n",
                         n, program, status);
@@ -475,7 +341,8 @@ int main(int argc, char **argv)
            all_identified ? "yes" : "NO");
     rc = all_identified ? 0 : 1;
 out:
-    scratch_remove();
+    bench_scratch_remove();
+    bench_env_free(env);
     tm_trace_result_clear(&res);
     free(det);
     free(copies);
