@@ -22,8 +22,9 @@
  *   2. scoring: the mean whitened power at all predicted lattice points (off
  *      the axes, where the host's own lines sit), in null standard
  *      deviations; a coarse grid on the spectrum's 3x3 maximum (a point
- *      between two grid steps still reads its peak), a finer one on the raw spectrum, then GSL's Nelder-Mead simplex for
- *      sub-bin accuracy (about 0.01% in scale and 0.01 degree on 1-3 MP).
+ *      between two grid steps still reads its peak), a finer one on the raw
+ *      spectrum, then GSL's Nelder-Mead simplex for sub-bin accuracy (about
+ *      0.01% in scale and 0.01 degree on 1-3 MP).
  * No key is needed and nothing here depends on it. */
 #include "config.h"
 
@@ -258,7 +259,8 @@ static void band_stats(const spectrum *sp, const float *p, double *mu, double *s
 static void max3(const float *pw, float *pb, float *row, int n, int nc)
 {
     for (int r = 0; r < n; r++) {
-        const float *a = pw + (size_t)((r + n - 1) % n) * nc, *b = pw + (size_t)r * nc, *c = pw + (size_t)((r + 1) % n) * nc;
+        const float *a = pw + (size_t)((r + n - 1) % n) * nc, *b = pw + (size_t)r * nc;
+        const float *c = pw + (size_t)((r + 1) % n) * nc;
         for (int x = 0; x < nc; x++) row[x] = fmaxf(fmaxf(a[x], b[x]), c[x]);
         float *d = pb + (size_t)r * nc;
         for (int x = 0; x < nc; x++) {
