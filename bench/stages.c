@@ -64,17 +64,11 @@
  *   bench/stages [-r RUNS] [-R RECIPIENTS] [-t TRACEMARK] [IMAGE | -s MP]... */
 #include "config.h"
 
-#include <dirent.h>
 #include <errno.h>
-#include <fcntl.h>
 #include <math.h>
-#include <signal.h>
-#include <spawn.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/wait.h>
-#include <time.h>
 #include <turbojpeg.h>
 #include <unistd.h>
 
