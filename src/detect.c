@@ -445,11 +445,17 @@ tm_status tm_detect_run(const tm_key *key, const tm_image *img, tm_detection *ou
 #define SURE_EVIDENCE 8.0
 #define N_RUNNERS_UP 2
 
-/* True for the identity, and for lattice estimates so close to it (0.1% in
- * scale, 0.02 degree) that they are the same hypothesis: read as is. */
-static int is_identity(const tm_geom *g)
+/* True for the identity, and for lattice estimates so close to it that they
+ * are the same hypothesis, read as is: within 0.1% in scale, 0.02 degree,
+ * or moving no pixel of the w x h suspect (as far as the final read goes)
+ * by half a pixel, which on a small suspect is beyond what its lattice can
+ * tell apart from the identity. */
+static int is_identity(const tm_geom *g, int w, int h)
 {
-    return fabs(g->scale - 1.0) < 1e-3 && fabs(g->rotation_deg) < 0.02 && fabs(g->log_aspect) < 1e-3;
+    double ds = fabs(g->scale - 1.0), dt = fabs(g->rotation_deg) * M_PI / 180, da = fabs(g->log_aspect);
+    if (ds < 1e-3 && dt < 0.02 * M_PI / 180 && da < 1e-3) return 1;
+    double r = 0.5 * hypot(fmin(w, FINAL_SIDE), fmin(h, FINAL_SIDE));
+    return r * (ds + dt + 0.5 * da) < 0.5;
 }
 
 /* Detection under hypothesis g, on at most side x side pixels of the marked
@@ -457,7 +463,7 @@ static int is_identity(const tm_geom *g)
 static tm_status detect_under(const tm_layout *lay, tm_tile_fft *fft, const float *y, int w, int h,
                               const tm_geom *g, int side, tm_detection *out)
 {
-    if (is_identity(g)) { /* the centred side x side window, as is */
+    if (is_identity(g, w, h)) { /* the centred side x side window, as is */
         int cw = w < side ? w : side, ch = h < side ? h : side, ox = (w - cw) / 2, oy = (h - ch) / 2;
         return detect_luma(lay, fft, y + (size_t)oy * w + ox, cw, ch, (size_t)w, ox, oy, TM_RINGS, out);
     }
@@ -497,7 +503,7 @@ tm_status tm_detect_search(const tm_key *key, const tm_image *img, tm_detection 
     for (int f = 1; f <= TM_TILE_SCALE_MAX; f++)
         if (f == 1 || (img->width >= TM_TILE * f && img->height >= TM_TILE * f)) screen[ns++] = (tm_geom){.scale = f};
     for (int k = 0, others = 0; k < ng && others < N_SCREEN; k++)
-        if (!is_identity(&cands[k])) {
+        if (!is_identity(&cands[k], img->width, img->height)) {
             screen[ns++] = cands[k];
             others++;
         }
