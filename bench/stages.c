@@ -24,31 +24,34 @@
  *           c2r of the tile side the embedder synthesises; r2c 1024x1024
  *           (the sync window); r2c 125x125 (the read's folded tile)
  *
- * Marking: tm_image_decode, tm_luma (colour conversion), tm_mask_compute
+ * Marking: tm_image_decode, tm_image_decode_planes (a JPEG as stored, what
+ * `mark` reads), tm_luma (colour conversion), tm_mask_compute
  * (block DCT included), tm_image_content_hash, tm_embedder_create (hash,
  * luma, mask, gain: the whole analysis), tm_embedder_codeword,
  * tm_tile_fft_inverse and tm_pattern_tile at the embedder's tile side,
  * tm_embedder_mark (codeword, tile, clone, add: the embedding), the marked
- * copy through tm_image_encode q90 4:2:0, tm_image_phash; then the mark as
- * tools/cmd_mark.c does it for one recipient, bytes to bytes (decode,
- * analysis, codeword, mark, encode at the copy's settings, SHA-256 of the
- * copy, perceptual hash; no files, no registry), and the `tracemark mark`
+ * copy through tm_image_encode q90 4:2:0, tm_image_phash; then the path
+ * `mark` takes: tm_embedder_create_data (decode as stored and analysis) and
+ * tm_embedder_mark_encode at the copy's settings; then the mark as
+ * tools/cmd_mark.c does it for one recipient, bytes to bytes (those two,
+ * the codeword and the copy's SHA-256; no files, no registry), and the `tracemark mark`
  * program itself, file to file, with a key and a registry in a scratch
  * directory (process start, key, SQLite commit included).
  *
- * Tracing, on the copy: tm_image_decode, tm_luma, tm_tile_fft_forward
+ * Tracing, on the copy: tm_image_decode, tm_image_decode with luma_only
+ * (what `trace` reads), tm_luma, tm_tile_fft_forward
  * (125x125), tm_detect_run (prefilter, fold, tile FFT, pilot, despread,
  * with no geometric search: the prefilter is a static function of detect.c
  * and sync.c with no entry of its own, so prefilter and extraction are timed
  * together), tm_sync_estimate (the geometric search; its 1024x1024 DFTs
  * have no entry either, the FFTW row is their reference), tm_detect_search
  * (search + extraction), tm_trace_score over 1000 copies (registry scoring),
- * tm_trace_run over the same copies, decode + tm_trace_run, and the
+ * tm_trace_run over the same copies, luminance decode + tm_trace_run, and the
  * `tracemark trace` program with a registry of those 1000 copies.
  *
- * Batch marking, for each R of -R (default 1,20,100): tm_image_decode and
- * tm_embedder_create once, then R x (codeword, mark, encode at the copy's
- * settings), beside one djpeg + R cjpeg of the same pixels.
+ * Batch marking, for each R of -R (default 1,20,100): tm_embedder_create_data
+ * once, then R x (codeword, tm_embedder_mark_encode at the copy's settings),
+ * beside one djpeg + R cjpeg of the same pixels.
  *
  * Per input: a header, the mark and trace tables (median, min, max ms per
  * call; MP/s of the image, or of the transform for FFT rows; the ratio to
@@ -346,10 +349,11 @@ static double fft_tile(fft_refs *f)
 
 enum {
     /* marking */
-    M_DJPEG, M_CJPEG_REF, M_CJPEG_COPY, M_CODEC, M_FFT_DCT, M_FFT_TILE, M_DECODE, M_LUMA, M_MASK, M_HASH, M_CREATE,
-    M_CODEWORD, M_TILE_INV, M_PATTERN, M_MARK, M_ENCODE, M_PHASH, M_MARK_ALL, M_MARK_CLI, M_START,
+    M_DJPEG, M_CJPEG_REF, M_CJPEG_COPY, M_CODEC, M_FFT_DCT, M_FFT_TILE, M_DECODE, M_DECODE_PLANES, M_LUMA, M_MASK,
+    M_HASH, M_CREATE, M_CREATE_DATA, M_CODEWORD, M_TILE_INV, M_PATTERN, M_MARK, M_ENCODE, M_MARK_ENCODE, M_PHASH,
+    M_MARK_ALL, M_MARK_CLI, M_START,
     /* tracing */
-    T_DJPEG, T_FFT_WIN, T_FFT_125, T_DECODE, T_LUMA, T_TILE_FWD, T_DETECT, T_SYNC, T_SEARCH, T_SCORE, T_TRACE,
+    T_DJPEG, T_FFT_WIN, T_FFT_125, T_DECODE, T_DECODE_LUMA, T_LUMA, T_TILE_FWD, T_DETECT, T_SYNC, T_SEARCH, T_SCORE, T_TRACE,
     T_TRACE_ALL, T_TRACE_CLI, N_STAGES
 };
 
@@ -378,7 +382,7 @@ typedef struct bench {
     int ref_diff;                     /* max |djpeg - tm_image_decode|, -1 n/a */
     /* marking */
     float *y, *mask, *tile;
-    tm_embedder *emb;
+    tm_embedder *emb, *emb_data;     /* of the float original; of the file, as `mark` */
     tm_layout *lay;
     tm_tile_fft *tfft, *tfft125;
     int side;
@@ -388,6 +392,7 @@ typedef struct bench {
     uint8_t *copy_jpg;
     size_t copy_len;
     tm_image *suspect;
+    tm_load_options luma_only;
     float *ys;
     tm_detection *det;
     tm_reg_copy *copies;
@@ -410,6 +415,7 @@ static void bench_clear(bench *b)
     free(b->mask);
     free(b->tile);
     tm_embedder_free(b->emb);
+    tm_embedder_free(b->emb_data);
     tm_layout_free(b->lay);
     tm_tile_fft_free(b->tfft);
     tm_tile_fft_free(b->tfft125);
@@ -459,35 +465,29 @@ static int tj_encode(bench *b, int quality, tm_subsampling ss, double *ms)
  * copy's bytes (malloc'd). */
 static tm_status mark_bytes(const tm_key *key, const uint8_t *jpg, size_t len, uint8_t **out, size_t *out_len)
 {
-    tm_image *img = NULL, *copy = NULL;
     tm_embedder *emb = NULL;
     uint8_t *data = NULL, words[TM_CODEWORD_BYTES], sha[32];
     size_t dlen = 0;
-    uint64_t ph;
     tm_image_info info;
     tm_save_options so;
     tm_save_options_init(&so);
-    tm_status st = tm_image_decode(jpg, len, NULL, &img, &info);
-    if (st == TM_OK) st = tm_embedder_create(key, img, NULL, &emb);
+    tm_status st = tm_embedder_create_data(key, jpg, len, NULL, NULL, &emb, &info);
     if (st == TM_OK) st = tm_embedder_codeword(emb, "leaker", words);
-    if (st == TM_OK) st = tm_embedder_mark(emb, "leaker", &copy);
     if (st == TM_OK) {
         so.format = TM_FORMAT_JPEG;
         so.quality = info.jpeg_quality;
         if (info.format == TM_FORMAT_JPEG) so.subsampling = info.subsampling;
-        st = tm_image_encode(copy, &so, &data, &dlen);
+        st = tm_embedder_mark_encode(emb, "leaker", &so, &data, &dlen);
     }
     if (st == TM_OK) st = tm_sha256(data, dlen, sha);
-    if (st == TM_OK) st = tm_image_phash(img, &ph);
+    if (st == TM_OK) (void)tm_embedder_phash(emb);
     if (st == TM_OK && out) {
         *out = data;
         *out_len = dlen;
         data = NULL;
     }
     free(data);
-    tm_image_free(copy);
     tm_embedder_free(emb);
-    tm_image_free(img);
     return st;
 }
 
@@ -600,6 +600,10 @@ static int bench_prepare(bench *b, const char *path, double mp)
     tm_luma(b->orig, b->y);
     if ((st = tm_embedder_create(b->key, b->orig, NULL, &b->emb)) != TM_OK) return fail("embedder", st);
     if ((st = tm_embedder_codeword(b->emb, "leaker", b->bits)) != TM_OK) return fail("codeword", st);
+    if ((st = tm_embedder_create_data(b->key, b->jpg, b->jpg_len, NULL, NULL, &b->emb_data, NULL)) != TM_OK)
+        return fail("embedder from the file", st);
+    tm_load_options_init(&b->luma_only);
+    b->luma_only.luma_only = 1;
     b->side = TM_TILE * tm_mark_tile_scale(b->w, b->h);
     if ((st = tm_layout_create(b->key, &b->lay)) != TM_OK) return fail("layout", st);
     if ((st = tm_tile_fft_create_side(b->side, &b->tfft)) != TM_OK || (st = tm_tile_fft_create(&b->tfft125)) != TM_OK)
@@ -624,11 +628,12 @@ static int bench_prepare(bench *b, const char *path, double mp)
     float *sp125 = tm_tile_fft_spatial(b->tfft125);
     for (size_t i = 0; i < (size_t)TM_TILE * TM_TILE; i++) sp125[i] = (float)(i % 13);
 
-    /* The registry of N_COPIES copies: the leaker's first, then innocents. */
+    /* The registry of N_COPIES copies of the file as `mark` reads it: the
+     * leaker's first, then innocents. */
     for (int i = 0; i < N_COPIES; i++) {
         snprintf(b->names[i], NAME_LEN, i ? "innocent-%d" : "leaker", i);
-        if ((st = tm_embedder_codeword(b->emb, b->names[i], b->words[i])) != TM_OK) return fail("codeword", st);
-        b->copies[i] = (tm_reg_copy){.copy_id = i + 1, .image_id = tm_embedder_image_id(b->emb),
+        if ((st = tm_embedder_codeword(b->emb_data, b->names[i], b->words[i])) != TM_OK) return fail("codeword", st);
+        b->copies[i] = (tm_reg_copy){.copy_id = i + 1, .image_id = tm_embedder_image_id(b->emb_data),
                                      .recipient = b->names[i], .code_len = TM_CODEWORD_BYTES * 8,
                                      .codeword = b->words[i]};
     }
@@ -693,12 +698,21 @@ static int bench_pass(bench *b, int r)
     tm_image_free(img);
     if (st != TM_OK) return fail("decode", st);
 
+    tm_jpeg_planes *planes = NULL;
+    t0 = bench_now_ms();
+    st = tm_image_decode_planes(b->jpg, b->jpg_len, NULL, &img, &planes, NULL);
+    t[M_DECODE_PLANES][r] = bench_now_ms() - t0;
+    tm_image_free(img);
+    tm_jpeg_planes_free(planes);
+    if (st != TM_OK) return fail("decode as stored", st);
+
     t0 = bench_now_ms();
     tm_luma(b->orig, b->y);
     t[M_LUMA][r] = bench_now_ms() - t0;
 
     t0 = bench_now_ms();
-    st = tm_mask_compute(b->y, b->w, b->h, b->mask);
+    tm_plane yp = tm_plane_float(b->y, b->w, b->h);
+    st = tm_mask_compute(&yp, b->mask, NULL);
     t[M_MASK][r] = bench_now_ms() - t0;
     if (st != TM_OK) return fail("mask", st);
 
@@ -714,6 +728,13 @@ static int bench_pass(bench *b, int r)
     t[M_CREATE][r] = bench_now_ms() - t0;
     tm_embedder_free(emb);
     if (st != TM_OK) return fail("embedder", st);
+
+    emb = NULL;
+    t0 = bench_now_ms();
+    st = tm_embedder_create_data(b->key, b->jpg, b->jpg_len, NULL, NULL, &emb, NULL);
+    t[M_CREATE_DATA][r] = bench_now_ms() - t0;
+    tm_embedder_free(emb);
+    if (st != TM_OK) return fail("embedder from the file", st);
 
     uint8_t bits[TM_CODE_BYTES];
     t0 = bench_now_ms();
@@ -751,6 +772,12 @@ static int bench_pass(bench *b, int r)
     free(data);
     tm_image_free(copy);
     if (st != TM_OK) return fail("encode", st);
+
+    t0 = bench_now_ms();
+    st = tm_embedder_mark_encode(b->emb_data, "leaker", &b->so_copy, &data, &len);
+    t[M_MARK_ENCODE][r] = bench_now_ms() - t0;
+    free(data);
+    if (st != TM_OK) return fail("mark and encode", st);
 
     uint64_t ph;
     t0 = bench_now_ms();
@@ -796,6 +823,12 @@ static int bench_pass(bench *b, int r)
     if (st != TM_OK) return fail("decode the copy", st);
 
     t0 = bench_now_ms();
+    st = tm_image_decode(b->copy_jpg, b->copy_len, &b->luma_only, &img, NULL);
+    t[T_DECODE_LUMA][r] = bench_now_ms() - t0;
+    tm_image_free(img);
+    if (st != TM_OK) return fail("decode the copy's luminance", st);
+
+    t0 = bench_now_ms();
     tm_luma(b->suspect, b->ys);
     t[T_LUMA][r] = bench_now_ms() - t0;
 
@@ -837,7 +870,7 @@ static int bench_pass(bench *b, int r)
     tm_trace_result_clear(&res);
 
     t0 = bench_now_ms();
-    st = tm_image_decode(b->copy_jpg, b->copy_len, NULL, &img, NULL);
+    st = tm_image_decode(b->copy_jpg, b->copy_len, &b->luma_only, &img, NULL);
     if (st == TM_OK) st = tm_trace_run(b->key, img, b->copies, N_COPIES, &b->tp, &res);
     t[T_TRACE_ALL][r] = bench_now_ms() - t0;
     tm_image_free(img);
@@ -867,25 +900,19 @@ static int bench_pass(bench *b, int r)
  * at the copy's settings); *ms the wall time. */
 static int bench_batch(bench *b, int copies, double *ms)
 {
-    tm_image *img = NULL, *copy = NULL;
     tm_embedder *emb = NULL;
     uint8_t words[TM_CODE_BYTES], *data = NULL;
     size_t len;
     double t0 = bench_now_ms();
-    tm_status st = tm_image_decode(b->jpg, b->jpg_len, NULL, &img, NULL);
-    if (st == TM_OK) st = tm_embedder_create(b->key, img, NULL, &emb);
+    tm_status st = tm_embedder_create_data(b->key, b->jpg, b->jpg_len, NULL, NULL, &emb, NULL);
     for (int i = 0; i < copies && st == TM_OK; i++) {
         st = tm_embedder_codeword(emb, b->names[i], words);
-        if (st == TM_OK) st = tm_embedder_mark(emb, b->names[i], &copy);
-        if (st == TM_OK) st = tm_image_encode(copy, &b->so_copy, &data, &len);
-        tm_image_free(copy);
-        copy = NULL;
+        if (st == TM_OK) st = tm_embedder_mark_encode(emb, b->names[i], &b->so_copy, &data, &len);
         free(data);
         data = NULL;
     }
     *ms = bench_now_ms() - t0;
     tm_embedder_free(emb);
-    tm_image_free(img);
     return st == TM_OK ? 0 : fail("batch", st);
 }
 
@@ -958,11 +985,13 @@ static void print_tables(bench *b)
     snprintf(lbl, sizeof lbl, "FFTW c2r %dx%d (reference)", S, S);
     row(lbl, b->t[M_FFT_TILE], runs, S * (double)S / 1e6, 0, "");
     row("decode: tm_image_decode to float planes", b->t[M_DECODE], runs, mp, djpeg, "djpeg");
+    row("decode as stored: tm_image_decode_planes (JPEG components)", b->t[M_DECODE_PLANES], runs, mp, djpeg, "djpeg");
     row("colour conversion: tm_luma", b->t[M_LUMA], runs, mp, djpeg, "djpeg");
     row("perceptual mask: tm_mask_compute (block DCT included)", b->t[M_MASK], runs, mp, dct, "FFTW DCT");
     row("content hash: tm_image_content_hash", b->t[M_HASH], runs, mp, djpeg, "djpeg");
-    row("analysis: tm_embedder_create (hash, luma, mask, gain)", b->t[M_CREATE], runs, mp, codec,
+    row("analysis: tm_embedder_create (hash, luma, mask, gain, phash)", b->t[M_CREATE], runs, mp, codec,
         "(djpeg + cjpeg)");
+    row("decode + analysis: tm_embedder_create_data, as `mark`", b->t[M_CREATE_DATA], runs, mp, djpeg, "djpeg");
     row("codeword: tm_embedder_codeword", b->t[M_CODEWORD], runs, 0, 0, "");
     snprintf(lbl, sizeof lbl, "inverse DFT %dx%d: tm_tile_fft_inverse", S, S);
     row(lbl, b->t[M_TILE_INV], runs, S * (double)S / 1e6, c2r, "FFTW c2r");
@@ -970,6 +999,8 @@ static void print_tables(bench *b)
     row(lbl, b->t[M_PATTERN], runs, S * (double)S / 1e6, c2r, "FFTW c2r");
     row("embed: tm_embedder_mark (codeword, tile, clone, add)", b->t[M_MARK], runs, mp, cjpeg, "cjpeg");
     row("encode: tm_image_encode q90 4:2:0 of the copy", b->t[M_ENCODE], runs, mp, cjpeg_ref, "cjpeg q90 4:2:0");
+    snprintf(lbl, sizeof lbl, "embed + encode %s: tm_embedder_mark_encode, as `mark`", copy_set);
+    row(lbl, b->t[M_MARK_ENCODE], runs, mp, cjpeg, "cjpeg");
     row("perceptual hash: tm_image_phash", b->t[M_PHASH], runs, mp, djpeg, "djpeg");
     row("**mark in process**, bytes to bytes as `mark`", b->t[M_MARK_ALL], runs, mp, codec, "(djpeg + cjpeg)");
     row("**`tracemark mark`**, file to file", b->t[M_MARK_CLI], runs, mp, codec, "(djpeg + cjpeg)");
@@ -982,6 +1013,8 @@ static void print_tables(bench *b)
     row("FFTW r2c 1024x1024 (reference)", b->t[T_FFT_WIN], runs, SYNC_WIN * (double)SYNC_WIN / 1e6, 0, "");
     row("FFTW r2c 125x125 (reference)", b->t[T_FFT_125], runs, TM_TILE * (double)TM_TILE / 1e6, 0, "");
     row("decode: tm_image_decode of the copy", b->t[T_DECODE], runs, mp, djpeg_copy, "djpeg");
+    row("decode the luminance: tm_image_decode, luma_only, as `trace`", b->t[T_DECODE_LUMA], runs, mp, djpeg_copy,
+        "djpeg");
     row("colour conversion: tm_luma", b->t[T_LUMA], runs, mp, djpeg_copy, "djpeg");
     row("forward DFT 125x125: tm_tile_fft_forward", b->t[T_TILE_FWD], runs, TM_TILE * (double)TM_TILE / 1e6, r2c125,
         "FFTW r2c");
@@ -990,7 +1023,7 @@ static void print_tables(bench *b)
     row("search + extraction: tm_detect_search", b->t[T_SEARCH], runs, mp, djpeg_copy, "djpeg");
     row("registry scoring: tm_trace_score", b->t[T_SCORE], runs, 0, djpeg_copy, "djpeg");
     row("tm_trace_run", b->t[T_TRACE], runs, mp, djpeg_copy, "djpeg");
-    row("**trace in process**: decode + tm_trace_run", b->t[T_TRACE_ALL], runs, mp, djpeg_copy, "djpeg");
+    row("**trace in process**: luminance decode + tm_trace_run", b->t[T_TRACE_ALL], runs, mp, djpeg_copy, "djpeg");
     row("**`tracemark trace`**, file to verdict", b->t[T_TRACE_CLI], runs, mp, djpeg_copy, "djpeg");
     fflush(stdout);
 }

@@ -485,14 +485,16 @@ tm_status tm_detect_search(const tm_key *key, const tm_image *img, tm_detection 
     tm_geom cands[N_GEOM];
     int ng = 0;
     size_t n = (size_t)img->width * img->height;
-    float *y = malloc(n * sizeof(float));
+    /* A one-plane suspect (tm_load_options.luma_only) is its own luminance. */
+    float *own = img->channels == 1 ? NULL : malloc(n * sizeof(float));
+    const float *y = img->channels == 1 ? img->plane[0] : own;
     tm_detection *trial = malloc(sizeof *trial);
     tm_layout *lay = NULL;
     tm_tile_fft *fft = NULL;
     tm_status st = TM_ERR_NOMEM;
     if (!y || !trial) goto out;
     if ((st = detect_begin(key, &lay, &fft)) != TM_OK) goto out;
-    tm_luma(img, y);
+    if (own) tm_luma(img, own);
     if ((st = tm_sync_estimate(y, img->width, img->height, cands, N_GEOM, &ng)) != TM_OK) goto out;
 
     /* The hypotheses screened: the identity and the integer tile scales
@@ -552,7 +554,7 @@ tm_status tm_detect_search(const tm_key *key, const tm_image *img, tm_detection 
     if ((double)img->width * img->height < (double)TM_TILE * TM_TILE * g->scale * g->scale) out->usable = 0;
 out:
     detect_end(lay, fft);
-    free(y);
+    free(own);
     free(trial);
     return st;
 }

@@ -3,10 +3,18 @@
  *
  * tm_embedder_create does everything that depends only on the original: the
  * content hash and image id, the luminance plane, the perceptual mask and the
- * global strength, folded into one per-pixel gain. tm_embedder_mark then only
- * synthesises the recipient's tile (one small inverse FFT) and adds
- * gain * tile to R, G and B alike, which changes luminance by exactly that
- * and leaves the chroma untouched (docs/scheme.md section 5). */
+ * global strength, folded into one per-pixel gain, and the perceptual hash.
+ * tm_embedder_mark then only synthesises the recipient's tile (one small
+ * inverse FFT) and adds gain * tile to R, G and B alike, which changes
+ * luminance by exactly that and leaves the chroma untouched (docs/scheme.md
+ * section 5).
+ *
+ * tm_embedder_create_data reads a JPEG original as stored (tm_jpeg_planes)
+ * when it can, and tm_embedder_mark_encode then writes each JPEG copy by
+ * adding gain * tile to the stored luminance and encoding the stored chroma
+ * as it is: the same change to the same luminance, at the cost of little
+ * more than the entropy coding. Any other copy comes from the float planes,
+ * decoded on first need. */
 #include "config.h"
 
 #include <math.h>
@@ -14,12 +22,24 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include <openssl/err.h>
+#include <openssl/evp.h>
+
 #include "scheme.h"
 
 struct tm_embedder {
     const tm_key *key;
-    const tm_image *orig;
-    float *gain;              /* per pixel: strength * mask */
+    const tm_image *orig;     /* the original as float planes: borrowed, or owned */
+    tm_image *owned;          /* decoded here (from data, or lazily from src) */
+    tm_jpeg_planes *planes;   /* a JPEG original as stored (tm_embedder_create_data) */
+    tm_subsampling planes_ss; /* their subsampling */
+    uint8_t *src;             /* the encoded original, for a float decode on demand */
+    size_t src_len;
+    tm_load_options lo;
+    uint8_t *luma8;           /* a copy's luminance in the planes' layout */
+    int width, height;
+    float *gain;              /* per pixel: the perceptual mask */
+    float alpha;              /* the global strength: a copy adds alpha * gain * tile */
     tm_layout *layout;
     tm_tile_fft *fft;
     int side;                 /* the tile's: TM_TILE * tm_mark_tile_scale */
@@ -27,6 +47,7 @@ struct tm_embedder {
     double p[TM_CODE_BITS];
     uint8_t sha[32];
     char id[33];
+    uint64_t phash;
     double strength;
 };
 
@@ -55,23 +76,126 @@ void tm_luma(const tm_image *img, float *y)
         memcpy(y, img->plane[0], n * sizeof(float));
         return;
     }
-    const float *r = img->plane[0], *g = img->plane[1], *b = img->plane[2];
-    for (size_t i = 0; i < n; i++) y[i] = 0.299f * r[i] + 0.587f * g[i] + 0.114f * b[i];
+    const float *restrict r = img->plane[0], *restrict g = img->plane[1], *restrict b = img->plane[2];
+    float *restrict v = y;
+    for (size_t i = 0; i < n; i++) v[i] = 0.299f * r[i] + 0.587f * g[i] + 0.114f * b[i];
+}
+
+/* Streams a content hash: a 32-byte header (the text zero-padded), then the
+ * samples. */
+typedef struct hasher {
+    EVP_MD_CTX *ctx;
+    int ok;
+} hasher;
+
+static void hash_begin(hasher *h, const char *header)
+{
+    uint8_t buf[32] = {0};
+    snprintf((char *)buf, sizeof buf, "%s", header);
+    h->ctx = EVP_MD_CTX_new();
+    h->ok = h->ctx && EVP_DigestInit_ex(h->ctx, EVP_sha256(), NULL) && EVP_DigestUpdate(h->ctx, buf, sizeof buf);
+}
+
+static void hash_update(hasher *h, const void *data, size_t len)
+{
+    if (h->ok && len) h->ok = EVP_DigestUpdate(h->ctx, data, len);
+}
+
+static tm_status hash_end(hasher *h, uint8_t sha[32])
+{
+    unsigned int n = 0;
+    int ok = h->ok && EVP_DigestFinal_ex(h->ctx, sha, &n) && n == 32;
+    EVP_MD_CTX_free(h->ctx);
+    ERR_clear_error();
+    return ok ? TM_OK : h->ctx ? TM_ERR_CRYPTO : TM_ERR_NOMEM;
 }
 
 tm_status tm_image_content_hash(const tm_image *img, uint8_t sha[32])
 {
+    if (!img || !sha) return TM_ERR_ARG;
+    char header[32];
+    snprintf(header, sizeof header, "tm1 %d %d %d", img->width, img->height, img->channels);
+    hasher h;
+    hash_begin(&h, header);
+    /* Each plane's samples, 8-bit quantised, a chunk at a time. */
+    uint8_t chunk[16384];
     size_t n = (size_t)img->width * img->height;
-    size_t len = 32 + n * img->channels;
-    uint8_t *buf = malloc(len);
-    if (!buf) return TM_ERR_NOMEM;
-    memset(buf, 0, 32);
-    snprintf((char *)buf, 32, "tm1 %d %d %d", img->width, img->height, img->channels);
-    uint8_t *p = buf + 32;
     for (int c = 0; c < img->channels; c++)
-        for (size_t i = 0; i < n; i++) *p++ = tm_to_u8(img->plane[c][i]);
-    tm_status st = tm_sha256(buf, len, sha);
-    free(buf);
+        for (size_t i = 0; i < n; i += sizeof chunk) {
+            size_t m = n - i < sizeof chunk ? n - i : sizeof chunk;
+            const float *restrict src = img->plane[c] + i;
+            for (size_t k = 0; k < m; k++) chunk[k] = tm_to_u8(src[k]);
+            hash_update(&h, chunk, m);
+        }
+    return hash_end(&h, sha);
+}
+
+/* The content hash of a JPEG original read as stored: its components'
+ * samples, each at its own sampling (docs/scheme.md section 5). */
+static tm_status planes_content_hash(const tm_jpeg_planes *p, uint8_t sha[32])
+{
+    char header[32];
+    snprintf(header, sizeof header, "tm1y %d %d %d", p->width, p->height, p->ncomp);
+    hasher h;
+    hash_begin(&h, header);
+    for (int c = 0; c < p->ncomp; c++) {
+        uint8_t f[2] = {(uint8_t)p->h_samp[c], (uint8_t)p->v_samp[c]};
+        hash_update(&h, f, 2);
+        for (int y = 0; y < p->ch[c]; y++) hash_update(&h, p->plane[c] + (size_t)y * p->stride[c], (size_t)p->cw[c]);
+    }
+    return hash_end(&h, sha);
+}
+
+/* Everything that follows from the original's content hash (e->sha) and
+ * luminance y (e->width x e->height): the code's biases, the layout, the
+ * tile workspace, the per-pixel gain and strength, the perceptual hash. */
+static tm_status analyse(tm_embedder *e, const tm_plane *y, const tm_mark_params *params)
+{
+    size_t n = (size_t)e->width * e->height;
+    tm_status st;
+    for (int i = 0; i < 16; i++) snprintf(e->id + 2 * i, 3, "%02x", e->sha[i]);
+    if ((st = tm_code_bias(e->key, e->id, e->p)) != TM_OK) return st;
+    if ((st = tm_layout_create(e->key, &e->layout)) != TM_OK) return st;
+    e->side = TM_TILE * tm_mark_tile_scale(e->width, e->height);
+    if ((st = tm_tile_fft_create_side(e->side, &e->fft)) != TM_OK) return st;
+    e->tile = malloc(sizeof(float) * (size_t)e->side * e->side);
+    e->gain = malloc(n * sizeof(float));
+    if (!e->tile || !e->gain) return TM_ERR_NOMEM;
+    if ((st = tm_phash_luma(y, &e->phash)) != TM_OK) return st;
+    double ms;
+    if ((st = tm_mask_compute(y, e->gain, &ms)) != TM_OK) return st;
+    /* Scale so the RMS change is the strength, but never beyond a small
+     * amplitude on flat areas (mask weight 1): flat images stay clean. */
+    e->alpha = (float)(ms > 0 ? fmin(params->strength / sqrt(ms), TM_FLAT_FRACTION * params->strength) : 0);
+    return TM_OK;
+}
+
+/* A new embedder for key and params (NULL: defaults), or the reason not. */
+static tm_status embedder_new(const tm_key *key, const tm_mark_params *params, tm_embedder **out)
+{
+    if (params && (!(params->strength >= 0) || params->strength > 50)) return TM_ERR_ARG;
+    tm_embedder *e = calloc(1, sizeof *e);
+    if (!e) return TM_ERR_NOMEM;
+    e->key = key;
+    e->strength = params ? params->strength : TM_DEFAULT_STRENGTH;
+    *out = e;
+    return TM_OK;
+}
+
+/* Analysis of a float original: hash, luminance, then analyse(). */
+static tm_status analyse_image(tm_embedder *e, const tm_image *orig, const tm_mark_params *params)
+{
+    e->orig = orig;
+    e->width = orig->width;
+    e->height = orig->height;
+    tm_status st = tm_image_content_hash(orig, e->sha);
+    if (st != TM_OK) return st;
+    float *y = malloc(sizeof(float) * (size_t)orig->width * orig->height);
+    if (!y) return TM_ERR_NOMEM;
+    tm_luma(orig, y);
+    tm_plane p = tm_plane_float(y, orig->width, orig->height);
+    st = analyse(e, &p, params);
+    free(y);
     return st;
 }
 
@@ -85,43 +209,68 @@ tm_status tm_embedder_create(const tm_key *key, const tm_image *orig, const tm_m
         tm_mark_params_init(&defaults);
         params = &defaults;
     }
-    if (!(params->strength >= 0) || params->strength > 50) return TM_ERR_ARG;
-    size_t n = (size_t)orig->width * orig->height;
-    tm_status st = TM_ERR_NOMEM;
-    float *y = NULL;
-    tm_embedder *e = calloc(1, sizeof *e);
-    if (!e) goto out;
-    e->key = key;
-    e->orig = orig;
-    e->strength = params->strength;
-    e->gain = malloc(n * sizeof(float));
-    y = malloc(n * sizeof(float));
-    if (!e->gain || !y) goto out;
-    if ((st = tm_image_content_hash(orig, e->sha)) != TM_OK) goto out;
-    for (int i = 0; i < 16; i++) snprintf(e->id + 2 * i, 3, "%02x", e->sha[i]);
-    if ((st = tm_code_bias(key, e->id, e->p)) != TM_OK) goto out;
-    if ((st = tm_layout_create(key, &e->layout)) != TM_OK) goto out;
-    e->side = TM_TILE * tm_mark_tile_scale(orig->width, orig->height);
-    if ((st = tm_tile_fft_create_side(e->side, &e->fft)) != TM_OK) goto out;
-    if (!(e->tile = malloc(sizeof(float) * (size_t)e->side * e->side))) {
-        st = TM_ERR_NOMEM;
+    tm_embedder *e = NULL;
+    tm_status st = embedder_new(key, params, &e);
+    if (st == TM_OK && (st = analyse_image(e, orig, params)) == TM_OK) *out = e;
+    else tm_embedder_free(e);
+    return st;
+}
+
+tm_status tm_embedder_create_data(const tm_key *key, const void *data, size_t len, const tm_load_options *lo,
+                                  const tm_mark_params *params, tm_embedder **out, tm_image_info *info)
+{
+    if (!key || !data || !out) return TM_ERR_ARG;
+    *out = NULL;
+    tm_mark_params defaults;
+    if (!params) {
+        tm_mark_params_init(&defaults);
+        params = &defaults;
+    }
+    tm_image_info local;
+    if (!info) info = &local;
+    tm_embedder *e = NULL;
+    tm_status st = embedder_new(key, params, &e);
+    if (st != TM_OK) return st;
+    if (lo) e->lo = *lo;
+    else tm_load_options_init(&e->lo);
+    e->lo.luma_only = 0;
+    if ((st = tm_image_decode_planes(data, len, &e->lo, &e->owned, &e->planes, info)) != TM_OK) goto out;
+    if (!e->planes) {
+        st = analyse_image(e, e->owned, params);
         goto out;
     }
-    tm_luma(orig, y);
-    if ((st = tm_mask_compute(y, orig->width, orig->height, e->gain)) != TM_OK) goto out;
-    /* Scale so the RMS change is the strength, but never beyond a small
-     * amplitude on flat areas (mask weight 1): flat images stay clean. */
-    double ms = 0;
-    for (size_t i = 0; i < n; i++) ms += (double)e->gain[i] * e->gain[i];
-    ms /= (double)n;
-    double alpha = ms > 0 ? fmin(params->strength / sqrt(ms), TM_FLAT_FRACTION * params->strength) : 0;
-    for (size_t i = 0; i < n; i++) e->gain[i] = (float)(e->gain[i] * alpha);
-    *out = e;
-    e = NULL;
-    st = TM_OK;
+    /* A JPEG read as stored: keep its bytes for any copy that is not a JPEG
+     * of the same sampling, and analyse its luminance plane. */
+    const tm_jpeg_planes *p = e->planes;
+    e->planes_ss = info->subsampling;
+    e->width = p->width;
+    e->height = p->height;
+    st = TM_ERR_NOMEM;
+    e->src = malloc(len);
+    e->luma8 = malloc(p->rows[0] * p->stride[0]);
+    if (!e->src || !e->luma8) goto out;
+    memcpy(e->src, data, len);
+    e->src_len = len;
+    if ((st = planes_content_hash(p, e->sha)) != TM_OK) goto out;
+    tm_plane y = {.u8 = p->plane[0], .stride = p->stride[0], .w = p->width, .h = p->height};
+    st = analyse(e, &y, params);
 out:
-    free(y);
-    tm_embedder_free(e);
+    if (st == TM_OK) *out = e;
+    else tm_embedder_free(e);
+    return st;
+}
+
+tm_status tm_embedder_load(const tm_key *key, const char *path, const tm_load_options *lo,
+                           const tm_mark_params *params, tm_embedder **out, tm_image_info *info)
+{
+    if (!out) return TM_ERR_ARG;
+    *out = NULL;
+    uint8_t *data;
+    size_t len;
+    tm_status st = tm_file_read(path, TM_MAX_FILE_BYTES, &data, &len);
+    if (st != TM_OK) return st == TM_ERR_NOT_FOUND ? TM_ERR_IO : st;
+    st = tm_embedder_create_data(key, data, len, lo, params, out, info);
+    free(data);
     return st;
 }
 
@@ -130,6 +279,10 @@ void tm_embedder_free(tm_embedder *e)
     if (!e) return;
     free(e->gain);
     free(e->tile);
+    tm_image_free(e->owned);
+    tm_jpeg_planes_free(e->planes);
+    free(e->src);
+    free(e->luma8);
     tm_layout_free(e->layout);
     tm_tile_fft_free(e->fft);
     free(e);
@@ -145,20 +298,51 @@ void tm_embedder_content_sha256(const tm_embedder *e, uint8_t sha[32])
     memcpy(sha, e->sha, 32);
 }
 
+uint64_t tm_embedder_phash(const tm_embedder *e)
+{
+    return e->phash;
+}
+
+void tm_embedder_size(const tm_embedder *e, int *width, int *height)
+{
+    *width = e->width;
+    *height = e->height;
+}
+
 tm_status tm_embedder_codeword(const tm_embedder *e, const char *recipient, uint8_t bits[TM_CODEWORD_BYTES])
 {
     if (!e || !recipient || !*recipient) return TM_ERR_ARG;
     return tm_code_word(e->key, e->id, recipient, e->p, bits);
 }
 
+/* The recipient's tile times the strength into e->tile. */
+static tm_status make_tile(tm_embedder *e, const char *recipient)
+{
+    uint8_t bits[TM_CODE_BYTES];
+    tm_status st = tm_embedder_codeword(e, recipient, bits);
+    if (st == TM_OK) st = tm_pattern_tile(e->layout, bits, e->fft, e->tile);
+    size_t n = (size_t)e->side * e->side;
+    for (size_t i = 0; i < n; i++) e->tile[i] *= e->alpha;
+    return st;
+}
+
+/* The float original, decoded from the kept bytes on first need. */
+static tm_status float_original(tm_embedder *e)
+{
+    if (e->orig) return TM_OK;
+    tm_status st = tm_image_decode(e->src, e->src_len, &e->lo, &e->owned, NULL);
+    if (st == TM_OK && (e->owned->width != e->width || e->owned->height != e->height)) st = TM_ERR_INTERNAL;
+    if (st == TM_OK) e->orig = e->owned;
+    return st;
+}
+
 tm_status tm_embedder_mark(tm_embedder *e, const char *recipient, tm_image **out)
 {
     if (!e || !recipient || !out) return TM_ERR_ARG;
     *out = NULL;
-    uint8_t bits[TM_CODE_BYTES];
-    tm_status st = tm_embedder_codeword(e, recipient, bits);
+    tm_status st = make_tile(e, recipient);
+    if (st == TM_OK) st = float_original(e);
     if (st != TM_OK) return st;
-    if ((st = tm_pattern_tile(e->layout, bits, e->fft, e->tile)) != TM_OK) return st;
     tm_image *img;
     if ((st = tm_image_clone(e->orig, &img)) != TM_OK) return st;
     int w = img->width, h = img->height;
@@ -177,4 +361,53 @@ tm_status tm_embedder_mark(tm_embedder *e, const char *recipient, tm_image **out
     }
     *out = img;
     return TM_OK;
+}
+
+/* The copy's luminance into e->luma8: the original's plus gain * tile,
+ * rounded and clamped; the padding beyond the image as the original's. */
+static void mark_luma(tm_embedder *e)
+{
+    const tm_jpeg_planes *p = e->planes;
+    int w = e->width, h = e->height, side = e->side;
+    size_t stride = p->stride[0];
+    for (int yy = 0; yy < h; yy++) {
+        const float *restrict trow = e->tile + (size_t)(yy % side) * side;
+        const float *restrict g = e->gain + (size_t)yy * w;
+        const uint8_t *restrict in = p->plane[0] + (size_t)yy * stride;
+        uint8_t *restrict o = e->luma8 + (size_t)yy * stride;
+        for (int x0 = 0; x0 < w; x0 += side) {
+            int len = w - x0 < side ? w - x0 : side;
+            for (int i = 0; i < len; i++) {
+                float v = (float)in[x0 + i] + g[x0 + i] * trow[i] + 0.5f;
+                v = v > 0.0f ? v : 0.0f;
+                v = v < 255.0f ? v : 255.0f;
+                o[x0 + i] = (uint8_t)(int)v;
+            }
+        }
+        memcpy(o + w, in + w, stride - (size_t)w);
+    }
+    memcpy(e->luma8 + (size_t)h * stride, p->plane[0] + (size_t)h * stride, (p->rows[0] - (size_t)h) * stride);
+}
+
+tm_status tm_embedder_mark_encode(tm_embedder *e, const char *recipient, const tm_save_options *so,
+                                  uint8_t **data, size_t *len)
+{
+    if (!e || !recipient || !so || !data || !len) return TM_ERR_ARG;
+    *data = NULL;
+    *len = 0;
+    const tm_jpeg_planes *p = e->planes;
+    int quality = so->quality ? so->quality : 90;
+    if (p && so->format == TM_FORMAT_JPEG && quality >= 1 && quality <= 100 &&
+        (p->ncomp == 1 || so->subsampling == TM_SS_UNKNOWN || so->subsampling == e->planes_ss)) {
+        tm_status st = make_tile(e, recipient);
+        if (st != TM_OK) return st;
+        mark_luma(e);
+        return tm_jpeg_encode_planes(p, e->luma8, quality, so->progressive, data, len);
+    }
+    tm_image *copy;
+    tm_status st = tm_embedder_mark(e, recipient, &copy);
+    if (st != TM_OK) return st;
+    st = tm_image_encode(copy, so, data, len);
+    tm_image_free(copy);
+    return st;
 }

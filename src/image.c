@@ -11,9 +11,7 @@
 #include <strings.h>
 
 #include "internal.h"
-
-/* Compressed files above this size are refused before reading them. */
-#define TM_MAX_FILE_BYTES ((size_t)1 << 30)
+#include "scheme.h"
 
 void tm_load_options_init(tm_load_options *opts)
 {
@@ -194,11 +192,30 @@ const char *tm_subsampling_name(tm_subsampling ss)
     }
 }
 
+/* Replaces *img by its luminance, alpha dropped. */
+static tm_status to_luma(tm_image **img)
+{
+    tm_image *y;
+    tm_status st = tm_image_create((*img)->width, (*img)->height, 1, &y);
+    if (st != TM_OK) return st;
+    tm_luma(*img, y->plane[0]);
+    tm_image_free(*img);
+    *img = y;
+    return TM_OK;
+}
+
 tm_status tm_image_decode(const void *data, size_t len, const tm_load_options *opts,
                           tm_image **out, tm_image_info *info)
 {
+    return tm_image_decode_planes(data, len, opts, out, NULL, info);
+}
+
+tm_status tm_image_decode_planes(const void *data, size_t len, const tm_load_options *opts,
+                                 tm_image **out, tm_jpeg_planes **planes, tm_image_info *info)
+{
     if (!out || (!data && len)) return TM_ERR_ARG;
     *out = NULL;
+    if (planes) *planes = NULL;
     tm_load_options defaults;
     if (!opts) {
         tm_load_options_init(&defaults);
@@ -212,11 +229,13 @@ tm_status tm_image_decode(const void *data, size_t len, const tm_load_options *o
     tm_status st;
     tm_image *img = NULL;
     switch (tm_format_sniff(data, len)) {
-    case TM_FORMAT_JPEG: st = tm_jpeg_decode(data, len, opts, &img, info); break;
+    case TM_FORMAT_JPEG: st = tm_jpeg_decode_planes(data, len, opts, &img, planes, info); break;
     case TM_FORMAT_PNG: st = tm_png_decode(data, len, opts, &img, info); break;
     case TM_FORMAT_WEBP: st = tm_webp_decode(data, len, opts, &img, info); break;
     default: return len < 12 && len > 0 ? TM_ERR_TRUNCATED : TM_ERR_FORMAT;
     }
+    if (st == TM_OK && !img) return TM_OK; /* read as planes */
+    if (st == TM_OK && opts->luma_only && img->channels > 1) st = to_luma(&img);
     if (st == TM_OK && info->orientation != 1) st = tm_image_orient(img, info->orientation);
     if (st != TM_OK) {
         tm_image_free(img);

@@ -7,6 +7,9 @@
 
 #include "tracemark.h"
 
+/* Compressed files above this size are refused before reading them. */
+#define TM_MAX_FILE_BYTES ((size_t)1 << 30)
+
 /* Default pixel budget: 200 megapixels. */
 #define TM_DEFAULT_MAX_PIXELS 200000000ULL
 
@@ -32,6 +35,40 @@ tm_status tm_webp_decode(const uint8_t *data, size_t len, const tm_load_options 
                          tm_image **out, tm_image_info *info);
 tm_status tm_webp_encode(const tm_image *img, const tm_save_options *opts,
                          uint8_t **data, size_t *len);
+
+/* A JPEG's components exactly as stored: 8-bit YCbCr (or gray), each at its
+ * own sampled size, the luminance at full resolution. Marking changes only
+ * the luminance, so a JPEG original is read this way and each copy encoded
+ * from it with the chroma untouched: no upsampling, no colour conversion, no
+ * chroma rounding (docs/image-io.md). */
+typedef struct tm_jpeg_planes {
+    int width, height;          /* the image's (plane 0's samples) */
+    int ncomp;                  /* 1 (gray) or 3 (YCbCr) */
+    int h_samp[3], v_samp[3];   /* sampling factors as stored */
+    int cw[3], ch[3];           /* each component's size in samples */
+    size_t stride[3];           /* samples per allocated row: whole blocks */
+    size_t rows[3];             /* allocated rows: whole iMCU rows */
+    uint8_t *plane[3];
+    uint8_t *icc;               /* the ICC profile, or NULL */
+    size_t icc_len;
+} tm_jpeg_planes;
+
+void tm_jpeg_planes_free(tm_jpeg_planes *p);
+
+/* tm_jpeg_decode, except that when planes is not NULL and the stream can be
+ * read as tm_jpeg_planes (YCbCr or gray, orientation 1, luminance at full
+ * resolution) it is, into *planes, and *out stays NULL. */
+tm_status tm_jpeg_decode_planes(const uint8_t *data, size_t len, const tm_load_options *opts,
+                                tm_image **out, tm_jpeg_planes **planes, tm_image_info *info);
+
+/* tm_image_decode, reading a JPEG into *planes when it can (see above). */
+tm_status tm_image_decode_planes(const void *data, size_t len, const tm_load_options *opts,
+                                 tm_image **out, tm_jpeg_planes **planes, tm_image_info *info);
+
+/* Encodes p's components at their own sampling, with luma (laid out as
+ * p->plane[0]; NULL for p's own) as the luminance. */
+tm_status tm_jpeg_encode_planes(const tm_jpeg_planes *p, const uint8_t *luma, int quality, int progressive,
+                                uint8_t **data, size_t *len);
 
 /* EXIF (TIFF-structured) block parser, shared by the three codecs. data points
  * at the TIFF header ("II*\0" / "MM\0*"), i.e. after any "Exif\0\0" prefix. */

@@ -14,6 +14,10 @@
  * monitor refuses absurd numbers of progressive scans, each of which costs a
  * pass over the whole coefficient buffer. Output is 1-channel gray or 3-channel
  * RGB; CMYK and YCCK become RGB. Orientation is only reported, never applied.
+ * Two cheaper outputs serve marking and tracing: the components exactly as
+ * stored (tm_jpeg_planes: no upsampling, no colour conversion, and the chroma
+ * passes to the copy untouched), and the luminance alone (libjpeg then skips
+ * the chroma's inverse DCT).
  *
  * Encoding writes JFIF, plus the ICC profile when the image carries one, and
  * nothing else: identifying metadata must not ride along with a marked copy. */
@@ -244,22 +248,30 @@ typedef struct jpeg_dec {
     size_t len;
     uint64_t max_pixels;
     tm_image_info *info;
-    tm_image *img;        /* the result, built here */
+    int luma_only;        /* decode Y alone when the stream is YCbCr */
+    int want_planes;      /* into planes when the stream allows it */
+    tm_image *img;        /* the result, built here ... */
+    tm_jpeg_planes *planes; /* ... or this */
     JOCTET *icc;          /* malloc'd by jpeg_read_icc_profile */
     unsigned int icc_len;
 } jpeg_dec;
 
 /* Converts one decoded scanline into row y of the planar image. */
-static void store_row(jpeg_dec *d, const JSAMPLE *row, int y)
+static void store_row(jpeg_dec *d, const JSAMPLE *restrict row, int y)
 {
     tm_image *img = d->img;
     size_t w = (size_t)img->width, base = (size_t)y * w;
     J_COLOR_SPACE cs = d->cinfo.out_color_space;
     if (cs == JCS_GRAYSCALE) {
-        for (size_t x = 0; x < w; x++) img->plane[0][base + x] = (float)row[x];
+        float *restrict v = img->plane[0] + base;
+        for (size_t x = 0; x < w; x++) v[x] = (float)row[x];
     } else if (cs == JCS_RGB) {
-        for (size_t x = 0; x < w; x++)
-            for (int c = 0; c < 3; c++) img->plane[c][base + x] = (float)row[3 * x + (size_t)c];
+        float *restrict r = img->plane[0] + base, *restrict g = img->plane[1] + base, *restrict b = img->plane[2] + base;
+        for (size_t x = 0; x < w; x++) {
+            r[x] = (float)row[3 * x];
+            g[x] = (float)row[3 * x + 1];
+            b[x] = (float)row[3 * x + 2];
+        }
     } else {
         /* CMYK: Photoshop (which writes the Adobe marker) stores 255 - ink;
          * other writers store ink. RGB = (1 - C)(1 - K) etc., in integers so
@@ -274,6 +286,73 @@ static void store_row(jpeg_dec *d, const JSAMPLE *row, int y)
             }
         }
     }
+}
+
+/* True when the stream can be read as tm_jpeg_planes: YCbCr or gray, stored
+ * upright, luminance at full resolution, 8-bit samples of at most 4x4
+ * sampling (so an iMCU row is at most 32 lines). */
+static int planes_fit(const struct jpeg_decompress_struct *ci, const tm_image_info *info)
+{
+    if (info->orientation != 1 || ci->data_precision != 8) return 0;
+    if (!(ci->jpeg_color_space == JCS_YCbCr && ci->num_components == 3) &&
+        !(ci->jpeg_color_space == JCS_GRAYSCALE && ci->num_components == 1))
+        return 0;
+    const jpeg_component_info *c = ci->comp_info;
+    if (c[0].h_samp_factor != ci->max_h_samp_factor || c[0].v_samp_factor != ci->max_v_samp_factor) return 0;
+    for (int i = 0; i < ci->num_components; i++)
+        if (c[i].h_samp_factor > 4 || c[i].v_samp_factor > 4) return 0;
+    return 1;
+}
+
+void tm_jpeg_planes_free(tm_jpeg_planes *p)
+{
+    if (!p) return;
+    for (int c = 0; c < 3; c++) free(p->plane[c]);
+    free(p->icc);
+    free(p);
+}
+
+/* Decodes the started stream's components into d->planes (allocated here, to
+ * whole blocks across and whole iMCU rows down, as libjpeg writes them). */
+static tm_status read_planes(jpeg_dec *d)
+{
+    struct jpeg_decompress_struct *ci = &d->cinfo;
+    tm_jpeg_planes *p = calloc(1, sizeof *p);
+    if (!p) return TM_ERR_NOMEM;
+    d->planes = p;
+    p->width = (int)ci->image_width;
+    p->height = (int)ci->image_height;
+    p->ncomp = ci->num_components;
+    int imcu = ci->max_v_samp_factor * DCTSIZE;
+    size_t imcu_rows = (ci->image_height + (JDIMENSION)imcu - 1) / (JDIMENSION)imcu;
+    for (int c = 0; c < p->ncomp; c++) {
+        const jpeg_component_info *k = &ci->comp_info[c];
+        p->h_samp[c] = k->h_samp_factor;
+        p->v_samp[c] = k->v_samp_factor;
+        p->cw[c] = (int)k->downsampled_width;
+        p->ch[c] = (int)k->downsampled_height;
+        p->stride[c] = (size_t)k->width_in_blocks * DCTSIZE;
+        p->rows[c] = imcu_rows * (size_t)k->v_samp_factor * DCTSIZE;
+        if (!(p->plane[c] = calloc(p->rows[c], p->stride[c]))) return TM_ERR_NOMEM;
+    }
+    if (d->icc) {
+        p->icc = d->icc;
+        p->icc_len = d->icc_len;
+        d->icc = NULL;
+    }
+    ci->raw_data_out = TRUE;
+    jpeg_start_decompress(ci);
+    JSAMPROW rows[3][4 * DCTSIZE];
+    JSAMPARRAY comp[3] = {rows[0], rows[1], rows[2]};
+    for (size_t r = 0; ci->output_scanline < ci->output_height; r++) {
+        for (int c = 0; c < p->ncomp; c++) {
+            int n = p->v_samp[c] * DCTSIZE;
+            for (int i = 0; i < n; i++) rows[c][i] = p->plane[c] + (r * (size_t)n + (size_t)i) * p->stride[c];
+        }
+        if (jpeg_read_raw_data(ci, comp, (JDIMENSION)imcu) != (JDIMENSION)imcu) return TM_ERR_CORRUPT;
+    }
+    jpeg_finish_decompress(ci);
+    return TM_OK;
 }
 
 /* Runs libjpeg over d->data; on any failure returns the status and leaves the
@@ -316,6 +395,9 @@ static tm_status decode_run(jpeg_dec *d)
         info->channels = 1;
         break;
     case JCS_YCbCr:
+        ci->out_color_space = d->luma_only ? JCS_GRAYSCALE : JCS_RGB;
+        info->channels = d->luma_only ? 1 : 3;
+        break;
     case JCS_RGB:
         ci->out_color_space = JCS_RGB;
         info->channels = 3;
@@ -332,6 +414,7 @@ static tm_status decode_run(jpeg_dec *d)
 
     scan_markers(ci, info);
     if (jpeg_read_icc_profile(ci, &d->icc, &d->icc_len)) info->has_icc = 1;
+    if (d->want_planes && planes_fit(ci, info)) return read_planes(d);
 
     st = tm_image_create(info->width, info->height, info->channels, &d->img);
     if (st != TM_OK) return st;
@@ -343,13 +426,16 @@ static tm_status decode_run(jpeg_dec *d)
     jpeg_start_decompress(ci);
     if ((int)ci->output_width != info->width || (int)ci->output_height != info->height)
         return TM_ERR_INTERNAL;
-    /* Freed with the decompressor, so a jump cannot leak it. */
-    JSAMPARRAY row = (*ci->mem->alloc_sarray)((j_common_ptr)ci, JPOOL_IMAGE,
-                                              ci->output_width * (JDIMENSION)ci->output_components, 1);
+    /* Freed with the decompressor, so a jump cannot leak it. As many lines
+     * per call as libjpeg produces at once. */
+    JDIMENSION batch = (JDIMENSION)(ci->rec_outbuf_height > 0 ? ci->rec_outbuf_height : 1);
+    JSAMPARRAY rows = (*ci->mem->alloc_sarray)((j_common_ptr)ci, JPOOL_IMAGE,
+                                               ci->output_width * (JDIMENSION)ci->output_components, batch);
     while (ci->output_scanline < ci->output_height) {
         int y = (int)ci->output_scanline;
-        if (jpeg_read_scanlines(ci, row, 1) != 1) return TM_ERR_CORRUPT;
-        store_row(d, row[0], y);
+        JDIMENSION got = jpeg_read_scanlines(ci, rows, batch);
+        if (got == 0) return TM_ERR_CORRUPT;
+        for (JDIMENSION i = 0; i < got; i++) store_row(d, rows[i], y + (int)i);
     }
     jpeg_finish_decompress(ci);
     return TM_OK;
@@ -358,8 +444,15 @@ static tm_status decode_run(jpeg_dec *d)
 tm_status tm_jpeg_decode(const uint8_t *data, size_t len, const tm_load_options *opts,
                          tm_image **out, tm_image_info *info)
 {
+    return tm_jpeg_decode_planes(data, len, opts, out, NULL, info);
+}
+
+tm_status tm_jpeg_decode_planes(const uint8_t *data, size_t len, const tm_load_options *opts,
+                                tm_image **out, tm_jpeg_planes **planes, tm_image_info *info)
+{
     if (!out || !info || (!data && len)) return TM_ERR_ARG;
     *out = NULL;
+    if (planes) *planes = NULL;
     if (len == 0) return TM_ERR_TRUNCATED;
     if (len > (unsigned long)-1) return TM_ERR_TOO_LARGE;
 
@@ -368,6 +461,8 @@ tm_status tm_jpeg_decode(const uint8_t *data, size_t len, const tm_load_options 
     d->data = data;
     d->len = len;
     d->max_pixels = opts ? opts->max_pixels : TM_DEFAULT_MAX_PIXELS;
+    d->luma_only = opts && opts->luma_only;
+    d->want_planes = planes != NULL;
     d->info = info;
     memset(info, 0, sizeof *info);
     info->orientation = 1;
@@ -375,8 +470,13 @@ tm_status tm_jpeg_decode(const uint8_t *data, size_t len, const tm_load_options 
     tm_status st = decode_run(d);
     jpeg_destroy_decompress(&d->cinfo);
     free(d->icc);
-    if (st == TM_OK) *out = d->img;
-    else tm_image_free(d->img);
+    if (st == TM_OK) {
+        *out = d->img;
+        if (planes) *planes = d->planes;
+    } else {
+        tm_image_free(d->img);
+        tm_jpeg_planes_free(d->planes);
+    }
     free(d);
     return st;
 }
@@ -387,7 +487,9 @@ tm_status tm_jpeg_decode(const uint8_t *data, size_t len, const tm_load_options 
 typedef struct jpeg_enc {
     struct jpeg_compress_struct cinfo;
     jpeg_err err;
-    const tm_image *img;
+    const tm_image *img;      /* the pixels, or ... */
+    const tm_jpeg_planes *planes; /* ... these components as stored, */
+    const uint8_t *luma;      /* with this plane (planes' layout) for Y */
     int quality;
     tm_subsampling ss;
     int progressive;
@@ -409,8 +511,44 @@ static void luma_factors(tm_subsampling ss, int *h, int *v)
     }
 }
 
-/* Runs libjpeg to compress e->img; the cleanup is the caller's. The only
- * function here that calls setjmp. */
+/* Rows of float planes to interleaved 8-bit samples, rounded and clamped. */
+static void pack_rows(const tm_image *img, int nc, size_t y0, JSAMPARRAY rows, int n)
+{
+    size_t w = (size_t)img->width;
+    for (int i = 0; i < n; i++) {
+        JSAMPLE *restrict out = rows[i];
+        for (int c = 0; c < nc; c++) {
+            const float *restrict src = img->plane[c] + (y0 + (size_t)i) * w;
+            for (size_t x = 0; x < w; x++) {
+                float v = src[x] + 0.5f;
+                v = v > 0.0f ? v : 0.0f; /* also NaN */
+                v = v < 255.0f ? v : 255.0f;
+                out[x * (size_t)nc + (size_t)c] = (JSAMPLE)(int)v;
+            }
+        }
+    }
+}
+
+/* Hands the planes (Y from e->luma) to libjpeg an iMCU row at a time. */
+static void write_planes(jpeg_enc *e)
+{
+    struct jpeg_compress_struct *ci = &e->cinfo;
+    const tm_jpeg_planes *p = e->planes;
+    int imcu = ci->max_v_samp_factor * DCTSIZE;
+    JSAMPROW rows[3][4 * DCTSIZE];
+    JSAMPARRAY comp[3] = {rows[0], rows[1], rows[2]};
+    for (size_t r = 0; ci->next_scanline < ci->image_height; r++) {
+        for (int c = 0; c < p->ncomp; c++) {
+            int n = p->v_samp[c] * DCTSIZE;
+            uint8_t *base = c == 0 ? (uint8_t *)e->luma : p->plane[c];
+            for (int i = 0; i < n; i++) rows[c][i] = base + (r * (size_t)n + (size_t)i) * p->stride[c];
+        }
+        jpeg_write_raw_data(ci, comp, (JDIMENSION)imcu);
+    }
+}
+
+/* Runs libjpeg to compress e->img or e->planes; the cleanup is the caller's.
+ * The only function here that calls setjmp. */
 static tm_status encode_run(jpeg_enc *e)
 {
     e->cinfo.err = error_init(&e->err, 0);
@@ -423,13 +561,20 @@ static tm_status encode_run(jpeg_enc *e)
     jpeg_mem_dest(ci, &e->outbuf, &e->outsize);
 
     const tm_image *img = e->img;
-    ci->image_width = (JDIMENSION)img->width;
-    ci->image_height = (JDIMENSION)img->height;
+    const tm_jpeg_planes *p = e->planes;
+    ci->image_width = (JDIMENSION)(p ? p->width : img->width);
+    ci->image_height = (JDIMENSION)(p ? p->height : img->height);
     ci->input_components = e->gray ? 1 : 3;
-    ci->in_color_space = e->gray ? JCS_GRAYSCALE : JCS_RGB;
+    ci->in_color_space = e->gray ? JCS_GRAYSCALE : p ? JCS_YCbCr : JCS_RGB;
     jpeg_set_defaults(ci); /* YCbCr or gray with a JFIF header, no Adobe marker */
     jpeg_set_quality(ci, e->quality, TRUE);
-    if (!e->gray) {
+    if (p) {
+        ci->raw_data_in = TRUE;
+        for (int c = 0; c < p->ncomp; c++) {
+            ci->comp_info[c].h_samp_factor = p->h_samp[c];
+            ci->comp_info[c].v_samp_factor = p->v_samp[c];
+        }
+    } else if (!e->gray) {
         int h, v;
         luma_factors(e->ss, &h, &v);
         ci->comp_info[0].h_samp_factor = h;
@@ -439,26 +584,77 @@ static tm_status encode_run(jpeg_enc *e)
             ci->comp_info[c].v_samp_factor = 1;
         }
     }
-    ci->optimize_coding = TRUE;
+    ci->optimize_coding = FALSE;
     ci->dct_method = JDCT_ISLOW; /* the same bytes on every machine */
     if (e->progressive) jpeg_simple_progression(ci);
 
     jpeg_start_compress(ci, TRUE);
-    if (img->icc && img->icc_len) jpeg_write_icc_profile(ci, img->icc, (unsigned int)img->icc_len);
+    const uint8_t *icc = p ? p->icc : img->icc;
+    size_t icc_len = p ? p->icc_len : img->icc_len;
+    if (icc && icc_len) jpeg_write_icc_profile(ci, icc, (unsigned int)icc_len);
 
-    JSAMPARRAY row = (*ci->mem->alloc_sarray)((j_common_ptr)ci, JPOOL_IMAGE,
-                                              ci->image_width * (JDIMENSION)ci->input_components, 1);
-    size_t w = (size_t)img->width;
-    int nc = ci->input_components;
-    while (ci->next_scanline < ci->image_height) {
-        size_t base = (size_t)ci->next_scanline * w;
-        JSAMPLE *r = row[0];
-        for (size_t x = 0; x < w; x++)
-            for (int c = 0; c < nc; c++) r[x * (size_t)nc + (size_t)c] = tm_to_u8(img->plane[c][base + x]);
-        jpeg_write_scanlines(ci, row, 1);
+    if (p) {
+        write_planes(e);
+    } else {
+        enum { BATCH = 16 };
+        JSAMPARRAY rows = (*ci->mem->alloc_sarray)((j_common_ptr)ci, JPOOL_IMAGE,
+                                                   ci->image_width * (JDIMENSION)ci->input_components, BATCH);
+        while (ci->next_scanline < ci->image_height) {
+            JDIMENSION left = ci->image_height - ci->next_scanline;
+            int n = left < BATCH ? (int)left : BATCH;
+            pack_rows(img, ci->input_components, ci->next_scanline, rows, n);
+            jpeg_write_scanlines(ci, rows, (JDIMENSION)n);
+        }
     }
     jpeg_finish_compress(ci);
     return TM_OK;
+}
+
+/* Runs e (its source, quality and options set) into a malloc'd buffer. */
+static tm_status encode(jpeg_enc *e, size_t raw_bytes, size_t icc_len, uint8_t **data, size_t *len)
+{
+    /* A first buffer of a quarter of the raw size (plus the profile) holds
+     * nearly every photo at the usual qualities without regrowth. */
+    size_t cap = raw_bytes / 4u + 65536u + icc_len + icc_len / 8u;
+    if (cap > (unsigned long)-1) cap = (unsigned long)-1;
+    e->initbuf = malloc(cap);
+    if (!e->initbuf) return TM_ERR_NOMEM;
+    e->outbuf = e->initbuf;
+    e->outsize = (unsigned long)cap;
+
+    tm_status st = encode_run(e);
+    jpeg_destroy_compress(&e->cinfo);
+    if (st != TM_OK) {
+        if (e->outbuf != e->initbuf) free(e->outbuf);
+        free(e->initbuf);
+        return st;
+    }
+    if (e->outbuf != e->initbuf) free(e->initbuf); /* libjpeg moved to a buffer of its own (malloc'd) */
+    uint8_t *shrunk = realloc(e->outbuf, e->outsize ? e->outsize : 1);
+    *data = shrunk ? shrunk : e->outbuf;
+    *len = e->outsize;
+    return TM_OK;
+}
+
+tm_status tm_jpeg_encode_planes(const tm_jpeg_planes *p, const uint8_t *luma, int quality, int progressive,
+                                uint8_t **data, size_t *len)
+{
+    if (!p || !data || !len || quality < 1 || quality > 100) return TM_ERR_ARG;
+    *data = NULL;
+    *len = 0;
+    if (p->icc && p->icc_len > TM_JPEG_MAX_ICC) return TM_ERR_UNSUPPORTED;
+    jpeg_enc *e = calloc(1, sizeof *e);
+    if (!e) return TM_ERR_NOMEM;
+    e->planes = p;
+    e->luma = luma ? luma : p->plane[0];
+    e->quality = quality;
+    e->progressive = progressive != 0;
+    e->gray = p->ncomp == 1;
+    size_t raw = 0;
+    for (int c = 0; c < p->ncomp; c++) raw += (size_t)p->cw[c] * (size_t)p->ch[c];
+    tm_status st = encode(e, raw, p->icc ? p->icc_len : 0, data, len);
+    free(e);
+    return st;
 }
 
 tm_status tm_jpeg_encode(const tm_image *img, const tm_save_options *opts,
@@ -482,37 +678,15 @@ tm_status tm_jpeg_encode(const tm_image *img, const tm_save_options *opts,
     }
     if (img->icc && img->icc_len > TM_JPEG_MAX_ICC) return TM_ERR_UNSUPPORTED;
 
-    tm_status st = TM_ERR_NOMEM;
     jpeg_enc *e = calloc(1, sizeof *e);
-    if (!e) goto out;
+    if (!e) return TM_ERR_NOMEM;
     e->img = img;
     e->quality = quality;
     e->ss = ss;
     e->progressive = opts->progressive != 0;
     e->gray = gray;
-    /* A first buffer of a quarter of the raw size (plus the profile) holds
-     * nearly every photo at the usual qualities without regrowth. */
-    size_t cap = (size_t)img->width * (size_t)img->height * (gray ? 1u : 3u) / 4u + 65536u;
-    if (img->icc) cap += img->icc_len + img->icc_len / 8u;
-    if (cap > (unsigned long)-1) cap = (unsigned long)-1;
-    e->initbuf = malloc(cap);
-    if (!e->initbuf) goto out;
-    e->outbuf = e->initbuf;
-    e->outsize = (unsigned long)cap;
-
-    st = encode_run(e);
-    jpeg_destroy_compress(&e->cinfo);
-    if (st != TM_OK) goto out;
-    if (e->outbuf != e->initbuf) {
-        free(e->initbuf); /* libjpeg moved to a buffer of its own (malloc'd) */
-        e->initbuf = NULL;
-    }
-    uint8_t *shrunk = realloc(e->outbuf, e->outsize ? e->outsize : 1);
-    *data = shrunk ? shrunk : e->outbuf;
-    *len = e->outsize;
-    e->initbuf = NULL;
-out:
-    if (e) free(e->initbuf);
+    size_t raw = (size_t)img->width * (size_t)img->height * (gray ? 1u : 3u);
+    tm_status st = encode(e, raw, img->icc ? img->icc_len : 0, data, len);
     free(e);
     return st;
 }

@@ -24,7 +24,7 @@
 #define MASK_HI 8.0       /* no region gets more than 8x the flat-area amplitude */
 
 /* Block activities of luminance y into act[bh][bw]. */
-static tm_status block_activity(const float *y, int w, int bw, int bh, float *act)
+static tm_status block_activity(const tm_plane *y, int bw, int bh, float *act)
 {
     float *in = fftwf_malloc(sizeof(float) * (size_t)B * bw * B);
     float *out = fftwf_malloc(sizeof(float) * (size_t)B * bw * B);
@@ -42,16 +42,14 @@ static tm_status block_activity(const float *y, int w, int bw, int bh, float *ac
     /* REDFT10 is unnormalised: an orthonormal AC coefficient is raw / 16 for 8x8. */
     const double scale = 1.0 / (16.0 * 16.0 * B * B);
     for (int by = 0; by < bh; by++) {
-        for (int r = 0; r < B; r++) memcpy(in + (size_t)r * bw * B, y + (size_t)(by * B + r) * w, sizeof(float) * bw * B);
+        for (int r = 0; r < B; r++) tm_plane_row(y, by * B + r, 0, bw * B, in + (size_t)r * bw * B);
         fftwf_execute(plan);
         for (int bx = 0; bx < bw; bx++) {
-            double e = 0;
-            for (int v = 0; v < B; v++)
-                for (int u = 0; u < B; u++)
-                    if (u + v >= 3) {
-                        double c = out[(size_t)v * bw * B + bx * B + u];
-                        e += c * c;
-                    }
+            float e = 0;
+            for (int v = 0; v < B; v++) {
+                const float *c = out + (size_t)v * bw * B + (size_t)bx * B;
+                for (int u = v < 3 ? 3 - v : 0; u < B; u++) e += c[u] * c[u];
+            }
             act[by * bw + bx] = (float)sqrt(e * scale);
         }
     }
@@ -77,10 +75,11 @@ static double cell(int p, int nb, int *i0, int *i1)
     return t;
 }
 
-tm_status tm_mask_compute(const float *y, int w, int h, float *mask)
+tm_status tm_mask_compute(const tm_plane *y, float *mask, double *mean_sq)
 {
-    int bw = w / B, bh = h / B;
+    int w = y->w, h = y->h, bw = w / B, bh = h / B;
     size_t npx = (size_t)w * h;
+    if (mean_sq) *mean_sq = 1.0;
     if (bw < 1 || bh < 1) {
         for (size_t i = 0; i < npx; i++) mask[i] = 1.0f;
         return TM_OK;
@@ -92,7 +91,7 @@ tm_status tm_mask_compute(const float *y, int w, int h, float *mask)
         free(m);
         return TM_ERR_NOMEM;
     }
-    tm_status st = block_activity(y, w, bw, bh, act);
+    tm_status st = block_activity(y, bw, bh, act);
     if (st != TM_OK) goto out;
     for (int by = 0; by < bh; by++)
         for (int bx = 0; bx < bw; bx++) {
@@ -108,18 +107,53 @@ tm_status tm_mask_compute(const float *y, int w, int h, float *mask)
             double a = fmin(act[by * bw + bx], s / n);
             m[by * bw + bx] = (float)fmin(MASK_HI, sqrt(1 + 2 * a * a / SSIM_C2));
         }
-    /* Bilinear interpolation between block centres. */
-    for (int yy = 0; yy < h; yy++) {
-        int y0, y1;
-        double ty = cell(yy, bh, &y0, &y1);
-        for (int xx = 0; xx < w; xx++) {
-            int x0, x1;
-            double tx = cell(xx, bw, &x0, &x1);
-            double top = m[y0 * bw + x0] * (1 - tx) + m[y0 * bw + x1] * tx;
-            double bot = m[y1 * bw + x0] * (1 - tx) + m[y1 * bw + x1] * tx;
-            mask[(size_t)yy * w + xx] = (float)(top * (1 - ty) + bot * ty);
+    /* Bilinear interpolation between block centres: the columns' cells and
+     * weights once, then per row a blend of two interpolated block rows. */
+    st = TM_ERR_NOMEM;
+    int *cx = malloc(sizeof(int) * 2 * (size_t)w);
+    float *tx = malloc(sizeof(float) * (size_t)w);
+    float *top = malloc(sizeof(float) * (size_t)w), *bot = malloc(sizeof(float) * (size_t)w);
+    if (cx && tx && top && bot) {
+        for (int xx = 0; xx < w; xx++) tx[xx] = (float)cell(xx, bw, &cx[2 * xx], &cx[2 * xx + 1]);
+        int row0 = -1, row1 = -1;
+        double sq = 0;
+        for (int yy = 0; yy < h; yy++) {
+            int y0, y1;
+            float ty = (float)cell(yy, bh, &y0, &y1);
+            if (y0 != row0 || y1 != row1) {
+                const float *m0 = m + (size_t)y0 * bw, *m1 = m + (size_t)y1 * bw;
+                for (int xx = 0; xx < w; xx++) {
+                    float t = tx[xx];
+                    int a = cx[2 * xx], b = cx[2 * xx + 1];
+                    top[xx] = m0[a] + (m0[b] - m0[a]) * t;
+                    bot[xx] = m1[a] + (m1[b] - m1[a]) * t;
+                }
+                row0 = y0;
+                row1 = y1;
+            }
+            const float *restrict tp = top, *restrict bp = bot;
+            float *restrict o = mask + (size_t)yy * w;
+            float part[8] = {0};
+            int xx = 0;
+            for (; xx + 8 <= w; xx += 8)
+                for (int j = 0; j < 8; j++) {
+                    float v = tp[xx + j] + (bp[xx + j] - tp[xx + j]) * ty;
+                    o[xx + j] = v;
+                    part[j] += v * v;
+                }
+            for (; xx < w; xx++) {
+                o[xx] = tp[xx] + (bp[xx] - tp[xx]) * ty;
+                sq += o[xx] * o[xx];
+            }
+            for (int j = 0; j < 8; j++) sq += part[j];
         }
+        if (mean_sq) *mean_sq = sq / (double)npx;
+        st = TM_OK;
     }
+    free(cx);
+    free(tx);
+    free(top);
+    free(bot);
 out:
     free(act);
     free(m);

@@ -23,26 +23,51 @@ static int cmp_float(const void *a, const void *b)
 tm_status tm_image_phash(const tm_image *img, uint64_t *hash)
 {
     if (!img || !hash) return TM_ERR_ARG;
-    int w = img->width, h = img->height;
-    size_t n = (size_t)w * h;
-    float *y = malloc(n * sizeof(float));
+    float *y = malloc(sizeof(float) * (size_t)img->width * img->height);
+    if (!y) return TM_ERR_NOMEM;
+    tm_luma(img, y);
+    tm_plane p = tm_plane_float(y, img->width, img->height);
+    tm_status st = tm_phash_luma(&p, hash);
+    free(y);
+    return st;
+}
+
+tm_status tm_phash_luma(const tm_plane *y, uint64_t *hash)
+{
+    int w = y->w, h = y->h;
+    if (!hash || w <= 0 || h <= 0) return TM_ERR_ARG;
     float *in = fftwf_malloc(sizeof(float) * N * N), *out = fftwf_malloc(sizeof(float) * N * N);
+    float *row = malloc(sizeof(float) * (size_t)w);
     tm_status st = TM_ERR_NOMEM;
     fftwf_plan plan = NULL;
-    if (!y || !in || !out) goto out;
-    tm_luma(img, y);
-    /* Area average onto N x N cells (each pixel to the cell holding its centre). */
+    if (!in || !out || !row) goto out;
+    /* Area average onto N x N cells (each pixel to the cell holding its
+     * centre): the columns of a cell are contiguous, so each row adds N
+     * runs. */
     double sum[N * N] = {0};
-    int cnt[N * N] = {0};
+    int nx[N] = {0}, ny[N] = {0}, x0[N + 1];
+    for (int xx = 0; xx < w; xx++) nx[(int)((xx + 0.5) * N / w)]++;
+    x0[0] = 0;
+    for (int cx = 0; cx < N; cx++) x0[cx + 1] = x0[cx] + nx[cx];
     for (int yy = 0; yy < h; yy++) {
         int cy = (int)((yy + 0.5) * N / h);
-        for (int xx = 0; xx < w; xx++) {
-            int cx = (int)((xx + 0.5) * N / w);
-            sum[cy * N + cx] += y[(size_t)yy * w + xx];
-            cnt[cy * N + cx]++;
+        ny[cy]++;
+        tm_plane_row(y, yy, 0, w, row);
+        for (int cx = 0; cx < N; cx++) {
+            float part[8] = {0};
+            int k = x0[cx];
+            for (; k + 8 <= x0[cx + 1]; k += 8)
+                for (int j = 0; j < 8; j++) part[j] += row[k + j];
+            double run = 0;
+            for (; k < x0[cx + 1]; k++) run += row[k];
+            for (int j = 0; j < 8; j++) run += part[j];
+            sum[cy * N + cx] += run;
         }
     }
-    for (int i = 0; i < N * N; i++) in[i] = cnt[i] ? (float)(sum[i] / cnt[i]) : 0.0f;
+    for (int i = 0; i < N * N; i++) {
+        int cnt = ny[i / N] * nx[i % N];
+        in[i] = cnt ? (float)(sum[i] / cnt) : 0.0f;
+    }
     tm_fftw_lock();
     plan = fftwf_plan_r2r_2d(N, N, in, out, FFTW_REDFT10, FFTW_REDFT10, FFTW_ESTIMATE);
     tm_fftw_unlock();
@@ -66,7 +91,7 @@ out:
     tm_fftw_lock();
     if (plan) fftwf_destroy_plan(plan);
     tm_fftw_unlock();
-    free(y);
+    free(row);
     fftwf_free(in);
     fftwf_free(out);
     return st;

@@ -11,6 +11,7 @@
 #define TM_SCHEME_H
 
 #include <fftw3.h>
+#include <string.h>
 
 #include "internal.h"
 
@@ -85,9 +86,40 @@ tm_status tm_pattern_tile(const tm_layout *lay, const uint8_t *bits, tm_tile_fft
 
 /* ---- mask.c ---- */
 
-/* Perceptual mask for luminance y (w x h): one weight per pixel in [1, 8],
- * 1 on flat areas, growing with texture. */
-tm_status tm_mask_compute(const float *y, int w, int h, float *mask);
+/* A luminance plane to analyse: float samples (tm_luma's) or 8-bit ones (a
+ * JPEG's Y as stored), rows stride samples apart. */
+typedef struct tm_plane {
+    const float *f;    /* one of f and u8 */
+    const uint8_t *u8;
+    size_t stride;
+    int w, h;
+} tm_plane;
+
+static inline tm_plane tm_plane_float(const float *y, int w, int h)
+{
+    return (tm_plane){.f = y, .stride = (size_t)w, .w = w, .h = h};
+}
+
+/* Samples x0 .. x0 + n - 1 of row y of p, as floats, into out. */
+static inline void tm_plane_row(const tm_plane *p, int y, int x0, int n, float *restrict out)
+{
+    if (p->f) {
+        memcpy(out, p->f + (size_t)y * p->stride + (size_t)x0, sizeof(float) * (size_t)n);
+        return;
+    }
+    const uint8_t *restrict in = p->u8 + (size_t)y * p->stride + (size_t)x0;
+    for (int i = 0; i < n; i++) out[i] = in[i];
+}
+
+/* Perceptual mask of luminance y: one weight per pixel in [1, 8] (y->w x
+ * y->h floats), 1 on flat areas, growing with texture; *mean_sq (may be
+ * NULL) gets the mean of the squared weights. */
+tm_status tm_mask_compute(const tm_plane *y, float *mask, double *mean_sq);
+
+/* ---- phash.c ---- */
+
+/* tm_image_phash of the image whose luminance is y. */
+tm_status tm_phash_luma(const tm_plane *y, uint64_t *hash);
 
 /* ---- code.c ---- */
 

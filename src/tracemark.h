@@ -120,6 +120,8 @@ typedef struct tm_image_info {
 
 typedef struct tm_load_options {
     uint64_t max_pixels;       /* refuse larger images before allocating; default 200e6 */
+    int luma_only;             /* decode to one plane, the BT.601 luminance (all tracing reads):
+                                  a YCbCr JPEG's Y is taken as stored, skipping its chroma */
 } tm_load_options;
 
 /* Fills *opts with defaults. */
@@ -399,8 +401,27 @@ typedef struct tm_embedder tm_embedder;
 TM_API tm_status tm_embedder_create(const tm_key *key, const tm_image *orig,
                                     const tm_mark_params *params, tm_embedder **out);
 
+/* Decodes the encoded original data (len bytes; lo as tm_image_decode, NULL
+ * for defaults; its luma_only is ignored), describes it in *info (may be NULL)
+ * and analyses it. A JPEG is read as stored when it can be (YCbCr or gray,
+ * upright): its JPEG copies then keep its chroma untouched and cost little
+ * more than encoding (tm_embedder_mark_encode). Its content hash is then that
+ * of the stored components, not of tm_image_content_hash; the same file always
+ * gives the same image id. key must outlive the embedder. */
+TM_API tm_status tm_embedder_create_data(const tm_key *key, const void *data, size_t len,
+                                         const tm_load_options *lo, const tm_mark_params *params,
+                                         tm_embedder **out, tm_image_info *info);
+
+/* tm_embedder_create_data of the file at path. */
+TM_API tm_status tm_embedder_load(const tm_key *key, const char *path, const tm_load_options *lo,
+                                  const tm_mark_params *params, tm_embedder **out, tm_image_info *info);
+
 /* Frees an embedder; NULL is a no-op. */
 TM_API void tm_embedder_free(tm_embedder *e);
+
+/* The original's size and 64-bit perceptual hash (see tm_image_phash). */
+TM_API void tm_embedder_size(const tm_embedder *e, int *width, int *height);
+TM_API uint64_t tm_embedder_phash(const tm_embedder *e);
 
 /* The original's image id: 32 hex digits of its content hash. */
 TM_API const char *tm_embedder_image_id(const tm_embedder *e);
@@ -414,6 +435,11 @@ TM_API tm_status tm_embedder_codeword(const tm_embedder *e, const char *recipien
 
 /* Makes the recipient's marked copy as a new image (*out, caller frees). */
 TM_API tm_status tm_embedder_mark(tm_embedder *e, const char *recipient, tm_image **out);
+
+/* Makes the recipient's marked copy as an encoded file (*data, malloc'd, *len
+ * bytes) with options so. */
+TM_API tm_status tm_embedder_mark_encode(tm_embedder *e, const char *recipient, const tm_save_options *so,
+                                         uint8_t **data, size_t *len);
 
 /* JSON describing the scheme parameters recorded with each image. */
 TM_API const char *tm_scheme_params_json(void);

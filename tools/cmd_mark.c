@@ -204,7 +204,6 @@ int cmd_mark(int argc, char **argv)
     int64_t *ids = NULL;
     tm_key *key = NULL;
     tm_registry *reg = NULL;
-    tm_image *img = NULL;
     tm_embedder *emb = NULL;
 
     optind = 1;
@@ -296,7 +295,7 @@ int cmd_mark(int argc, char **argv)
         goto out;
     }
     tm_image_info info;
-    st = tm_image_load(in, &lo, &img, &info);
+    st = tm_embedder_load(key, in, &lo, &mp, &emb, &info);
     if (st != TM_OK) {
         cli_status(in, st);
         goto out;
@@ -331,12 +330,6 @@ int cmd_mark(int argc, char **argv)
         cli_error(regfile, "%s%s%s", tm_strerror(st), *m ? ": " : "", m);
         goto out;
     }
-    st = tm_embedder_create(key, img, &mp, &emb);
-    if (st != TM_OK) {
-        cli_status(in, st);
-        goto out;
-    }
-
     tm_save_options so;
     tm_save_options_init(&so);
     so.format = fmt;
@@ -354,15 +347,12 @@ int cmd_mark(int argc, char **argv)
     }
     int failed = 0;
     for (size_t i = 0; i < job.n && !failed; i++) {
-        tm_image *copy = NULL;
         uint8_t *data = NULL;
         size_t len = 0;
         st = tm_embedder_codeword(emb, job.recipients[i], words[i]);
-        if (st == TM_OK) st = tm_embedder_mark(emb, job.recipients[i], &copy);
-        if (st == TM_OK) st = tm_image_encode(copy, &so, &data, &len);
+        if (st == TM_OK) st = tm_embedder_mark_encode(emb, job.recipients[i], &so, &data, &len);
         if (st == TM_OK) st = tm_sha256(data, len, shas[i]);
         if (st == TM_OK) st = tm_file_write_atomic(names[i], data, len, 0644, 0);
-        tm_image_free(copy);
         free(data);
         if (st != TM_OK) {
             cli_status(names[i], st);
@@ -379,10 +369,9 @@ int cmd_mark(int argc, char **argv)
         memset(&ri, 0, sizeof ri);
         snprintf(ri.image_id, sizeof ri.image_id, "%s", tm_embedder_image_id(emb));
         tm_embedder_content_sha256(emb, ri.content_sha256);
-        ri.width = img->width;
-        ri.height = img->height;
+        tm_embedder_size(emb, &ri.width, &ri.height);
         ri.original_path = (char *)in;
-        st = tm_image_phash(img, &ri.phash);
+        ri.phash = tm_embedder_phash(emb);
         ri.params = (char *)tm_scheme_params_json();
         int64_t now = (int64_t)time(NULL);
         if (st == TM_OK) st = tm_registry_begin(reg);
@@ -439,7 +428,6 @@ int cmd_mark(int argc, char **argv)
     rc = CLI_OK;
 out:
     tm_embedder_free(emb);
-    tm_image_free(img);
     tm_registry_free(reg);
     tm_key_free(key);
     for (size_t i = 0; i < job.n; i++) {

@@ -204,6 +204,7 @@ int cmd_trace(int argc, char **argv)
     tm_trace_params_init(&tp);
     tm_load_options lo;
     tm_load_options_init(&lo);
+    lo.luma_only = 1; /* all the trace reads */
     suspects sus = {0};
     tm_key *key = NULL;
     tm_registry *reg = NULL;
