@@ -6,6 +6,7 @@
  * in code and nothing depends on a stored blob beyond the corpus photos. */
 #include "testutil.h"
 #include "internal.h"
+#include "scheme.h"
 
 #include <dirent.h>
 #include <math.h>
@@ -944,6 +945,157 @@ static void test_stray_bytes_tolerated(void)
     tm_image_free(img);
 }
 
+/* Mean |a - b| over the w x h samples of two planes with their strides. */
+static double plane_mad(const uint8_t *a, size_t sa, const uint8_t *b, size_t sb, int w, int h)
+{
+    double d = 0;
+    for (int y = 0; y < h; y++)
+        for (int x = 0; x < w; x++) d += abs((int)a[(size_t)y * sa + (size_t)x] - (int)b[(size_t)y * sb + (size_t)x]);
+    return d / ((double)w * h);
+}
+
+/* A YCbCr or gray JPEG reads as its stored components at every sampling
+ * and odd size, its Y is the luminance of the RGB decode, and re-encoding
+ * the planes (with a changed Y) keeps the sampling, carries the new Y, and
+ * leaves the chroma as it was. */
+static void test_planes_roundtrip(void)
+{
+    static const tm_subsampling ss[] = {TM_SS_444, TM_SS_422, TM_SS_420, TM_SS_440, TM_SS_411, TM_SS_GRAY};
+    static const int hs[] = {1, 2, 2, 1, 4, 1}, vs[] = {1, 1, 2, 2, 1, 1};
+    static const int sizes[][2] = {{37, 23}, {64, 48}, {129, 65}};
+    for (size_t k = 0; k < sizeof ss / sizeof ss[0]; k++)
+        for (size_t z = 0; z < sizeof sizes / sizeof sizes[0]; z++) {
+            int w = sizes[z][0], h = sizes[z][1], gray = ss[k] == TM_SS_GRAY;
+            tm_image *src = tm_test_synthetic(w, h, gray ? 1 : 3, (uint32_t)(7 + k + 10 * z), 1);
+            CU_ASSERT_PTR_NOT_NULL_FATAL(src);
+            size_t len;
+            uint8_t *data = encode(src, 90, gray ? TM_SS_UNKNOWN : ss[k], (int)z == 1, &len);
+            tm_image *img = NULL, *rgb = NULL;
+            tm_jpeg_planes *p = NULL;
+            tm_image_info info;
+            CU_ASSERT_EQUAL_FATAL(tm_image_decode_planes(data, len, NULL, &img, &p, &info), TM_OK);
+            CU_ASSERT_PTR_NULL(img);
+            CU_ASSERT_PTR_NOT_NULL_FATAL(p);
+            CU_ASSERT_EQUAL(info.subsampling, ss[k]);
+            CU_ASSERT_EQUAL(p->ncomp, gray ? 1 : 3);
+            CU_ASSERT_EQUAL(p->width, w);
+            CU_ASSERT_EQUAL(p->height, h);
+            CU_ASSERT_EQUAL(p->cw[0], w);
+            CU_ASSERT_EQUAL(p->ch[0], h);
+            for (int c = 1; c < p->ncomp; c++) {
+                CU_ASSERT_EQUAL(p->cw[c], (w + hs[k] - 1) / hs[k]);
+                CU_ASSERT_EQUAL(p->ch[c], (h + vs[k] - 1) / vs[k]);
+            }
+            for (int c = 0; c < p->ncomp; c++) {
+                CU_ASSERT_TRUE(p->stride[c] >= (size_t)p->cw[c] && p->stride[c] % 8 == 0);
+                CU_ASSERT_TRUE(p->rows[c] >= (size_t)p->ch[c] && p->rows[c] % 8 == 0);
+            }
+            /* Y as stored against the luminance of the RGB decode. */
+            CU_ASSERT_EQUAL_FATAL(decode(data, len, &rgb, NULL), TM_OK);
+            float *y = malloc(sizeof(float) * (size_t)w * h);
+            CU_ASSERT_PTR_NOT_NULL_FATAL(y);
+            tm_luma(rgb, y);
+            double dy = 0;
+            for (int r = 0; r < h; r++)
+                for (int x = 0; x < w; x++) dy += fabs(y[(size_t)r * w + x] - p->plane[0][(size_t)r * p->stride[0] + x]);
+            dy /= (double)w * h;
+            if (dy >= 1.5) fprintf(stderr, "%s %dx%d: Y vs luma %.2f\n", tm_subsampling_name(ss[k]), w, h, dy);
+            CU_ASSERT_TRUE(dy < 1.5);
+
+            /* Re-encode with Y raised by 12 (clamped). */
+            uint8_t *luma = malloc(p->rows[0] * p->stride[0]);
+            CU_ASSERT_PTR_NOT_NULL_FATAL(luma);
+            for (size_t i = 0; i < p->rows[0] * p->stride[0]; i++) luma[i] = (uint8_t)(p->plane[0][i] > 243 ? 255 : p->plane[0][i] + 12);
+            uint8_t *out = NULL;
+            size_t out_len = 0;
+            CU_ASSERT_EQUAL_FATAL(tm_jpeg_encode_planes(p, luma, 95, 0, &out, &out_len), TM_OK);
+            tm_jpeg_planes *q = NULL;
+            tm_image_info qi;
+            CU_ASSERT_EQUAL_FATAL(tm_image_decode_planes(out, out_len, NULL, &img, &q, &qi), TM_OK);
+            CU_ASSERT_PTR_NOT_NULL_FATAL(q);
+            CU_ASSERT_EQUAL(qi.subsampling, ss[k]);
+            CU_ASSERT_EQUAL(qi.jpeg_quality, 95);
+            double d0 = plane_mad(q->plane[0], q->stride[0], luma, p->stride[0], w, h);
+            double d1 = plane_mad(q->plane[0], q->stride[0], p->plane[0], p->stride[0], w, h);
+            CU_ASSERT_TRUE(d0 < 1.5);
+            CU_ASSERT_TRUE(d1 > 8.0);
+            for (int c = 1; c < p->ncomp; c++)
+                CU_ASSERT_TRUE(plane_mad(q->plane[c], q->stride[c], p->plane[c], p->stride[c], p->cw[c], p->ch[c]) < 1.5);
+            free(out);
+            free(luma);
+            free(y);
+            tm_jpeg_planes_free(q);
+            tm_jpeg_planes_free(p);
+            tm_image_free(rgb);
+            tm_image_free(src);
+            free(data);
+        }
+}
+
+/* What cannot be marked as stored comes back as pixels: a turned JPEG
+ * (EXIF orientation) upright, CMYK as RGB. luma_only gives one plane: a
+ * YCbCr JPEG's stored Y, CMYK's luminance. */
+static void test_planes_fallback_and_luma(void)
+{
+    uint8_t px[EX_W * EX_H];
+    for (int y = 0; y < EX_H; y++)
+        for (int x = 0; x < EX_W; x++) px[y * EX_W + x] = ex_block_value(x / 8, y / 8);
+    uint8_t exif[128];
+    test_marker m = {JPEG_APP0 + 1, exif, make_exif(exif, 0, 6, 0)};
+    test_jpeg_spec s = {EX_W, EX_H, 1, JCS_GRAYSCALE, JCS_UNKNOWN, -1, 100, px, &m, 1, NULL, 0, NULL, 0};
+    size_t len;
+    uint8_t *data = write_jpeg(&s, &len);
+    tm_image *img = NULL;
+    tm_jpeg_planes *p = NULL;
+    tm_image_info info;
+    CU_ASSERT_EQUAL_FATAL(tm_image_decode_planes(data, len, NULL, &img, &p, &info), TM_OK);
+    CU_ASSERT_PTR_NULL(p);
+    CU_ASSERT_PTR_NOT_NULL_FATAL(img);
+    CU_ASSERT_EQUAL(img->width, EX_H); /* turned upright */
+    CU_ASSERT_EQUAL(img->height, EX_W);
+    tm_image_free(img);
+    free(data);
+
+    static const uint8_t ink[4] = {51, 102, 153, 25};
+    uint8_t cmyk[24 * 16 * 4];
+    for (size_t i = 0; i < 24 * 16; i++) memcpy(cmyk + 4 * i, ink, 4);
+    test_jpeg_spec c = {24, 16, 4, JCS_CMYK, JCS_CMYK, 0, 100, cmyk, NULL, 0, NULL, 0, NULL, 0};
+    data = write_jpeg(&c, &len);
+    CU_ASSERT_EQUAL_FATAL(tm_image_decode_planes(data, len, NULL, &img, &p, &info), TM_OK);
+    CU_ASSERT_PTR_NULL(p);
+    CU_ASSERT_PTR_NOT_NULL_FATAL(img);
+    CU_ASSERT_EQUAL(img->channels, 3);
+    tm_image_free(img);
+    tm_load_options lo;
+    tm_load_options_init(&lo);
+    lo.luma_only = 1;
+    CU_ASSERT_EQUAL_FATAL(tm_image_decode(data, len, &lo, &img, NULL), TM_OK);
+    CU_ASSERT_EQUAL(img->channels, 1);
+    /* RGB (184, 138, 92): luminance 147.5 */
+    CU_ASSERT_TRUE(fabsf(img->plane[0][5 * 24 + 5] - 147.5f) < 1.5f);
+    tm_image_free(img);
+    free(data);
+
+    tm_image *src = tm_test_synthetic(50, 30, 3, 5, 1);
+    CU_ASSERT_PTR_NOT_NULL_FATAL(src);
+    data = encode(src, 90, TM_SS_420, 0, &len);
+    CU_ASSERT_EQUAL_FATAL(tm_image_decode_planes(data, len, NULL, &img, &p, &info), TM_OK);
+    CU_ASSERT_PTR_NOT_NULL_FATAL(p);
+    tm_image *y = NULL;
+    CU_ASSERT_EQUAL_FATAL(tm_image_decode(data, len, &lo, &y, &info), TM_OK);
+    CU_ASSERT_EQUAL(y->channels, 1);
+    CU_ASSERT_EQUAL(info.channels, 1);
+    int same = 1;
+    for (int r = 0; r < 30; r++)
+        for (int x = 0; x < 50; x++)
+            if (y->plane[0][r * 50 + x] != p->plane[0][(size_t)r * p->stride[0] + (size_t)x]) same = 0;
+    CU_ASSERT_TRUE(same);
+    tm_image_free(y);
+    tm_jpeg_planes_free(p);
+    tm_image_free(src);
+    free(data);
+}
+
 static CU_TestInfo tests[] = {
     {"stray bytes before EOI tolerated", test_stray_bytes_tolerated},
     {"round trip gray (1 and 2 channels)", test_roundtrip_gray},
@@ -964,6 +1116,8 @@ static CU_TestInfo tests[] = {
     {"random bytes after SOI", test_garbage_after_soi},
     {"absurd and zero dimensions, exact budget", test_dimensions},
     {"progressive scan limit", test_scan_limit},
+    {"components as stored: sampling, Y, re-encode", test_planes_roundtrip},
+    {"turned and CMYK read as pixels; luminance only", test_planes_fallback_and_luma},
     CU_TEST_INFO_NULL,
 };
 

@@ -3,6 +3,7 @@
  * be accused within the budget, no innocent ever, unmarked images and a wrong
  * key give no accusation. These are the robustness regression tests. */
 #include "testutil.h"
+#include "scheme.h"
 
 #include <math.h>
 #include <stdio.h>
@@ -447,6 +448,93 @@ static void test_large_original(void)
     marked_photo_close(&mp);
 }
 
+/* A JPEG original marked as stored (tm_embedder_create_data): the same file
+ * gives the same image id every time; its JPEG copy carries the same change
+ * of luminance as the float path's copy, with the chroma as stored, and is
+ * traced to its recipient alone; a PNG copy of it is the float path's copy
+ * exactly. */
+static void test_jpeg_marked_as_stored(void)
+{
+    uint8_t *jpg = NULL;
+    size_t len = 0;
+    CU_ASSERT_EQUAL_FATAL(tm_file_read(tm_test_corpus("skimage_rocket.jpg"), 1 << 26, &jpg, &len), TM_OK);
+    tm_embedder *e = NULL, *e2 = NULL;
+    tm_image_info info;
+    CU_ASSERT_EQUAL_FATAL(tm_embedder_create_data(key_a, jpg, len, NULL, NULL, &e, &info), TM_OK);
+    CU_ASSERT_EQUAL_FATAL(tm_embedder_create_data(key_a, jpg, len, NULL, NULL, &e2, NULL), TM_OK);
+    CU_ASSERT_STRING_EQUAL(tm_embedder_image_id(e), tm_embedder_image_id(e2));
+    CU_ASSERT_EQUAL(tm_embedder_phash(e), tm_embedder_phash(e2));
+    int w, h;
+    tm_embedder_size(e, &w, &h);
+    CU_ASSERT_EQUAL(w, info.width);
+    CU_ASSERT_EQUAL(h, info.height);
+
+    tm_image *orig = NULL, *fl = NULL, *copy = NULL, *png = NULL;
+    CU_ASSERT_EQUAL_FATAL(tm_image_decode(jpg, len, NULL, &orig, NULL), TM_OK);
+    /* The perceptual hash of the stored luminance is that of the pixels, or nearly. */
+    uint64_t ph;
+    CU_ASSERT_EQUAL(tm_image_phash(orig, &ph), TM_OK);
+    CU_ASSERT(__builtin_popcountll(ph ^ tm_embedder_phash(e)) <= 2);
+
+    tm_save_options so;
+    tm_save_options_init(&so);
+    so.format = TM_FORMAT_JPEG;
+    so.quality = 95;
+    so.subsampling = info.subsampling;
+    uint8_t *data = NULL;
+    size_t dlen = 0;
+    CU_ASSERT_EQUAL_FATAL(tm_embedder_mark_encode(e, "leaker@example.com", &so, &data, &dlen), TM_OK);
+    CU_ASSERT_EQUAL_FATAL(tm_image_decode(data, dlen, NULL, &copy, NULL), TM_OK);
+    free(data);
+    CU_ASSERT_EQUAL_FATAL(tm_embedder_mark(e, "leaker@example.com", &fl), TM_OK);
+    /* The luminance change of the JPEG copy against the float copy's. */
+    size_t n = (size_t)w * h;
+    float *y0 = malloc(n * sizeof(float)), *y1 = malloc(n * sizeof(float)), *y2 = malloc(n * sizeof(float));
+    CU_ASSERT_PTR_NOT_NULL_FATAL(y0 && y1 && y2);
+    tm_luma(orig, y0);
+    tm_luma(copy, y1);
+    tm_luma(fl, y2);
+    double sab = 0, saa = 0, sbb = 0;
+    for (size_t i = 0; i < n; i++) {
+        double a = y1[i] - y0[i], b = y2[i] - y0[i];
+        sab += a * b;
+        saa += a * a;
+        sbb += b * b;
+    }
+    double corr = sab / sqrt(saa * sbb);
+    if (corr <= 0.8) fprintf(stderr, "JPEG copy against float copy: correlation %.3f\n", corr);
+    CU_ASSERT(corr > 0.8);
+    free(y0);
+    free(y1);
+    free(y2);
+
+    fake_registry reg;
+    fake_registry_fill(&reg, e);
+    tm_trace_result r;
+    CU_ASSERT_EQUAL_FATAL(tm_trace_run(key_a, copy, reg.copies, reg.n, NULL, &r), TM_OK);
+    CU_ASSERT_EQUAL(r.n_accused, 1);
+    if (r.n_accused >= 1) CU_ASSERT_EQUAL(r.accused[0].index, 0);
+    tm_trace_result_clear(&r);
+    fake_registry_free(&reg);
+
+    so.format = TM_FORMAT_PNG;
+    CU_ASSERT_EQUAL_FATAL(tm_embedder_mark_encode(e, "leaker@example.com", &so, &data, &dlen), TM_OK);
+    CU_ASSERT_EQUAL_FATAL(tm_image_decode(data, dlen, NULL, &png, NULL), TM_OK);
+    free(data);
+    quantise(fl);
+    for (int c = 0; c < fl->channels; c++)
+        for (size_t i = 0; i < n; i++) fl->plane[c][i] = fminf(255.0f, fmaxf(0.0f, fl->plane[c][i]));
+    CU_ASSERT_EQUAL(tm_test_maxdiff(png, fl), 0.0);
+
+    tm_image_free(orig);
+    tm_image_free(fl);
+    tm_image_free(copy);
+    tm_image_free(png);
+    tm_embedder_free(e);
+    tm_embedder_free(e2);
+    free(jpg);
+}
+
 static CU_TestInfo tests[] = {
     {"scale and rotation", test_scale_and_rotation},
     {"identity on small suspects, every key", test_identity_on_small_suspects},
@@ -455,6 +543,7 @@ static CU_TestInfo tests[] = {
     {"flips and quarter turns", test_flips_and_turns},
     {"zero strength round trip", test_zero_strength_roundtrip},
     {"deterministic, luminance only", test_deterministic_and_luma_only},
+    {"JPEG original marked as stored", test_jpeg_marked_as_stored},
     {"small or flat suspects are inconclusive", test_unreadable_suspects},
     {"astronaut: attacks, wrong key, unmarked", test_astronaut},
     {"coffee: attacks, wrong key, unmarked", test_coffee},
