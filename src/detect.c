@@ -27,16 +27,28 @@
 #define RADIUS 3          /* 7x7 local statistics */
 #define NU2 4.0           /* assumed mark power in the Wiener weights */
 
-/* dst[x] = mean of src over [x - r, x + r] clipped to the row (w samples). */
-static void box_row(const float *src, float *dst, int w, int r)
+/* dst[x] = mean of src over [x - RADIUS, x + RADIUS] clipped to the row (w
+ * samples): each window summed outright, so the interior vectorises. */
+static void box_row(const float *restrict src, float *restrict dst, int w)
 {
-    double acc = 0;
-    int lo = 0, hi = -1;
-    for (int x = 0; x < w; x++) {
-        int want_hi = x + r < w ? x + r : w - 1, want_lo = x - r > 0 ? x - r : 0;
-        while (hi < want_hi) acc += src[++hi];
-        while (lo < want_lo) acc -= src[lo++];
-        dst[x] = (float)(acc / (hi - lo + 1));
+    const int r = RADIUS;
+    for (int x = 0; x < w && x < r; x++) {
+        int hi = x + r < w ? x + r : w - 1;
+        float acc = 0;
+        for (int i = 0; i <= hi; i++) acc += src[i];
+        dst[x] = acc / (float)(hi + 1);
+    }
+    const float inv = 1.0f / (2 * r + 1);
+    for (int x = r; x < w - r; x++) {
+        float acc = 0;
+        for (int j = 0; j < 2 * r + 1; j++) acc += src[x - r + j];
+        dst[x] = acc * inv;
+    }
+    for (int x = w - r > r ? w - r : r; x < w; x++) {
+        int lo = x - r;
+        float acc = 0;
+        for (int i = lo; i < w; i++) acc += src[i];
+        dst[x] = acc / (float)(w - lo);
     }
 }
 
@@ -77,7 +89,7 @@ static tm_status fold_residual(const float *y, int w, int h, size_t stride, int 
         }
         if (t < h) {
             float *row = hm + (size_t)(t % RING) * ww;
-            box_row(y + (size_t)t * stride, row, w, r);
+            box_row(y + (size_t)t * stride, row, w);
             for (int x = 0; x < w; x++) cm[x] += row[x];
         }
         /* Row a = t - r gets its mean, its deviation and that squared, boxed. */
@@ -94,7 +106,7 @@ static tm_status fold_residual(const float *y, int w, int h, size_t stride, int 
                 d[x] = src[x] - (float)cm[x] * inv;
                 line[x] = d[x] * d[x];
             }
-            box_row(line, hrow, w, r);
+            box_row(line, hrow, w);
             for (int x = 0; x < w; x++) cv[x] += hrow[x];
         }
         /* Row b = t - 2r is complete: fold its residual. */
@@ -103,10 +115,26 @@ static tm_status fold_residual(const float *y, int w, int h, size_t stride, int 
             float inv = 1.0f / (float)window_rows(b, r, h);
             const float *d = dv + (size_t)(b % RING) * ww;
             float *frow = fold + (size_t)((b + oy) % TM_TILE) * TM_TILE;
-            for (int x = 0, u = ox % TM_TILE; x < w; x++, u = u + 1 < TM_TILE ? u + 1 : 0) {
+            float *q = line; /* the row's residual, then folded */
+            float part[8] = {0};
+            int x = 0;
+            for (; x + 8 <= w; x += 8)
+                for (int j = 0; j < 8; j++) {
+                    float v = (float)cv[x + j] * inv;
+                    part[j] += v;
+                    q[x + j] = d[x + j] / (v + (float)NU2);
+                }
+            for (; x < w; x++) {
                 float v = (float)cv[x] * inv;
                 act += v;
-                frow[u] += d[x] / (v + (float)NU2);
+                q[x] = d[x] / (v + (float)NU2);
+            }
+            for (int j = 0; j < 8; j++) act += part[j];
+            for (int x0 = 0, u = ox % TM_TILE; x0 < w;) {
+                int len = TM_TILE - u < w - x0 ? TM_TILE - u : w - x0;
+                for (int i = 0; i < len; i++) frow[u + i] += q[x0 + i];
+                x0 += len;
+                u = 0;
             }
         }
     }

@@ -739,8 +739,12 @@ static float *box_shrink(const float *y, int w, int h, size_t stride, int k, int
     int nw = w / k, nh = h / k;
     float *o = calloc((size_t)nw * nh, sizeof(float));
     if (!o) return NULL;
-    for (int yy = 0; yy < nh * k; yy++)
-        for (int xx = 0; xx < nw * k; xx++) o[(size_t)(yy / k) * nw + xx / k] += y[(size_t)yy * stride + xx];
+    for (int yy = 0; yy < nh * k; yy++) {
+        const float *in = y + (size_t)yy * stride;
+        float *orow = o + (size_t)(yy / k) * nw;
+        for (int xx = 0; xx < nw; xx++)
+            for (int j = 0; j < k; j++) orow[xx] += in[xx * k + j];
+    }
     float inv = 1.0f / (float)(k * k);
     for (size_t i = 0; i < (size_t)nw * nh; i++) o[i] *= inv;
     *ow = nw;
