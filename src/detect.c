@@ -507,82 +507,110 @@ static tm_status detect_under(const tm_layout *lay, tm_tile_fft *fft, const floa
     return st;
 }
 
+/* The hypotheses screened so far, most evidence first. */
+typedef struct screening {
+    tm_geom g[MAX_SCREEN];
+    double ev[MAX_SCREEN];
+    int order[MAX_SCREEN];
+    int n, screened;
+} screening;
+
+/* Screens g on a central window and ranks it; a hypothesis that leaves
+ * nothing of the suspect at that scale is dropped. */
+static tm_status screen_one(const tm_layout *lay, tm_tile_fft *fft, const float *y, int w, int h, const tm_geom *g,
+                            screening *sc, tm_detection *trial)
+{
+    if (sc->n == MAX_SCREEN) return TM_OK;
+    tm_status st = detect_under(lay, fft, y, w, h, g, SCREEN_SIDE, trial);
+    if (st == TM_ERR_DIMENSIONS) return TM_OK; /* nothing left at that scale */
+    if (st != TM_OK) return st;
+    int k = sc->n++, i = sc->screened++;
+    sc->g[k] = *g;
+    for (; i > 0 && sc->ev[i - 1] < trial->evidence; i--) {
+        sc->ev[i] = sc->ev[i - 1];
+        sc->order[i] = sc->order[i - 1];
+    }
+    sc->ev[i] = trial->evidence;
+    sc->order[i] = k;
+    return TM_OK;
+}
+
 tm_status tm_detect_search(const tm_key *key, const tm_image *img, tm_detection *out)
 {
     if (!key || !img || !out) return TM_ERR_ARG;
     tm_geom cands[N_GEOM];
-    int ng = 0;
-    size_t n = (size_t)img->width * img->height;
+    int ng = 0, w = img->width, h = img->height;
+    size_t n = (size_t)w * h;
     /* A one-plane suspect (tm_load_options.luma_only) is its own luminance. */
     float *own = img->channels == 1 ? NULL : malloc(n * sizeof(float));
     const float *y = img->channels == 1 ? img->plane[0] : own;
     tm_detection *trial = malloc(sizeof *trial);
+    screening *sc = calloc(1, sizeof *sc);
     tm_layout *lay = NULL;
     tm_tile_fft *fft = NULL;
     tm_status st = TM_ERR_NOMEM;
-    if (!y || !trial) goto out;
+    if (!y || !trial || !sc) goto out;
     if ((st = detect_begin(key, &lay, &fft)) != TM_OK) goto out;
     if (own) tm_luma(img, own);
-    if ((st = tm_sync_estimate(y, img->width, img->height, cands, N_GEOM, &ng)) != TM_OK) goto out;
 
-    /* The hypotheses screened: the identity and the integer tile scales
-     * while the suspect holds a tile at that scale, then the strongest
-     * other lattice estimates. */
-    tm_geom screen[MAX_SCREEN];
-    int ns = 0;
+    /* Each hypothesis is screened on a central window; the one with the
+     * most evidence of an aligned mark is read in full. First the
+     * geometries of a copy as marked, which need no estimate: the identity
+     * and the integer tile scales while the suspect holds a tile at that
+     * scale. When one is sure and its full read stays sure, that is the
+     * answer: the copy was not resized or turned, and the lattice search
+     * has nothing to add. */
     for (int f = 1; f <= TM_TILE_SCALE_MAX; f++)
-        if (f == 1 || (img->width >= TM_TILE * f && img->height >= TM_TILE * f)) screen[ns++] = (tm_geom){.scale = f};
-    for (int k = 0, others = 0; k < ng && others < N_SCREEN; k++)
-        if (!is_identity(&cands[k], img->width, img->height)) {
-            screen[ns++] = cands[k];
-            others++;
+        if (f == 1 || (w >= TM_TILE * f && h >= TM_TILE * f)) {
+            tm_geom g = {.scale = f};
+            if ((st = screen_one(lay, fft, y, w, h, &g, sc, trial)) != TM_OK) goto out;
         }
+    int best = -1, read = -1; /* read: the hypothesis *out holds the full read of */
+    if (sc->screened && sc->ev[0] >= SURE_EVIDENCE) {
+        read = sc->order[0];
+        if ((st = detect_under(lay, fft, y, w, h, &sc->g[read], FINAL_SIDE, out)) != TM_OK) goto out;
+        if (out->evidence >= SURE_EVIDENCE) best = read;
+    }
 
-    /* Each is screened on a central window; the one with the most evidence
-     * of an aligned mark is read in full. When that evidence is weak, the
-     * screening window may have held too little of the suspect (a shrunk copy
-     * warped back covers few of its pixels) to rank them, so the runners-up
-     * are read in full too and the most evidence wins. Every choice is made
-     * from the suspect alone, so the accusation bound holds. */
-    double ev[MAX_SCREEN];
-    int order[MAX_SCREEN], screened = 0;
-    for (int k = 0; k < ns; k++) {
-        st = detect_under(lay, fft, y, img->width, img->height, &screen[k], SCREEN_SIDE, trial);
-        if (st == TM_ERR_DIMENSIONS) continue; /* nothing left at that scale */
-        if (st != TM_OK) goto out;
-        int i = screened++;
-        for (; i > 0 && ev[i - 1] < trial->evidence; i--) {
-            ev[i] = ev[i - 1];
-            order[i] = order[i - 1];
-        }
-        ev[i] = trial->evidence;
-        order[i] = k;
-    }
-    if (!screened) {
-        st = TM_ERR_DIMENSIONS;
-        goto out;
-    }
-    int best = order[0];
-    if ((st = detect_under(lay, fft, y, img->width, img->height, &screen[best], FINAL_SIDE, out)) != TM_OK) goto out;
-    for (int i = 1; i < screened && i <= N_RUNNERS_UP && ev[0] < SURE_EVIDENCE; i++) {
-        if ((st = detect_under(lay, fft, y, img->width, img->height, &screen[order[i]], FINAL_SIDE, trial)) != TM_OK)
+    /* Otherwise the lattice estimate's strongest other hypotheses are
+     * screened too. When the best evidence is weak, the screening window may
+     * have held too little of the suspect (a shrunk copy warped back covers
+     * few of its pixels) to rank them, so the runners-up are read in full
+     * too and the most evidence wins. Every choice is made from the suspect
+     * alone, so the accusation bound holds. */
+    if (best < 0) {
+        if ((st = tm_sync_estimate(y, w, h, cands, N_GEOM, &ng)) != TM_OK) goto out;
+        for (int k = 0, others = 0; k < ng && others < N_SCREEN; k++)
+            if (!is_identity(&cands[k], w, h)) {
+                if ((st = screen_one(lay, fft, y, w, h, &cands[k], sc, trial)) != TM_OK) goto out;
+                others++;
+            }
+        if (!sc->screened) {
+            st = TM_ERR_DIMENSIONS;
             goto out;
-        if (trial->evidence > out->evidence) {
-            *out = *trial;
-            best = order[i];
+        }
+        best = sc->order[0];
+        if (best != read && (st = detect_under(lay, fft, y, w, h, &sc->g[best], FINAL_SIDE, out)) != TM_OK) goto out;
+        for (int i = 1; i < sc->screened && i <= N_RUNNERS_UP && sc->ev[0] < SURE_EVIDENCE; i++) {
+            if ((st = detect_under(lay, fft, y, w, h, &sc->g[sc->order[i]], FINAL_SIDE, trial)) != TM_OK) goto out;
+            if (trial->evidence > out->evidence) {
+                *out = *trial;
+                best = sc->order[i];
+            }
         }
     }
-    const tm_geom *g = &screen[best];
+    const tm_geom *g = &sc->g[best];
     out->scale = g->scale;
     out->rotation_deg = g->rotation_deg;
     out->aspect = exp(g->log_aspect);
     /* Presence evidence pays for every hypothesis screened. */
-    out->pilot_log10_p = fmin(0.0, out->pilot_log10_p + log10(screened > 1 ? screened : 1));
+    out->pilot_log10_p = fmin(0.0, out->pilot_log10_p + log10(sc->screened > 1 ? sc->screened : 1));
     /* The suspect must hold a tile's worth of the original at its own scale. */
-    if ((double)img->width * img->height < (double)TM_TILE * TM_TILE * g->scale * g->scale) out->usable = 0;
+    if ((double)w * h < (double)TM_TILE * TM_TILE * g->scale * g->scale) out->usable = 0;
 out:
     detect_end(lay, fft);
     free(own);
     free(trial);
+    free(sc);
     return st;
 }
