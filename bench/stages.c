@@ -47,7 +47,10 @@
  * have no entry either, the FFTW row is their reference), tm_detect_search
  * (search + extraction), tm_trace_score over 1000 copies (registry scoring),
  * tm_trace_run over the same copies, luminance decode + tm_trace_run, and the
- * `tracemark trace` program with a registry of those 1000 copies.
+ * `tracemark trace` program with a registry of those 1000 copies. A copy at
+ * its marked geometry is recognised before any lattice search, so the same
+ * two are also timed on the copy resized by 1.03 (RESIZE), where the search
+ * runs, beside a djpeg of that file.
  *
  * Batch marking, for each R of -R (default 1,20,100): tm_embedder_create_data
  * once, then R x (codeword, tm_embedder_mark_encode at the copy's settings),
@@ -81,6 +84,12 @@
 #include "tracemark.h"
 
 #define MAX_RUNS BENCH_MAX_RUNS
+/* The second trace suspect: the copy enlarged a little, so no geometry of a
+ * copy as marked fits and the lattice search runs; still 12-13 MP for a
+ * 12 MP input. */
+#define RESIZE_FACTOR "1.03"
+#define RESIZE "scale:" RESIZE_FACTOR
+#define RESIZE_AREA (1.03 * 1.03)
 #define MAX_INPUTS 64
 #define MAX_BATCH 8
 #define N_COPIES 1000        /* the registry the trace stages score */
@@ -127,10 +136,10 @@ static int fail(const char *what, tm_status st)
 
 /* ---- scratch files ----------------------------------------------------------- */
 
-enum { F_KEY, F_INPUT, F_COPY, F_REG, F_REG_WAL, F_REG_SHM, F_REG_JOURNAL, F_OUT, N_FILES };
+enum { F_KEY, F_INPUT, F_COPY, F_REG, F_REG_WAL, F_REG_SHM, F_REG_JOURNAL, F_OUT, F_RESIZED, N_FILES };
 static const char *const file_name[N_FILES] = {"key",          "input.jpg",       "copy.jpg",
                                                "registry.db",  "registry.db-wal", "registry.db-shm",
-                                               "registry.db-journal", "program.out"};
+                                               "registry.db-journal", "program.out", "resized.jpg"};
 
 /* ---- pixels and JPEG references ------------------------------------------- */
 
@@ -354,7 +363,7 @@ enum {
     M_MARK_ALL, M_MARK_CLI, M_START,
     /* tracing */
     T_DJPEG, T_FFT_WIN, T_FFT_125, T_DECODE, T_DECODE_LUMA, T_LUMA, T_TILE_FWD, T_DETECT, T_SYNC, T_SEARCH, T_SCORE, T_TRACE,
-    T_TRACE_ALL, T_TRACE_CLI, N_STAGES
+    T_TRACE_ALL, T_TRACE_CLI, T_DJPEG_RS, T_TRACE_RS, T_TRACE_RS_CLI, N_STAGES
 };
 
 typedef struct bench {
@@ -389,8 +398,8 @@ typedef struct bench {
     uint8_t bits[TM_CODE_BYTES];
     fft_refs fr;
     /* tracing */
-    uint8_t *copy_jpg;
-    size_t copy_len;
+    uint8_t *copy_jpg, *resized_jpg;  /* the copy; the copy resized by RESIZE, re-encoded alike */
+    size_t copy_len, resized_len;
     tm_image *suspect;
     tm_load_options luma_only;
     float *ys;
@@ -421,6 +430,7 @@ static void bench_clear(bench *b)
     tm_tile_fft_free(b->tfft125);
     fft_refs_free(&b->fr);
     free(b->copy_jpg);
+    free(b->resized_jpg);
     tm_image_free(b->suspect);
     free(b->ys);
     free(b->det);
@@ -436,7 +446,7 @@ static int tj_decode(bench *b, const uint8_t *jpg, size_t len, double *ms)
     int w, h, ss, cs;
     double t0 = bench_now_ms();
     if (tjDecompressHeader3(b->tjd, jpg, (unsigned long)len, &w, &h, &ss, &cs) != 0) return tj_fail(b->tjd, "header");
-    if ((size_t)w * h > (size_t)b->w * b->h) return fail("djpeg", TM_ERR_DIMENSIONS);
+    if ((size_t)w * h > (size_t)(b->w * (double)b->h * RESIZE_AREA + 65536)) return fail("djpeg", TM_ERR_DIMENSIONS);
     int pf = ss == TJSAMP_GRAY ? TJPF_GRAY : cs == TJCS_CMYK || cs == TJCS_YCCK ? TJPF_CMYK : TJPF_RGB;
     if (tjDecompress2(b->tjd, jpg, (unsigned long)len, b->decbuf, w, 0, h, pf, 0) != 0 &&
         tjGetErrorCode(b->tjd) == TJERR_FATAL)
@@ -570,7 +580,7 @@ static int bench_prepare(bench *b, const char *path, double mp)
     if (!(b->pix = pixels_of(b->orig, &b->pix_pf))) return fail("pixels", TM_ERR_NOMEM);
     if (b->pix_pf == TJPF_GRAY) b->ss_copy = TM_SS_GRAY;
     b->copy_differs = b->q_copy != REF_QUALITY || (b->pix_pf != TJPF_GRAY && b->ss_copy != TM_SS_420);
-    b->decbuf = malloc(n * 4);
+    b->decbuf = malloc((size_t)(n * RESIZE_AREA + 65536) * 4); /* the resized copy's pixels too */
     b->y = malloc(n * sizeof(float));
     b->mask = malloc(n * sizeof(float));
     b->ys = malloc(n * sizeof(float));
@@ -645,6 +655,17 @@ static int bench_prepare(bench *b, const char *path, double mp)
     if (b->suspect->width != b->w || b->suspect->height != b->h) return fail("the copy", TM_ERR_DIMENSIONS);
     tm_luma(b->suspect, b->ys);
     if ((st = tm_detect_search(b->key, b->suspect, b->det)) != TM_OK) return fail("detect", st);
+
+    /* The copy resized by RESIZE and written at its own settings: a suspect
+     * the geometric search must find. */
+    tm_image *rs = NULL;
+    char why[256];
+    if ((st = tm_attack_apply(RESIZE, b->suspect, &rs, why, sizeof why)) != TM_OK) return fail(why, st);
+    st = tm_image_encode(rs, &b->so_copy, &b->resized_jpg, &b->resized_len);
+    tm_image_free(rs);
+    if (st != TM_OK) return fail("the resized copy", st);
+    if ((st = tm_file_write_atomic(bench_scratch(F_RESIZED), b->resized_jpg, b->resized_len, 0600, 0)) != TM_OK)
+        return fail(bench_scratch(F_RESIZED), st);
 
     /* The program: the input as a file, a new registry, one mark (which
      * creates the registry and must write the same bytes as mark_bytes),
@@ -893,6 +914,27 @@ static int bench_pass(bench *b, int r)
                 b->program, status);
         b->wrong++;
     }
+
+    /* ---- the resized copy: the search runs */
+    if ((rc = tj_decode(b, b->resized_jpg, b->resized_len, &t[T_DJPEG_RS][r]))) return rc;
+    t0 = bench_now_ms();
+    st = tm_image_decode(b->resized_jpg, b->resized_len, &b->luma_only, &img, NULL);
+    if (st == TM_OK) st = tm_trace_run(b->key, img, b->copies, N_COPIES, &b->tp, &res);
+    t[T_TRACE_RS][r] = bench_now_ms() - t0;
+    tm_image_free(img);
+    if (st != TM_OK) return fail("decode + trace of the resized copy", st);
+    leaker_alone(b, &res, "decode + tm_trace_run of the resized copy");
+    tm_trace_result_clear(&res);
+    trace_argv[6] = bench_scratch(F_RESIZED);
+    if (bench_run_program(trace_argv, b->env, bench_scratch(F_OUT), &t[T_TRACE_RS_CLI][r], &status) != 0) {
+        fprintf(stderr, "stages: %s: %s\n", b->program, strerror(errno));
+        return 2;
+    }
+    if (status != 0 || !bench_output_accuses_leaker(bench_scratch(F_OUT))) {
+        fprintf(stderr, "stages: %s: `%s trace` of the resized copy exited %d and did not accuse the leaker alone\n",
+                b->name, b->program, status);
+        b->wrong++;
+    }
     return b->wrong ? 1 : 0;
 }
 
@@ -1025,6 +1067,10 @@ static void print_tables(bench *b)
     row("tm_trace_run", b->t[T_TRACE], runs, mp, djpeg_copy, "djpeg");
     row("**trace in process**: luminance decode + tm_trace_run", b->t[T_TRACE_ALL], runs, mp, djpeg_copy, "djpeg");
     row("**`tracemark trace`**, file to verdict", b->t[T_TRACE_CLI], runs, mp, djpeg_copy, "djpeg");
+    double djpeg_rs = med(b, T_DJPEG_RS), mp_rs = mp * RESIZE_AREA;
+    row("djpeg of the copy resized by " RESIZE_FACTOR " (reference)", b->t[T_DJPEG_RS], runs, mp_rs, 0, "");
+    row("**trace in process**, the resized copy (the search runs)", b->t[T_TRACE_RS], runs, mp_rs, djpeg_rs, "djpeg");
+    row("**`tracemark trace`**, the resized copy", b->t[T_TRACE_RS_CLI], runs, mp_rs, djpeg_rs, "djpeg");
     fflush(stdout);
 }
 
@@ -1065,6 +1111,12 @@ static int batch_and_bars(bench *b, const int *batch, int n_batch)
         y = med(b, T_TRACE_CLI) / djpeg_copy;
         printf("- trace, decode + tm_trace_run (%d copies): %.2f x djpeg, bar 6: %s\n", N_COPIES, x, verdict(x, 6));
         printf("- trace, `tracemark trace` (%d copies): %.2f x djpeg, bar 6: %s\n", N_COPIES, y, verdict(y, 6));
+        x = med(b, T_TRACE_RS) / med(b, T_DJPEG_RS);
+        y = med(b, T_TRACE_RS_CLI) / med(b, T_DJPEG_RS);
+        printf("- trace of the copy resized by %s (the search runs), in process: %.2f x djpeg, bar 6: %s\n",
+               RESIZE_FACTOR, x, verdict(x, 6));
+        printf("- trace of the copy resized by %s, `tracemark trace`: %.2f x djpeg, bar 6: %s\n", RESIZE_FACTOR, y,
+               verdict(y, 6));
         if (batch20 > 0)
             printf("- 20 copies: %.2f x (djpeg + 20 cjpeg), bar 1.3: %s\n", batch20, verdict(batch20, 1.3));
         else printf("- 20 copies: not measured (add 20 to -R)\n");
