@@ -390,7 +390,8 @@ typedef struct bench {
     int pix_pf;
     int ref_diff;                     /* max |djpeg - tm_image_decode|, -1 n/a */
     /* marking */
-    float *y, *mask, *tile;
+    float *y, *tile;
+    uint16_t *mask;
     tm_embedder *emb, *emb_data;     /* of the float original; of the file, as `mark` */
     tm_layout *lay;
     tm_tile_fft *tfft, *tfft125;
@@ -582,7 +583,7 @@ static int bench_prepare(bench *b, const char *path, double mp)
     b->copy_differs = b->q_copy != REF_QUALITY || (b->pix_pf != TJPF_GRAY && b->ss_copy != TM_SS_420);
     b->decbuf = malloc((size_t)(n * RESIZE_AREA + 65536) * 4); /* the resized copy's pixels too */
     b->y = malloc(n * sizeof(float));
-    b->mask = malloc(n * sizeof(float));
+    b->mask = malloc(n * sizeof(uint16_t));
     b->ys = malloc(n * sizeof(float));
     b->det = malloc(sizeof *b->det);
     b->copies = calloc(N_COPIES, sizeof *b->copies);

@@ -75,13 +75,13 @@ static double cell(int p, int nb, int *i0, int *i1)
     return t;
 }
 
-tm_status tm_mask_compute(const tm_plane *y, float *mask, double *mean_sq)
+tm_status tm_mask_compute(const tm_plane *y, uint16_t *mask, double *mean_sq)
 {
     int w = y->w, h = y->h, bw = w / B, bh = h / B;
     size_t npx = (size_t)w * h;
     if (mean_sq) *mean_sq = 1.0;
     if (bw < 1 || bh < 1) {
-        for (size_t i = 0; i < npx; i++) mask[i] = 1.0f;
+        for (size_t i = 0; i < npx; i++) mask[i] = TM_GAIN_ONE;
         return TM_OK;
     }
     float *act = malloc(sizeof(float) * (size_t)bw * bh);
@@ -132,18 +132,19 @@ tm_status tm_mask_compute(const tm_plane *y, float *mask, double *mean_sq)
                 row1 = y1;
             }
             const float *restrict tp = top, *restrict bp = bot;
-            float *restrict o = mask + (size_t)yy * w;
+            uint16_t *restrict o = mask + (size_t)yy * w;
             float part[8] = {0};
             int xx = 0;
             for (; xx + 8 <= w; xx += 8)
                 for (int j = 0; j < 8; j++) {
                     float v = tp[xx + j] + (bp[xx + j] - tp[xx + j]) * ty;
-                    o[xx + j] = v;
+                    o[xx + j] = (uint16_t)(v * TM_GAIN_ONE + 0.5f);
                     part[j] += v * v;
                 }
             for (; xx < w; xx++) {
-                o[xx] = tp[xx] + (bp[xx] - tp[xx]) * ty;
-                sq += o[xx] * o[xx];
+                float v = tp[xx] + (bp[xx] - tp[xx]) * ty;
+                o[xx] = (uint16_t)(v * TM_GAIN_ONE + 0.5f);
+                sq += v * v;
             }
             for (int j = 0; j < 8; j++) sq += part[j];
         }

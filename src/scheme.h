@@ -111,10 +111,13 @@ static inline void tm_plane_row(const tm_plane *p, int y, int x0, int n, float *
     for (int i = 0; i < n; i++) out[i] = in[i];
 }
 
+/* The mask's weights are kept in 8.8 fixed point: TM_GAIN_ONE is 1. */
+#define TM_GAIN_ONE 256
+
 /* Perceptual mask of luminance y: one weight per pixel in [1, 8] (y->w x
- * y->h floats), 1 on flat areas, growing with texture; *mean_sq (may be
- * NULL) gets the mean of the squared weights. */
-tm_status tm_mask_compute(const tm_plane *y, float *mask, double *mean_sq);
+ * y->h of them, times TM_GAIN_ONE), 1 on flat areas, growing with texture;
+ * *mean_sq (may be NULL) gets the mean of the squared weights. */
+tm_status tm_mask_compute(const tm_plane *y, uint16_t *mask, double *mean_sq);
 
 /* ---- phash.c ---- */
 
