@@ -23,41 +23,38 @@
 #define SSIM_C2 58.5225  /* (0.03 * 255)^2, SSIM's contrast constant */
 #define MASK_HI 8.0       /* no region gets more than 8x the flat-area amplitude */
 
-/* Block activities of luminance y into act[bh][bw]. */
+/* Block activities of luminance y into act[bh][bw]: a strip of 8 rows at a
+ * time, TM_DCT_STRIP blocks per transform (the cached plan's layout). */
 static tm_status block_activity(const tm_plane *y, int bw, int bh, float *act)
 {
-    float *in = fftwf_malloc(sizeof(float) * (size_t)B * bw * B);
-    float *out = fftwf_malloc(sizeof(float) * (size_t)B * bw * B);
-    tm_status st = TM_ERR_NOMEM;
-    fftwf_plan plan = NULL;
-    if (!in || !out) goto out;
-    /* One plan transforms a strip of bw horizontally adjacent blocks. */
-    int n[2] = {B, B}, embed[2] = {B, bw * B};
-    fftw_r2r_kind kinds[2] = {FFTW_REDFT10, FFTW_REDFT10};
-    tm_fftw_lock();
-    plan = fftwf_plan_many_r2r(2, n, bw, in, embed, 1, B, out, embed, 1, B, kinds, FFTW_ESTIMATE);
-    tm_fftw_unlock();
-    st = TM_ERR_INTERNAL;
-    if (!plan) goto out;
+    const int S = TM_DCT_STRIP, span = S * B; /* blocks and samples across a chunk */
+    int chunks = (bw + S - 1) / S;
+    size_t chunk = (size_t)B * span;
+    float *in = fftwf_malloc(sizeof(float) * chunk * chunks);
+    float *out = fftwf_malloc(sizeof(float) * chunk * chunks);
+    fftwf_plan plan = tm_fft_plan(TM_FFT_DCT2_BLOCKS, B, B);
+    tm_status st = !in || !out ? TM_ERR_NOMEM : !plan ? TM_ERR_INTERNAL : TM_OK;
+    if (st != TM_OK) goto out;
+    memset(in, 0, sizeof(float) * chunk * chunks); /* blocks past the last stay empty */
     /* REDFT10 is unnormalised: an orthonormal AC coefficient is raw / 16 for 8x8. */
     const double scale = 1.0 / (16.0 * 16.0 * B * B);
     for (int by = 0; by < bh; by++) {
-        for (int r = 0; r < B; r++) tm_plane_row(y, by * B + r, 0, bw * B, in + (size_t)r * bw * B);
-        fftwf_execute(plan);
+        for (int c = 0; c < chunks; c++) {
+            int x0 = c * span, n = bw * B - x0 < span ? bw * B - x0 : span;
+            for (int r = 0; r < B; r++) tm_plane_row(y, by * B + r, x0, n, in + c * chunk + (size_t)r * span);
+            fftwf_execute_r2r(plan, in + c * chunk, out + c * chunk);
+        }
         for (int bx = 0; bx < bw; bx++) {
+            const float *blk = out + (size_t)(bx / S) * chunk + (size_t)(bx % S) * B;
             float e = 0;
             for (int v = 0; v < B; v++) {
-                const float *c = out + (size_t)v * bw * B + (size_t)bx * B;
-                for (int u = v < 3 ? 3 - v : 0; u < B; u++) e += c[u] * c[u];
+                const float *cf = blk + (size_t)v * span;
+                for (int u = v < 3 ? 3 - v : 0; u < B; u++) e += cf[u] * cf[u];
             }
             act[by * bw + bx] = (float)sqrt(e * scale);
         }
     }
-    st = TM_OK;
 out:
-    tm_fftw_lock();
-    if (plan) fftwf_destroy_plan(plan);
-    tm_fftw_unlock();
     fftwf_free(in);
     fftwf_free(out);
     return st;

@@ -68,14 +68,11 @@ tm_status tm_phash_luma(const tm_plane *y, uint64_t *hash)
         int cnt = ny[i / N] * nx[i % N];
         in[i] = cnt ? (float)(sum[i] / cnt) : 0.0f;
     }
-    tm_fftw_lock();
-    plan = fftwf_plan_r2r_2d(N, N, in, out, FFTW_REDFT10, FFTW_REDFT10, FFTW_ESTIMATE);
-    tm_fftw_unlock();
-    if (!plan) {
+    if (!(plan = tm_fft_plan(TM_FFT_DCT2, N, N))) {
         st = TM_ERR_INTERNAL;
         goto out;
     }
-    fftwf_execute(plan);
+    fftwf_execute_r2r(plan, in, out);
     float low[64], sorted[63];
     for (int v = 0; v < 8; v++)
         for (int u = 0; u < 8; u++) low[v * 8 + u] = out[v * N + u];
@@ -88,9 +85,6 @@ tm_status tm_phash_luma(const tm_plane *y, uint64_t *hash)
     *hash = bits;
     st = TM_OK;
 out:
-    tm_fftw_lock();
-    if (plan) fftwf_destroy_plan(plan);
-    tm_fftw_unlock();
     free(row);
     fftwf_free(in);
     fftwf_free(out);

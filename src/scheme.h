@@ -38,10 +38,21 @@ _Static_assert(TM_CODE_BYTES == TM_CODEWORD_BYTES, "public codeword size");
 
 /* ---- xform.c ---- */
 
-/* The process-wide FFTW planner lock: FFTW's planner is not thread-safe, so
- * every plan creation and destruction happens between these two calls. */
-void tm_fftw_lock(void);
-void tm_fftw_unlock(void);
+/* The transforms the library plans (xform.c). */
+typedef enum tm_fft_kind {
+    TM_FFT_R2C,         /* n0 x n1 real to n0 x (n1 / 2 + 1) complex, out of place */
+    TM_FFT_C2R,         /* and back, unnormalised (destroys its input) */
+    TM_FFT_DCT2,        /* n0 x n1 DCT-II (REDFT10 on both axes), out of place */
+    TM_FFT_DCT2_BLOCKS, /* TM_DCT_STRIP n0 x n0 blocks side by side (rows of TM_DCT_STRIP n0
+                           samples): each one's DCT-II, out of place */
+} tm_fft_kind;
+#define TM_DCT_STRIP 64
+
+/* The process's one plan of that shape (n1 unused for TM_FFT_DCT2_BLOCKS),
+ * made on first use; NULL when FFTW cannot. Never destroyed; run it with
+ * FFTW's new-array execute functions on fftwf_malloc'd arrays of the
+ * planned layout, from any thread. */
+fftwf_plan tm_fft_plan(tm_fft_kind kind, int n0, int n1);
 
 /* ---- pattern.c ---- */
 

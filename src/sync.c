@@ -548,15 +548,11 @@ typedef struct workspace {
     float *buf, *tmp;
     double *acc;
     fftwf_complex *spec;
-    fftwf_plan fwd, inv;
+    fftwf_plan fwd, inv;   /* from the cache */
 } workspace;
 
 static void workspace_free(workspace *ws)
 {
-    tm_fftw_lock();
-    if (ws->fwd) fftwf_destroy_plan(ws->fwd);
-    if (ws->inv) fftwf_destroy_plan(ws->inv);
-    tm_fftw_unlock();
     fftwf_free(ws->buf);
     fftwf_free(ws->spec);
     free(ws->sp.pw);
@@ -581,10 +577,8 @@ static tm_status workspace_init(workspace *ws, int nn)
     if (!ws->buf || !ws->spec || !ws->sp.pw || !ws->sp.pb || !ws->tmp || !ws->acc) return TM_ERR_NOMEM;
     tm_status st = lattice_make(&ws->sp);
     if (st != TM_OK) return st;
-    tm_fftw_lock();
-    ws->fwd = fftwf_plan_dft_r2c_2d(nn, nn, ws->buf, ws->spec, FFTW_ESTIMATE);
-    ws->inv = fftwf_plan_dft_c2r_2d(nn, nn, ws->spec, ws->buf, FFTW_ESTIMATE);
-    tm_fftw_unlock();
+    ws->fwd = tm_fft_plan(TM_FFT_R2C, nn, nn);
+    ws->inv = tm_fft_plan(TM_FFT_C2R, nn, nn);
     return ws->fwd && ws->inv ? TM_OK : TM_ERR_INTERNAL;
 }
 
@@ -600,7 +594,7 @@ static tm_status analyse(workspace *ws, const float *y, int w, int h, int f, tm_
     int nh = 0;
     tm_status st = prefilter(y, w, f, (w - rw * f) / 2, (h - rh * f) / 2, rw, rh, nn, ws->buf);
     if (st != TM_OK) return st;
-    fftwf_execute(ws->fwd);
+    fftwf_execute_dft_r2c(ws->fwd, ws->buf, ws->spec);
     whiten(ws->spec, sp->pw, ws->tmp, ws->acc, nn, nc, nn / 64);
     mask_block_grid(sp->pw, nn, nc, f);
     max3(sp->pw, sp->pb, ws->tmp, nn, nc);
@@ -617,7 +611,7 @@ static tm_status analyse(workspace *ws, const float *y, int w, int h, int f, tm_
             ws->spec[i][1] = 0;
         }
     }
-    fftwf_execute(ws->inv);
+    fftwf_execute_dft_c2r(ws->inv, ws->spec, ws->buf);
     double px[N_PEAKS], py[N_PEAKS];
     double rmax = fmin(nn / 2.0 - 3, 1.5 * TM_TILE * TM_SYNC_SCALE_MAX);
     int np = acf_peaks(ws->buf, nn, 0.85 * TM_TILE * TM_SYNC_SCALE_MIN, rmax, px, py);

@@ -535,6 +535,39 @@ static void test_jpeg_marked_as_stored(void)
     free(jpg);
 }
 
+/* FFTW plans are made once per shape and shared; every kind plans. */
+static void test_plan_cache(void)
+{
+    fftwf_plan a = tm_fft_plan(TM_FFT_R2C, 125, 125), b = tm_fft_plan(TM_FFT_R2C, 125, 125);
+    CU_ASSERT_PTR_NOT_NULL(a);
+    CU_ASSERT_PTR_EQUAL(a, b);
+    CU_ASSERT_PTR_NOT_EQUAL(a, tm_fft_plan(TM_FFT_C2R, 125, 125));
+    CU_ASSERT_PTR_NOT_EQUAL(a, tm_fft_plan(TM_FFT_R2C, 250, 250));
+    CU_ASSERT_PTR_NOT_NULL(tm_fft_plan(TM_FFT_DCT2, 32, 32));
+    CU_ASSERT_PTR_NOT_NULL(tm_fft_plan(TM_FFT_DCT2_BLOCKS, 8, 8));
+    CU_ASSERT_PTR_NULL(tm_fft_plan(TM_FFT_R2C, 0, 8));
+    /* Two tile workspaces of one side run the shared plan on their own arrays. */
+    tm_tile_fft *t1 = NULL, *t2 = NULL;
+    CU_ASSERT_EQUAL_FATAL(tm_tile_fft_create(&t1), TM_OK);
+    CU_ASSERT_EQUAL_FATAL(tm_tile_fft_create(&t2), TM_OK);
+    float *s1 = tm_tile_fft_spatial(t1), *s2 = tm_tile_fft_spatial(t2);
+    for (int i = 0; i < TM_TILE * TM_TILE; i++) {
+        s1[i] = (float)(i % 17);
+        s2[i] = (float)(i % 5);
+    }
+    tm_tile_fft_forward(t1);
+    tm_tile_fft_forward(t2);
+    double sum1 = 0, sum2 = 0;
+    for (int i = 0; i < TM_TILE * TM_TILE; i++) {
+        sum1 += i % 17;
+        sum2 += i % 5;
+    }
+    CU_ASSERT_DOUBLE_EQUAL(tm_tile_fft_spectrum(t1)[0][0], sum1, 1e-3 * sum1);
+    CU_ASSERT_DOUBLE_EQUAL(tm_tile_fft_spectrum(t2)[0][0], sum2, 1e-3 * sum2);
+    tm_tile_fft_free(t1);
+    tm_tile_fft_free(t2);
+}
+
 static CU_TestInfo tests[] = {
     {"scale and rotation", test_scale_and_rotation},
     {"identity on small suspects, every key", test_identity_on_small_suspects},
@@ -544,6 +577,7 @@ static CU_TestInfo tests[] = {
     {"zero strength round trip", test_zero_strength_roundtrip},
     {"deterministic, luminance only", test_deterministic_and_luma_only},
     {"JPEG original marked as stored", test_jpeg_marked_as_stored},
+    {"FFT plans cached per shape", test_plan_cache},
     {"small or flat suspects are inconclusive", test_unreadable_suspects},
     {"astronaut: attacks, wrong key, unmarked", test_astronaut},
     {"coffee: attacks, wrong key, unmarked", test_coffee},

@@ -34,6 +34,25 @@ if command -v python3 >/dev/null 2>&1; then
     cp "$OUT" "$T/trace.json"
     expect "json parses" 0 python3 -c "import json; d=json.load(open('$T/trace.json')); assert d['accused'][0]['recipient']=='Bob Smith' and d['verdict']=='accused' and d['bound']==1e-06"
 fi
+# FFTW wisdom, when asked for: measured plans, saved for the next process
+expect "trace with a wisdom file" 0 env TRACEMARK_FFTW_WISDOM="$T/fftw.wisdom" "$TRACEMARK" trace -k "$K" -r "$R" "$T/geo.jpg"
+has "trace with wisdom names bob" "$OUT" "ACCUSED Bob Smith"
+ok "wisdom file written" -s "$T/fftw.wisdom"
+has "wisdom is FFTW's" "$T/fftw.wisdom" "fftwf_wisdom"
+expect "trace reading the wisdom" 0 env TRACEMARK_FFTW_WISDOM="$T/fftw.wisdom" "$TRACEMARK" trace -k "$K" -r "$R" "$T/leak.jpg"
+has "trace reading wisdom names bob" "$OUT" "ACCUSED Bob Smith"
+
+# a JPEG original is read as stored: the same image id in every run
+J="$C/skimage_rocket.jpg"
+expect "mark a JPEG" 0 "$TRACEMARK" mark -k "$K" -r "$R" --recipient dave --json -o "$T/dave.jpg" "$J"
+ID1=$(sed -n 's/.*"image": "\([0-9a-f]*\)".*/\1/p' "$OUT")
+expect "mark it again" 0 "$TRACEMARK" mark -k "$K" -r "$R" --recipient erin --json -o "$T/erin.jpg" "$J"
+ID2=$(sed -n 's/.*"image": "\([0-9a-f]*\)".*/\1/p' "$OUT")
+ok "same image id in both runs" -n "$ID1" -a "$ID1" = "$ID2"
+expect "erin's JPEG copy, recompressed" 0 "$TRACEMARK" attack "jpeg:q=60" "$T/erin.jpg" "$T/erin60.jpg"
+expect "trace erin's copy" 0 "$TRACEMARK" trace -k "$K" -r "$R" "$T/erin60.jpg"
+has "trace names erin" "$OUT" "ACCUSED erin"
+
 expect "crop then recompress" 0 "$TRACEMARK" attack "crop:0.75,jpeg:q=70" "$T/out/skimage_coffee.alice@example.com.png" "$T/leak2.png"
 expect "trace cropped leak" 0 "$TRACEMARK" trace -k "$K" -r "$R" --json "$T/leak2.png"
 has "cropped leak names alice" "$OUT" '"recipient": "alice@example.com"'
