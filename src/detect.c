@@ -512,7 +512,7 @@ typedef struct screening {
     tm_geom g[MAX_SCREEN];
     double ev[MAX_SCREEN];
     int order[MAX_SCREEN];
-    int n, screened;
+    int n;
 } screening;
 
 /* Screens g on a central window and ranks it; a hypothesis that leaves
@@ -524,7 +524,7 @@ static tm_status screen_one(const tm_layout *lay, tm_tile_fft *fft, const float 
     tm_status st = detect_under(lay, fft, y, w, h, g, SCREEN_SIDE, trial);
     if (st == TM_ERR_DIMENSIONS) return TM_OK; /* nothing left at that scale */
     if (st != TM_OK) return st;
-    int k = sc->n++, i = sc->screened++;
+    int k = sc->n++, i = k;
     sc->g[k] = *g;
     for (; i > 0 && sc->ev[i - 1] < trial->evidence; i--) {
         sc->ev[i] = sc->ev[i - 1];
@@ -566,7 +566,7 @@ tm_status tm_detect_search(const tm_key *key, const tm_image *img, tm_detection 
             if ((st = screen_one(lay, fft, y, w, h, &g, sc, trial)) != TM_OK) goto out;
         }
     int best = -1, read = -1; /* read: the hypothesis *out holds the full read of */
-    if (sc->screened && sc->ev[0] >= SURE_EVIDENCE) {
+    if (sc->n && sc->ev[0] >= SURE_EVIDENCE) {
         read = sc->order[0];
         if ((st = detect_under(lay, fft, y, w, h, &sc->g[read], FINAL_SIDE, out)) != TM_OK) goto out;
         if (out->evidence >= SURE_EVIDENCE) best = read;
@@ -585,13 +585,13 @@ tm_status tm_detect_search(const tm_key *key, const tm_image *img, tm_detection 
                 if ((st = screen_one(lay, fft, y, w, h, &cands[k], sc, trial)) != TM_OK) goto out;
                 others++;
             }
-        if (!sc->screened) {
+        if (!sc->n) {
             st = TM_ERR_DIMENSIONS;
             goto out;
         }
         best = sc->order[0];
         if (best != read && (st = detect_under(lay, fft, y, w, h, &sc->g[best], FINAL_SIDE, out)) != TM_OK) goto out;
-        for (int i = 1; i < sc->screened && i <= N_RUNNERS_UP && sc->ev[0] < SURE_EVIDENCE; i++) {
+        for (int i = 1; i < sc->n && i <= N_RUNNERS_UP && sc->ev[0] < SURE_EVIDENCE; i++) {
             if ((st = detect_under(lay, fft, y, w, h, &sc->g[sc->order[i]], FINAL_SIDE, trial)) != TM_OK) goto out;
             if (trial->evidence > out->evidence) {
                 *out = *trial;
@@ -604,7 +604,7 @@ tm_status tm_detect_search(const tm_key *key, const tm_image *img, tm_detection 
     out->rotation_deg = g->rotation_deg;
     out->aspect = exp(g->log_aspect);
     /* Presence evidence pays for every hypothesis screened. */
-    out->pilot_log10_p = fmin(0.0, out->pilot_log10_p + log10(sc->screened > 1 ? sc->screened : 1));
+    out->pilot_log10_p = fmin(0.0, out->pilot_log10_p + log10(sc->n > 1 ? sc->n : 1));
     /* The suspect must hold a tile's worth of the original at its own scale. */
     if ((double)w * h < (double)TM_TILE * TM_TILE * g->scale * g->scale) out->usable = 0;
 out:
