@@ -542,7 +542,7 @@ tm_status tm_detect_search(const tm_key *key, const tm_image *img, tm_detection 
     int ng = 0, w = img->width, h = img->height;
     size_t n = (size_t)w * h;
     /* A one-plane suspect (tm_load_options.luma_only) is its own luminance. */
-    float *own = img->channels == 1 ? NULL : malloc(n * sizeof(float));
+    float *own = img->channels == 1 ? NULL : tm_big_alloc(n * sizeof(float));
     const float *y = img->channels == 1 ? img->plane[0] : own;
     tm_detection *trial = malloc(sizeof *trial);
     screening *sc = calloc(1, sizeof *sc);
@@ -609,7 +609,7 @@ tm_status tm_detect_search(const tm_key *key, const tm_image *img, tm_detection 
     if ((double)w * h < (double)TM_TILE * TM_TILE * g->scale * g->scale) out->usable = 0;
 out:
     detect_end(lay, fft);
-    free(own);
+    tm_big_free(own);
     free(trial);
     free(sc);
     return st;

@@ -161,7 +161,7 @@ static tm_status analyse(tm_embedder *e, const tm_plane *y, const tm_mark_params
     if ((st = tm_tile_fft_create_side(e->side, &e->fft)) != TM_OK) return st;
     e->tile = malloc(sizeof(float) * (size_t)e->side * e->side);
     e->tile16 = malloc(sizeof(int16_t) * (size_t)e->side * e->side);
-    e->gain = malloc(n * sizeof(uint16_t));
+    e->gain = tm_big_alloc(n * sizeof(uint16_t));
     if (!e->tile || !e->tile16 || !e->gain) return TM_ERR_NOMEM;
     if ((st = tm_phash_luma(y, &e->phash)) != TM_OK) return st;
     double ms;
@@ -192,12 +192,12 @@ static tm_status analyse_image(tm_embedder *e, const tm_image *orig, const tm_ma
     e->height = orig->height;
     tm_status st = tm_image_content_hash(orig, e->sha);
     if (st != TM_OK) return st;
-    float *y = malloc(sizeof(float) * (size_t)orig->width * orig->height);
+    float *y = tm_big_alloc(sizeof(float) * (size_t)orig->width * orig->height);
     if (!y) return TM_ERR_NOMEM;
     tm_luma(orig, y);
     tm_plane p = tm_plane_float(y, orig->width, orig->height);
     st = analyse(e, &p, params);
-    free(y);
+    tm_big_free(y);
     return st;
 }
 
@@ -249,7 +249,7 @@ tm_status tm_embedder_create_data(const tm_key *key, const void *data, size_t le
     e->height = p->height;
     st = TM_ERR_NOMEM;
     e->src = malloc(len);
-    e->luma8 = malloc(p->rows[0] * p->stride[0]);
+    e->luma8 = tm_big_alloc(p->rows[0] * p->stride[0]);
     if (!e->src || !e->luma8) goto out;
     memcpy(e->src, data, len);
     e->src_len = len;
@@ -279,13 +279,13 @@ tm_status tm_embedder_load(const tm_key *key, const char *path, const tm_load_op
 void tm_embedder_free(tm_embedder *e)
 {
     if (!e) return;
-    free(e->gain);
+    tm_big_free(e->gain);
     free(e->tile);
     free(e->tile16);
     tm_image_free(e->owned);
     tm_jpeg_planes_free(e->planes);
     free(e->src);
-    free(e->luma8);
+    tm_big_free(e->luma8);
     tm_layout_free(e->layout);
     tm_tile_fft_free(e->fft);
     free(e);

@@ -44,7 +44,7 @@ tm_status tm_image_create(int width, int height, int channels, tm_image **out)
     img->channels = channels;
     size_t n = (size_t)width * (size_t)height;
     for (int c = 0; c < channels; c++) {
-        img->plane[c] = calloc(n, sizeof(float));
+        img->plane[c] = tm_big_alloc(n * sizeof(float));
         if (!img->plane[c]) {
             tm_image_free(img);
             return TM_ERR_NOMEM;
@@ -57,7 +57,7 @@ tm_status tm_image_create(int width, int height, int channels, tm_image **out)
 void tm_image_free(tm_image *img)
 {
     if (!img) return;
-    for (int c = 0; c < 4; c++) free(img->plane[c]);
+    for (int c = 0; c < 4; c++) tm_big_free(img->plane[c]);
     free(img->icc);
     free(img);
 }
@@ -128,9 +128,9 @@ tm_status tm_image_orient(tm_image *img, int orientation)
     size_t n = (size_t)sw * (size_t)sh;
     float *planes[4] = {0};
     for (int c = 0; c < img->channels; c++) {
-        planes[c] = malloc(n * sizeof(float));
+        planes[c] = tm_big_alloc(n * sizeof(float));
         if (!planes[c]) {
-            for (int k = 0; k < c; k++) free(planes[k]);
+            for (int k = 0; k < c; k++) tm_big_free(planes[k]);
             return TM_ERR_NOMEM;
         }
     }
@@ -140,7 +140,7 @@ tm_status tm_image_orient(tm_image *img, int orientation)
         for (int y = 0; y < h; y++)
             for (int x = 0; x < w; x++)
                 dst[(size_t)y * (size_t)w + (size_t)x] = src[oriented_src_index(orientation, x, y, sw, sh)];
-        free(img->plane[c]);
+        tm_big_free(img->plane[c]);
         img->plane[c] = dst;
     }
     img->width = w;

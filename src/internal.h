@@ -17,6 +17,14 @@
  * computation inside int and size_t without overflow checks at each use. */
 #define TM_MAX_SIDE 65500
 
+/* Zeroed memory for pixel planes and other whole-image buffers, freed with
+ * tm_big_free (NULL is a no-op). Large ones are mapped on their own with
+ * transparent huge pages asked for: a first touch then costs one fault per
+ * 2 MB instead of per 4 kB, which on a virtual machine is most of the price
+ * of a fresh buffer (docs/performance.md). */
+void *tm_big_alloc(size_t bytes);
+void tm_big_free(void *p);
+
 /* TM_OK when w x h is a sane size within max_pixels, else the reason. */
 tm_status tm_check_dimensions(uint64_t w, uint64_t h, uint64_t max_pixels);
 

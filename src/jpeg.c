@@ -307,7 +307,7 @@ static int planes_fit(const struct jpeg_decompress_struct *ci, const tm_image_in
 void tm_jpeg_planes_free(tm_jpeg_planes *p)
 {
     if (!p) return;
-    for (int c = 0; c < 3; c++) free(p->plane[c]);
+    for (int c = 0; c < 3; c++) tm_big_free(p->plane[c]);
     free(p->icc);
     free(p);
 }
@@ -333,7 +333,7 @@ static tm_status read_planes(jpeg_dec *d)
         p->ch[c] = (int)k->downsampled_height;
         p->stride[c] = (size_t)k->width_in_blocks * DCTSIZE;
         p->rows[c] = imcu_rows * (size_t)k->v_samp_factor * DCTSIZE;
-        if (!(p->plane[c] = calloc(p->rows[c], p->stride[c]))) return TM_ERR_NOMEM;
+        if (!(p->plane[c] = tm_big_alloc(p->rows[c] * p->stride[c]))) return TM_ERR_NOMEM;
     }
     if (d->icc) {
         p->icc = d->icc;

@@ -731,7 +731,7 @@ static void lut_init(void)
 static float *box_shrink(const float *y, int w, int h, size_t stride, int k, int *ow, int *oh)
 {
     int nw = w / k, nh = h / k;
-    float *o = calloc((size_t)nw * nh, sizeof(float));
+    float *o = tm_big_alloc((size_t)nw * nh * sizeof(float));
     if (!o) return NULL;
     for (int yy = 0; yy < nh * k; yy++) {
         const float *in = y + (size_t)yy * stride;
@@ -794,7 +794,7 @@ static tm_status warp_separable(const float *src, int sw, int sh, size_t stride,
     int W = out->width, H = out->height;
     int *fx = malloc(sizeof(int) * W), *fy = malloc(sizeof(int) * H);
     const float **wx = malloc(sizeof(float *) * W), **wy = malloc(sizeof(float *) * H);
-    float *tmp = malloc(sizeof(float) * (size_t)W * sh); /* every source row resampled across */
+    float *tmp = tm_big_alloc(sizeof(float) * (size_t)W * sh); /* every source row resampled across */
     tm_status st = TM_ERR_NOMEM;
     if (!fx || !fy || !wx || !wy || !tmp) goto out;
     axis_taps(m->p0x, m->dxx, W, sw, fx, wx);
@@ -822,7 +822,7 @@ out:
     free(fy);
     free(wx);
     free(wy);
-    free(tmp);
+    tm_big_free(tmp);
     return st;
 }
 
@@ -889,6 +889,6 @@ tm_status tm_sync_warp(const float *y, int w, int h, const tm_geom *g, int side,
         warp_affine(src, sw, sh, stride, (float)mean, &m, *out);
     }
 out:
-    free(shrunk);
+    tm_big_free(shrunk);
     return st;
 }

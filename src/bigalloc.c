@@ -1,0 +1,47 @@
+/* bigalloc.c -- zeroed memory for whole-image buffers (see internal.h).
+ *
+ * Anonymous mappings and madvise are outside POSIX, hence _DEFAULT_SOURCE,
+ * here alone. */
+#define _DEFAULT_SOURCE
+#include "config.h"
+
+#include <stdint.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/mman.h>
+
+#include "internal.h"
+
+/* Buffers from this size on are mapped; below, calloc'd. Either way a header
+ * of BIG_HEAD bytes (keeping 64-byte alignment) records how. */
+#define BIG_MAP ((size_t)4 << 20)
+#define BIG_HEAD 64
+
+void *tm_big_alloc(size_t bytes)
+{
+    if (bytes > SIZE_MAX - BIG_HEAD) return NULL;
+    size_t len = bytes + BIG_HEAD;
+    uint8_t *base;
+    if (len >= BIG_MAP) {
+        base = mmap(NULL, len, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+        if (base == MAP_FAILED) return NULL;
+#ifdef MADV_HUGEPAGE
+        (void)madvise(base, len, MADV_HUGEPAGE); /* a hint: refused is fine */
+#endif
+    } else if (!(base = calloc(1, len))) {
+        return NULL;
+    }
+    memcpy(base, &len, sizeof len);
+    return base + BIG_HEAD;
+}
+
+void tm_big_free(void *p)
+{
+    if (!p) return;
+    uint8_t *base = (uint8_t *)p - BIG_HEAD;
+    size_t len;
+    memcpy(&len, base, sizeof len);
+    if (len >= BIG_MAP) munmap(base, len);
+    else free(base);
+}
+
