@@ -136,10 +136,30 @@ static int fail(const char *what, tm_status st)
 
 /* ---- scratch files ----------------------------------------------------------- */
 
-enum { F_KEY, F_INPUT, F_COPY, F_REG, F_REG_WAL, F_REG_SHM, F_REG_JOURNAL, F_OUT, F_RESIZED, N_FILES };
+enum { F_KEY, F_INPUT, F_COPY, F_REG, F_REG_WAL, F_REG_SHM, F_REG_JOURNAL, F_OUT, F_RESIZED, F_PPM, F_REF, F_REG20, N_FILES };
 static const char *const file_name[N_FILES] = {"key",          "input.jpg",       "copy.jpg",
                                                "registry.db",  "registry.db-wal", "registry.db-shm",
-                                               "registry.db-journal", "program.out", "resized.jpg"};
+                                               "registry.db-journal", "program.out", "resized.jpg",
+                                               "ref.ppm",      "ref.jpg",         "registry20.db"};
+
+/* libjpeg-turbo's djpeg and cjpeg programs (Debian: libjpeg-turbo-progs),
+ * the references the issue names, when they are installed. */
+static char djpeg_prog[4096], cjpeg_prog[4096];
+
+/* name's path in $PATH into buf, or "" when there is none. */
+static void find_program(const char *name, char *buf, size_t cap)
+{
+    buf[0] = 0;
+    const char *path = getenv("PATH");
+    while (path && *path) {
+        const char *end = strchr(path, ':');
+        size_t n = end ? (size_t)(end - path) : strlen(path);
+        int k = n ? snprintf(buf, cap, "%.*s/%s", (int)n, path, name) : -1;
+        if (k > 0 && (size_t)k < cap && access(buf, X_OK) == 0) return;
+        path = end ? end + 1 : NULL;
+    }
+    buf[0] = 0;
+}
 
 /* ---- pixels and JPEG references ------------------------------------------- */
 
@@ -360,10 +380,10 @@ enum {
     /* marking */
     M_DJPEG, M_CJPEG_REF, M_CJPEG_COPY, M_CODEC, M_FFT_DCT, M_FFT_TILE, M_DECODE, M_DECODE_PLANES, M_LUMA, M_MASK,
     M_HASH, M_CREATE, M_CREATE_DATA, M_CODEWORD, M_TILE_INV, M_PATTERN, M_MARK, M_ENCODE, M_MARK_ENCODE, M_PHASH,
-    M_MARK_ALL, M_MARK_CLI, M_START,
+    M_MARK_ALL, M_MARK_CLI, M_START, M_PIPE, M_DJPEG_PROG, M_CJPEG_PROG, M_MARK20_CLI,
     /* tracing */
     T_DJPEG, T_FFT_WIN, T_FFT_125, T_DECODE, T_DECODE_LUMA, T_LUMA, T_TILE_FWD, T_DETECT, T_SYNC, T_SEARCH, T_SCORE, T_TRACE,
-    T_TRACE_ALL, T_TRACE_CLI, T_DJPEG_RS, T_TRACE_RS, T_TRACE_RS_CLI, N_STAGES
+    T_TRACE_ALL, T_TRACE_CLI, T_DJPEG_RS, T_TRACE_RS, T_TRACE_RS_CLI, T_DJPEG_PROG, T_DJPEG_PROG_RS, N_STAGES
 };
 
 typedef struct bench {
@@ -695,6 +715,77 @@ static int bench_prepare(bench *b, const char *path, double mp)
     return 0;
 }
 
+/* Runs argv (stdout to F_OUT) into *ms; 2 with a message when it fails. */
+static int run_ref(bench *b, char *const argv[], double *ms)
+{
+    int status;
+    if (bench_run_program(argv, NULL, bench_scratch(F_OUT), ms, &status) != 0 || status != 0) {
+        fprintf(stderr, "stages: %s: %s %s\n", b->name, argv[0], status ? "failed" : strerror(errno));
+        return 2;
+    }
+    return 0;
+}
+
+/* The programs' own times (djpeg and cjpeg are installed): `djpeg | cjpeg`
+ * of the input at the copy's quality and sampling, through sh; djpeg of the
+ * input to a file and one cjpeg of that file (the batch's reference); djpeg
+ * of the copy and of the resized copy; and `tracemark mark` of 20 copies. */
+static int program_refs(bench *b, int r)
+{
+    double (*t)[MAX_RUNS] = b->t;
+    static const char *const sample[] = {[TM_SS_444] = "1x1", [TM_SS_422] = "2x1", [TM_SS_420] = "2x2",
+                                         [TM_SS_440] = "1x2", [TM_SS_411] = "4x1"};
+    char q[16], cmd[3 * 4096 + 64], opt[32];
+    snprintf(q, sizeof q, "%d", b->q_copy);
+    if (b->ss_copy == TM_SS_GRAY) snprintf(opt, sizeof opt, "-grayscale");
+    else snprintf(opt, sizeof opt, "-sample %s", sample[b->ss_copy]);
+    int k = snprintf(cmd, sizeof cmd, "'%s' '%s' | '%s' -quality %s %s", djpeg_prog, bench_scratch(F_INPUT),
+                     cjpeg_prog, q, opt);
+    if (k < 0 || (size_t)k >= sizeof cmd) return fail("the djpeg | cjpeg command", TM_ERR_ARG);
+    char *pipe_argv[] = {"/bin/sh", "-c", cmd, NULL};
+    char *djpeg_argv[] = {djpeg_prog, "-outfile", bench_scratch(F_PPM), bench_scratch(F_INPUT), NULL};
+    char *cjpeg_argv[] = {cjpeg_prog, "-quality", q, "-sample", "1x1", "-outfile", bench_scratch(F_REF),
+                          bench_scratch(F_PPM), NULL};
+    if (b->ss_copy == TM_SS_GRAY) cjpeg_argv[3] = "-grayscale", cjpeg_argv[4] = "-baseline";
+    else cjpeg_argv[4] = (char *)sample[b->ss_copy];
+    char *copy_argv[] = {djpeg_prog, "-outfile", "/dev/null", bench_scratch(F_COPY), NULL};
+    char *rs_argv[] = {djpeg_prog, "-outfile", "/dev/null", bench_scratch(F_RESIZED), NULL};
+    int rc;
+    if ((rc = run_ref(b, pipe_argv, &t[M_PIPE][r])) || (rc = run_ref(b, djpeg_argv, &t[M_DJPEG_PROG][r])) ||
+        (rc = run_ref(b, cjpeg_argv, &t[M_CJPEG_PROG][r])) || (rc = run_ref(b, copy_argv, &t[T_DJPEG_PROG][r])) ||
+        (rc = run_ref(b, rs_argv, &t[T_DJPEG_PROG_RS][r])))
+        return rc;
+    /* 20 copies by the program, into the scratch directory. */
+    char *argv[6 + 2 * 20 + 4 + 1];
+    char dir[4096];
+    snprintf(dir, sizeof dir, "%s", bench_scratch(F_INPUT));
+    *strrchr(dir, '/') = 0;
+    int n = 0;
+    argv[n++] = (char *)b->program;
+    argv[n++] = "mark";
+    argv[n++] = "-k";
+    argv[n++] = bench_scratch(F_KEY);
+    argv[n++] = "-r";
+    argv[n++] = bench_scratch(F_REG20); /* a registry of its own, new each run */
+    for (int i = 0; i < 20; i++) {
+        argv[n++] = "--recipient";
+        argv[n++] = b->names[i];
+    }
+    argv[n++] = "-f";
+    argv[n++] = "--out-dir";
+    argv[n++] = dir;
+    argv[n++] = bench_scratch(F_INPUT);
+    argv[n] = NULL;
+    unlink(bench_scratch(F_REG20));
+    int status;
+    if (bench_run_program(argv, b->env, bench_scratch(F_OUT), &t[M_MARK20_CLI][r], &status) != 0 || status != 0) {
+        fprintf(stderr, "stages: %s: `%s mark` of 20 copies %s\n", b->name, b->program,
+                status ? "failed" : strerror(errno));
+        return 2;
+    }
+    return 0;
+}
+
 /* One pass over every stage, the times into column r; 0, 1 (a check
  * failed) or 2 (error). */
 static int bench_pass(bench *b, int r)
@@ -822,6 +913,8 @@ static int bench_pass(bench *b, int r)
         fprintf(stderr, "stages: %s: `%s mark` exited %d\n", b->name, b->program, status);
         return 2;
     }
+    if (djpeg_prog[0] && cjpeg_prog[0] && (rc = program_refs(b, r))) return rc;
+
     char *version_argv[] = {(char *)b->program, "--version", NULL};
     if (bench_run_program(version_argv, b->env, bench_scratch(F_OUT), &t[M_START][r], &status) != 0 || status != 0) {
         fprintf(stderr, "stages: %s --version: %s\n", b->program, status ? "failed" : strerror(errno));
@@ -1048,6 +1141,18 @@ static void print_tables(bench *b)
     row("**mark in process**, bytes to bytes as `mark`", b->t[M_MARK_ALL], runs, mp, codec, "(djpeg + cjpeg)");
     row("**`tracemark mark`**, file to file", b->t[M_MARK_CLI], runs, mp, codec, "(djpeg + cjpeg)");
     row("program start: `tracemark --version` (reference)", b->t[M_START], runs, 0, 0, "");
+    if (djpeg_prog[0] && cjpeg_prog[0]) {
+        double pipe = med(b, M_PIPE);
+        snprintf(lbl, sizeof lbl, "`djpeg | cjpeg` %s, the programs (reference)", copy_set);
+        row(lbl, b->t[M_PIPE], runs, mp, 0, "");
+        row("`djpeg` program to a PPM file (reference)", b->t[M_DJPEG_PROG], runs, mp, 0, "");
+        snprintf(lbl, sizeof lbl, "`cjpeg` program %s of that file (reference)", copy_set);
+        row(lbl, b->t[M_CJPEG_PROG], runs, mp, 0, "");
+        row("**`tracemark mark`**, file to file, against the programs", b->t[M_MARK_CLI], runs, mp, pipe,
+            "`djpeg | cjpeg`");
+        row("**`tracemark mark`**, 20 copies, against the programs", b->t[M_MARK20_CLI], runs, 20 * mp,
+            med(b, M_DJPEG_PROG) + 20 * med(b, M_CJPEG_PROG), "(djpeg + 20 cjpeg)");
+    }
 
     printf("\n### trace (the copy, %d copies in the registry)\n\n"
            "| stage | median ms | min | max | MP/s | x reference |\n|---|---|---|---|---|---|\n",
@@ -1072,6 +1177,14 @@ static void print_tables(bench *b)
     row("djpeg of the copy resized by " RESIZE_FACTOR " (reference)", b->t[T_DJPEG_RS], runs, mp_rs, 0, "");
     row("**trace in process**, the resized copy (the search runs)", b->t[T_TRACE_RS], runs, mp_rs, djpeg_rs, "djpeg");
     row("**`tracemark trace`**, the resized copy", b->t[T_TRACE_RS_CLI], runs, mp_rs, djpeg_rs, "djpeg");
+    if (djpeg_prog[0] && cjpeg_prog[0]) {
+        row("`djpeg` program of the copy (reference)", b->t[T_DJPEG_PROG], runs, mp, 0, "");
+        row("**`tracemark trace`**, the copy, against the program", b->t[T_TRACE_CLI], runs, mp,
+            med(b, T_DJPEG_PROG), "`djpeg`");
+        row("`djpeg` program of the resized copy (reference)", b->t[T_DJPEG_PROG_RS], runs, mp_rs, 0, "");
+        row("**`tracemark trace`**, the resized copy, against the program", b->t[T_TRACE_RS_CLI], runs, mp_rs,
+            med(b, T_DJPEG_PROG_RS), "`djpeg`");
+    }
     fflush(stdout);
 }
 
@@ -1121,11 +1234,26 @@ static int batch_and_bars(bench *b, const int *batch, int n_batch)
         if (batch20 > 0)
             printf("- 20 copies: %.2f x (djpeg + 20 cjpeg), bar 1.3: %s\n", batch20, verdict(batch20, 1.3));
         else printf("- 20 copies: not measured (add 20 to -R)\n");
+        if (djpeg_prog[0] && cjpeg_prog[0]) {
+            printf("\nAgainst libjpeg-turbo's own programs, as the issue states the bars:\n\n");
+            x = med(b, M_MARK_CLI) / med(b, M_PIPE);
+            printf("- `tracemark mark`, file to file: %.2f x `djpeg | cjpeg`, bar 1.5: %s\n", x, verdict(x, 1.5));
+            x = med(b, T_TRACE_CLI) / med(b, T_DJPEG_PROG);
+            printf("- `tracemark trace` of the copy: %.2f x `djpeg`, bar 6: %s\n", x, verdict(x, 6));
+            x = med(b, T_TRACE_RS_CLI) / med(b, T_DJPEG_PROG_RS);
+            printf("- `tracemark trace` of the resized copy (the search runs): %.2f x `djpeg`, bar 6: %s\n", x,
+                   verdict(x, 6));
+            x = med(b, M_MARK20_CLI) / (med(b, M_DJPEG_PROG) + 20 * med(b, M_CJPEG_PROG));
+            printf("- `tracemark mark` of 20 copies: %.2f x (`djpeg` + 20 `cjpeg`), bar 1.3: %s\n", x,
+                   verdict(x, 1.3));
+        }
     }
     if (two) {
         double x = med(b, M_MARK_ALL), y = med(b, M_MARK_CLI);
         printf("- mark %dx%d in process: %.1f ms, bar 30 ms (1920x1080): %s\n", b->w, b->h, x, verdict(x, 30));
         printf("- mark %dx%d, `tracemark mark`: %.1f ms, bar 30 ms (1920x1080): %s\n", b->w, b->h, y, verdict(y, 30));
+        if (djpeg_prog[0] && cjpeg_prog[0])
+            printf("- (`djpeg | cjpeg` of the same file, the programs: %.1f ms)\n", med(b, M_PIPE));
     }
     if (b->wrong) printf("\n%d check%s FAILED (see stderr): these timings are not of a working mark.\n", b->wrong,
                          b->wrong == 1 ? "" : "s");
@@ -1227,6 +1355,11 @@ int main(int argc, char **argv)
         return fail("key", st);
     }
     int rc = 0;
+    find_program("djpeg", djpeg_prog, sizeof djpeg_prog);
+    find_program("cjpeg", cjpeg_prog, sizeof cjpeg_prog);
+    if (!djpeg_prog[0] || !cjpeg_prog[0])
+        fprintf(stderr, "stages: djpeg or cjpeg not found in PATH (Debian: libjpeg-turbo-progs): "
+                        "the programs' own times are left out\n");
     if (bench_scratch_create("stages", file_name, N_FILES)) rc = 2;
     else if ((st = tm_key_save(key, bench_scratch(F_KEY))) != TM_OK) rc = fail(bench_scratch(F_KEY), st);
     printf("# bench/stages: where `mark` and `trace` spend their time (issue 6)\n\n"
