@@ -40,6 +40,7 @@ static int n_plans;
 static int planner_ready;
 static unsigned planner_flags = FFTW_ESTIMATE;
 static char *wisdom_path;
+static char *wisdom_saved; /* the wisdom as last read or written: only news is written */
 
 /* Once, under the lock: the flags, and the wisdom when asked for. */
 static void planner_init(void)
@@ -49,17 +50,27 @@ static void planner_init(void)
     const char *w = getenv("TRACEMARK_FFTW_WISDOM");
     if (!w || !*w || !(wisdom_path = strdup(w))) return;
     planner_flags = FFTW_MEASURE;
-    (void)fftwf_import_wisdom_from_filename(wisdom_path); /* none yet is fine */
+    if (fftwf_import_wisdom_from_filename(wisdom_path)) wisdom_saved = fftwf_export_wisdom_to_string();
+    /* else none yet, or unreadable: measured afresh and written */
 }
 
 /* Writes the accumulated wisdom to wisdom_path through a temporary file, so
- * a reader never sees half of it; a failure only costs the next process a
- * measurement. */
+ * a reader never sees half of it, when it holds something the file does not;
+ * a failure only costs the next process a measurement. */
 static void wisdom_save(void)
 {
     char *text = fftwf_export_wisdom_to_string();
-    if (text) (void)tm_file_write_atomic(wisdom_path, text, strlen(text), 0644, 0);
-    free(text);
+    if (!text) return;
+    if (wisdom_saved && !strcmp(text, wisdom_saved)) {
+        free(text);
+        return;
+    }
+    if (tm_file_write_atomic(wisdom_path, text, strlen(text), 0644, 0) != TM_OK) {
+        free(text);
+        return;
+    }
+    free(wisdom_saved);
+    wisdom_saved = text;
 }
 
 /* A new plan of the shape on scratch arrays (FFTW_MEASURE overwrites them). */
