@@ -133,7 +133,13 @@ static void usage(FILE *f)
             "  -V, --version  show the version\n"
             "\n"
             "'tracemark help COMMAND' or 'tracemark COMMAND --help' explains one command.\n"
-            "Exit status: 0 success (or a recipient accused), 1 nothing found, 2 error.\n");
+            "Exit status: 0 success (or a recipient accused), 1 nothing found, 2 error.\n"
+            "\n"
+            "Environment:\n"
+            "  TRACEMARK_FFTW_WISDOM  a file of FFTW wisdom: plan transforms by measuring\n"
+            "                         (a little faster; a copy may then differ in the last\n"
+            "                         bit of a few samples), keeping what was learnt there\n"
+            "  TMPDIR                 where 'robustness' keeps its scratch files\n");
 }
 
 static const cli_command *find_command(const char *name)
