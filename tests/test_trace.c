@@ -508,13 +508,22 @@ static void test_jpeg_marked_as_stored(void)
     free(y1);
     free(y2);
 
+    /* Traced to its recipient as it is and through attacks. */
     fake_registry reg;
     fake_registry_fill(&reg, e);
-    tm_trace_result r;
-    CU_ASSERT_EQUAL_FATAL(tm_trace_run(key_a, copy, reg.copies, reg.n, NULL, &r), TM_OK);
-    CU_ASSERT_EQUAL(r.n_accused, 1);
-    if (r.n_accused >= 1) CU_ASSERT_EQUAL(r.accused[0].index, 0);
-    tm_trace_result_clear(&r);
+    static const char *specs[] = {NULL, "jpeg:q=50", "scale:0.6,jpeg:q=75", "crop:0.6,rotate:3"};
+    for (size_t k = 0; k < sizeof specs / sizeof specs[0]; k++) {
+        tm_image *sus = specs[k] ? tm_test_attack(specs[k], copy) : copy;
+        CU_ASSERT_PTR_NOT_NULL_FATAL(sus);
+        tm_trace_result r;
+        CU_ASSERT_EQUAL_FATAL(tm_trace_run(key_a, sus, reg.copies, reg.n, NULL, &r), TM_OK);
+        if (r.n_accused != 1 || r.accused[0].index != 0)
+            fprintf(stderr, "JPEG copy marked as stored, %s: %zu accused\n", specs[k] ? specs[k] : "as is", r.n_accused);
+        CU_ASSERT_EQUAL(r.n_accused, 1);
+        if (r.n_accused >= 1) CU_ASSERT_EQUAL(r.accused[0].index, 0);
+        tm_trace_result_clear(&r);
+        if (sus != copy) tm_image_free(sus);
+    }
     fake_registry_free(&reg);
 
     so.format = TM_FORMAT_PNG;
