@@ -49,7 +49,6 @@ struct tm_embedder {
     uint8_t sha[32];
     char id[33];
     uint64_t phash;
-    double strength;
 };
 
 /* Large originals get a proportionally larger tile, so the mark keeps the
@@ -172,14 +171,13 @@ static tm_status analyse(tm_embedder *e, const tm_plane *y, const tm_mark_params
     return TM_OK;
 }
 
-/* A new embedder for key and params (NULL: defaults), or the reason not. */
+/* A new embedder for key, once params are found sane, or the reason not. */
 static tm_status embedder_new(const tm_key *key, const tm_mark_params *params, tm_embedder **out)
 {
-    if (params && (!(params->strength >= 0) || params->strength > 50)) return TM_ERR_ARG;
+    if (!(params->strength >= 0) || params->strength > 50) return TM_ERR_ARG;
     tm_embedder *e = calloc(1, sizeof *e);
     if (!e) return TM_ERR_NOMEM;
     e->key = key;
-    e->strength = params ? params->strength : TM_DEFAULT_STRENGTH;
     *out = e;
     return TM_OK;
 }
