@@ -39,6 +39,7 @@ struct tm_embedder {
     uint8_t *luma8;           /* a copy's luminance in the planes' layout */
     int width, height;
     uint16_t *gain;           /* per pixel: the perceptual mask, times TM_GAIN_ONE */
+    tm_mark_params params;    /* as asked, or the defaults */
     float alpha;              /* the global strength: a copy adds alpha * gain * tile */
     int16_t *tile16;          /* alpha * tile * TM_GAIN_ONE, rounded: the JPEG copies' */
     tm_layout *layout;
@@ -149,7 +150,7 @@ static tm_status planes_content_hash(const tm_jpeg_planes *p, uint8_t sha[32])
 /* Everything that follows from the original's content hash (e->sha) and
  * luminance y (e->width x e->height): the code's biases, the layout, the
  * tile workspace, the per-pixel gain and strength, the perceptual hash. */
-static tm_status analyse(tm_embedder *e, const tm_plane *y, const tm_mark_params *params)
+static tm_status analyse(tm_embedder *e, const tm_plane *y)
 {
     size_t n = (size_t)e->width * e->height;
     tm_status st;
@@ -167,23 +168,29 @@ static tm_status analyse(tm_embedder *e, const tm_plane *y, const tm_mark_params
     if ((st = tm_mask_compute(y, e->gain, &ms)) != TM_OK) return st;
     /* Scale so the RMS change is the strength, but never beyond a small
      * amplitude on flat areas (mask weight 1): flat images stay clean. */
-    e->alpha = (float)(ms > 0 ? fmin(params->strength / sqrt(ms), TM_FLAT_FRACTION * params->strength) : 0);
+    double s = e->params.strength;
+    e->alpha = (float)(ms > 0 ? fmin(s / sqrt(ms), TM_FLAT_FRACTION * s) : 0);
     return TM_OK;
 }
 
-/* A new embedder for key, once params are found sane, or the reason not. */
+/* A new embedder for key and params (NULL: the defaults), once params are
+ * found sane, or the reason not. */
 static tm_status embedder_new(const tm_key *key, const tm_mark_params *params, tm_embedder **out)
 {
-    if (!(params->strength >= 0) || params->strength > 50) return TM_ERR_ARG;
+    tm_mark_params p;
+    if (params) p = *params;
+    else tm_mark_params_init(&p);
+    if (!(p.strength >= 0) || p.strength > 50) return TM_ERR_ARG;
     tm_embedder *e = calloc(1, sizeof *e);
     if (!e) return TM_ERR_NOMEM;
     e->key = key;
+    e->params = p;
     *out = e;
     return TM_OK;
 }
 
 /* Analysis of a float original: hash, luminance, then analyse(). */
-static tm_status analyse_image(tm_embedder *e, const tm_image *orig, const tm_mark_params *params)
+static tm_status analyse_image(tm_embedder *e, const tm_image *orig)
 {
     e->orig = orig;
     e->width = orig->width;
@@ -194,7 +201,7 @@ static tm_status analyse_image(tm_embedder *e, const tm_image *orig, const tm_ma
     if (!y) return TM_ERR_NOMEM;
     tm_luma(orig, y);
     tm_plane p = tm_plane_float(y, orig->width, orig->height);
-    st = analyse(e, &p, params);
+    st = analyse(e, &p);
     tm_big_free(y);
     return st;
 }
@@ -204,14 +211,9 @@ tm_status tm_embedder_create(const tm_key *key, const tm_image *orig, const tm_m
 {
     if (!key || !orig || !out) return TM_ERR_ARG;
     *out = NULL;
-    tm_mark_params defaults;
-    if (!params) {
-        tm_mark_params_init(&defaults);
-        params = &defaults;
-    }
     tm_embedder *e = NULL;
     tm_status st = embedder_new(key, params, &e);
-    if (st == TM_OK && (st = analyse_image(e, orig, params)) == TM_OK) *out = e;
+    if (st == TM_OK && (st = analyse_image(e, orig)) == TM_OK) *out = e;
     else tm_embedder_free(e);
     return st;
 }
@@ -221,11 +223,6 @@ tm_status tm_embedder_create_data(const tm_key *key, const void *data, size_t le
 {
     if (!key || !data || !out) return TM_ERR_ARG;
     *out = NULL;
-    tm_mark_params defaults;
-    if (!params) {
-        tm_mark_params_init(&defaults);
-        params = &defaults;
-    }
     tm_image_info local;
     if (!info) info = &local;
     tm_embedder *e = NULL;
@@ -236,7 +233,7 @@ tm_status tm_embedder_create_data(const tm_key *key, const void *data, size_t le
     e->lo.luma_only = 0;
     if ((st = tm_image_decode_planes(data, len, &e->lo, &e->owned, &e->planes, info)) != TM_OK) goto out;
     if (!e->planes) {
-        st = analyse_image(e, e->owned, params);
+        st = analyse_image(e, e->owned);
         goto out;
     }
     /* A JPEG read as stored: keep its bytes for any copy that is not a JPEG
@@ -253,7 +250,7 @@ tm_status tm_embedder_create_data(const tm_key *key, const void *data, size_t le
     e->src_len = len;
     if ((st = planes_content_hash(p, e->sha)) != TM_OK) goto out;
     tm_plane y = {.u8 = p->plane[0], .stride = p->stride[0], .w = p->width, .h = p->height};
-    st = analyse(e, &y, params);
+    st = analyse(e, &y);
 out:
     if (st == TM_OK) *out = e;
     else tm_embedder_free(e);
@@ -267,8 +264,8 @@ tm_status tm_embedder_load(const tm_key *key, const char *path, const tm_load_op
     *out = NULL;
     uint8_t *data;
     size_t len;
-    tm_status st = tm_file_read(path, TM_MAX_FILE_BYTES, &data, &len);
-    if (st != TM_OK) return st == TM_ERR_NOT_FOUND ? TM_ERR_IO : st;
+    tm_status st = tm_image_file_read(path, &data, &len);
+    if (st != TM_OK) return st;
     st = tm_embedder_create_data(key, data, len, lo, params, out, info);
     free(data);
     return st;

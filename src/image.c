@@ -245,6 +245,12 @@ tm_status tm_image_decode_planes(const void *data, size_t len, const tm_load_opt
     return TM_OK;
 }
 
+tm_status tm_image_file_read(const char *path, uint8_t **data, size_t *len)
+{
+    tm_status st = tm_file_read(path, TM_MAX_FILE_BYTES, data, len);
+    return st == TM_ERR_NOT_FOUND ? TM_ERR_IO : st;
+}
+
 tm_status tm_image_load(const char *path, const tm_load_options *opts,
                         tm_image **out, tm_image_info *info)
 {
@@ -252,8 +258,8 @@ tm_status tm_image_load(const char *path, const tm_load_options *opts,
     *out = NULL;
     uint8_t *data;
     size_t len;
-    tm_status st = tm_file_read(path, TM_MAX_FILE_BYTES, &data, &len);
-    if (st != TM_OK) return st == TM_ERR_NOT_FOUND ? TM_ERR_IO : st;
+    tm_status st = tm_image_file_read(path, &data, &len);
+    if (st != TM_OK) return st;
     st = tm_image_decode(data, len, opts, out, info);
     free(data);
     return st;

@@ -69,6 +69,10 @@ void tm_jpeg_planes_free(tm_jpeg_planes *p);
 tm_status tm_jpeg_decode_planes(const uint8_t *data, size_t len, const tm_load_options *opts,
                                 tm_image **out, tm_jpeg_planes **planes, tm_image_info *info);
 
+/* An image file's bytes (at most TM_MAX_FILE_BYTES), as tm_image_load reads
+ * them: a missing file is TM_ERR_IO. */
+tm_status tm_image_file_read(const char *path, uint8_t **data, size_t *len);
+
 /* tm_image_decode, reading a JPEG into *planes when it can (see above). */
 tm_status tm_image_decode_planes(const void *data, size_t len, const tm_load_options *opts,
                                  tm_image **out, tm_jpeg_planes **planes, tm_image_info *info);
