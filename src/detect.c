@@ -60,15 +60,30 @@ static int window_rows(int row, int r, int h)
 
 #define RING (2 * RADIUS + 1)
 
-/* Wiener residual of the w x h window y (rows stride apart) whose top-left is
- * pixel (ox, oy) of the suspect, folded modulo the tile into fold (TM_TILE^2)
- * in the suspect's coordinates: with m
+/* The rows a read goes through: a window of an image in memory (base, rows
+ * stride apart), or a warp's output made row by row (warp). */
+typedef struct row_source {
+    const float *base;
+    size_t stride;
+    tm_warp *warp;
+} row_source;
+
+/* Row t of src: in memory, or made into slot (w samples). */
+static const float *source_row(const row_source *src, int t, float *slot)
+{
+    if (!src->warp) return src->base + (size_t)t * src->stride;
+    tm_warp_row(src->warp, t, slot);
+    return slot;
+}
+
+/* Wiener residual of the w x h window src whose top-left is pixel (ox, oy)
+ * of the suspect, folded modulo the tile into fold (TM_TILE^2) in the
+ * suspect's coordinates: with m
  * the local mean and v the local mean of (y - m)^2 over 7x7 windows clipped
  * to the image, the residual is (y - m) / (v + NU2). One streaming pass over
  * the rows: row t brings the mean of row t - r and the variance and output of
  * row t - 2r, through rings of 2r + 1 rows, so memory is O(w) whatever h. */
-static tm_status fold_residual(const float *y, int w, int h, size_t stride, int ox, int oy, float *fold,
-                               double *activity)
+static tm_status fold_residual(const row_source *src, int w, int h, int ox, int oy, float *fold, double *activity)
 {
     const int r = RADIUS;
     size_t ww = (size_t)w;
@@ -76,9 +91,11 @@ static tm_status fold_residual(const float *y, int w, int h, size_t stride, int 
     float *dv = malloc(sizeof(float) * ww * RING);   /* y - m */
     float *hv = malloc(sizeof(float) * ww * RING);   /* row box means of (y - m)^2 */
     float *line = malloc(sizeof(float) * ww);
+    float *made = src->warp ? malloc(sizeof(float) * ww * RING) : NULL; /* rows of a warp */
+    const float *rows[RING];                          /* row t of the source, until t + r */
     double *cm = calloc(ww, sizeof(double)), *cv = calloc(ww, sizeof(double));
     tm_status st = TM_ERR_NOMEM;
-    if (!hm || !dv || !hv || !line || !cm || !cv) goto out;
+    if (!hm || !dv || !hv || !line || !cm || !cv || (src->warp && !made)) goto out;
     memset(fold, 0, sizeof(float) * TM_TILE * TM_TILE);
     double act = 0;
     for (int t = 0; t < h + 2 * r; t++) {
@@ -89,7 +106,8 @@ static tm_status fold_residual(const float *y, int w, int h, size_t stride, int 
         }
         if (t < h) {
             float *row = hm + (size_t)(t % RING) * ww;
-            box_row(y + (size_t)t * stride, row, w);
+            rows[t % RING] = source_row(src, t, made ? made + (size_t)(t % RING) * ww : NULL);
+            box_row(rows[t % RING], row, w);
             for (int x = 0; x < w; x++) cm[x] += row[x];
         }
         /* Row a = t - r gets its mean, its deviation and that squared, boxed. */
@@ -100,10 +118,10 @@ static tm_status fold_residual(const float *y, int w, int h, size_t stride, int 
         }
         if (a >= 0 && a < h) {
             float inv = 1.0f / (float)window_rows(a, r, h);
-            const float *src = y + (size_t)a * stride;
+            const float *ya = rows[a % RING];
             float *d = dv + (size_t)(a % RING) * ww, *hrow = hv + (size_t)(a % RING) * ww;
             for (int x = 0; x < w; x++) {
-                d[x] = src[x] - (float)cm[x] * inv;
+                d[x] = ya[x] - (float)cm[x] * inv;
                 line[x] = d[x] * d[x];
             }
             box_row(line, hrow, w);
@@ -145,6 +163,7 @@ out:
     free(dv);
     free(hv);
     free(line);
+    free(made);
     free(cm);
     free(cv);
     return st;
@@ -338,12 +357,12 @@ static void energy_null(const tm_layout *lay, const fftwf_complex *spec, const f
     *sd = fmax(gsl_stats_sd_m(e, 1, NULL_SHIFTS, *mean), 1e-30);
 }
 
-/* Reads the luminance window y (w x h, rows stride apart, top-left at pixel
- * (ox, oy) of the suspect) with the key's layout and a tile FFT workspace
+/* Reads the luminance window src (w x h, top-left at pixel (ox, oy) of the
+ * suspect) with the key's layout and a tile FFT workspace
  * made by the caller, so a search over several hypotheses builds
  * them once (tm_detect_search). */
-static tm_status detect_luma(const tm_layout *lay, tm_tile_fft *fft, const float *y, int w, int h, size_t stride,
-                             int ox, int oy, int max_ring, tm_detection *out)
+static tm_status detect_luma(const tm_layout *lay, tm_tile_fft *fft, const row_source *src, int w, int h, int ox,
+                             int oy, int max_ring, tm_detection *out)
 {
     memset(out, 0, sizeof *out);
     out->pilot_log10_p = 0;
@@ -362,7 +381,7 @@ static tm_status detect_luma(const tm_layout *lay, tm_tile_fft *fft, const float
     corr = malloc(sizeof(float) * TM_TILE * TM_TILE);
     if (!fold || !spec || !corr || !wbin) goto out;
     double activity;
-    if ((st = fold_residual(y, w, h, stride, ox, oy, fold, &activity)) != TM_OK) goto out;
+    if ((st = fold_residual(src, w, h, ox, oy, fold, &activity)) != TM_OK) goto out;
     out->activity = activity;
     if (activity < 0.01) out->usable = 0; /* flat: nothing to read */
 
@@ -449,7 +468,8 @@ tm_status tm_detect_run(const tm_key *key, const tm_image *img, tm_detection *ou
     tm_status st = y ? detect_begin(key, &lay, &fft) : TM_ERR_NOMEM;
     if (st == TM_OK) {
         tm_luma(img, y);
-        st = detect_luma(lay, fft, y, img->width, img->height, (size_t)img->width, 0, 0, TM_RINGS, out);
+        row_source src = {.base = y, .stride = (size_t)img->width};
+        st = detect_luma(lay, fft, &src, img->width, img->height, 0, 0, TM_RINGS, out);
     }
     if (y) detect_end(lay, fft);
     free(y);
@@ -462,7 +482,7 @@ tm_status tm_detect_run(const tm_key *key, const tm_image *img, tm_detection *ou
  * a crop of such a copy may be too small for the lattice to show. */
 #define N_GEOM 6
 #define N_SCREEN 2
-#define MAX_SCREEN (N_SCREEN + TM_TILE_SCALE_MAX)
+#define MAX_SCREEN (6 * N_SCREEN + TM_TILE_SCALE_MAX) /* six lattice stages at most */
 /* Screening reads a central window resampled to about SCREEN_SIDE pixels a
  * side; the final read at most FINAL_SIDE, so cost and memory stay bounded
  * whatever the suspect's size and scale. */
@@ -493,17 +513,20 @@ static tm_status detect_under(const tm_layout *lay, tm_tile_fft *fft, const floa
 {
     if (is_identity(g, w, h)) { /* the centred side x side window, as is */
         int cw = w < side ? w : side, ch = h < side ? h : side, ox = (w - cw) / 2, oy = (h - ch) / 2;
-        return detect_luma(lay, fft, y + (size_t)oy * w + ox, cw, ch, (size_t)w, ox, oy, TM_RINGS, out);
+        row_source src = {.base = y + (size_t)oy * w + ox, .stride = (size_t)w};
+        return detect_luma(lay, fft, &src, cw, ch, ox, oy, TM_RINGS, out);
     }
     /* Ring k lies at k / (125 scale) cycles per suspect pixel: those that a
      * shrink pushed beyond the band's top (TM_BAND_HI / 125) may be gone. */
     int max_ring = (int)floor(TM_BAND_HI * g->scale * fmin(exp(0.5 * g->log_aspect), exp(-0.5 * g->log_aspect)));
-    tm_image *warped = NULL;
-    tm_status st = tm_sync_warp(y, w, h, g, side, &warped);
-    if (st == TM_OK)
-        st = detect_luma(lay, fft, warped->plane[0], warped->width, warped->height, (size_t)warped->width, 0, 0,
-                         max_ring, out);
-    tm_image_free(warped);
+    row_source src = {0};
+    tm_status st = tm_warp_begin(y, w, h, g, side, &src.warp);
+    if (st == TM_OK) {
+        int W, H;
+        tm_warp_dims(src.warp, &W, &H);
+        st = detect_luma(lay, fft, &src, W, H, 0, 0, max_ring, out);
+    }
+    tm_warp_end(src.warp);
     return st;
 }
 
@@ -514,6 +537,16 @@ typedef struct screening {
     int order[MAX_SCREEN];
     int n;
 } screening;
+
+/* Has g been screened already (a stage repeats an earlier stage's candidates)? */
+static int screened(const screening *sc, const tm_geom *g)
+{
+    for (int i = 0; i < sc->n; i++)
+        if (sc->g[i].scale == g->scale && sc->g[i].rotation_deg == g->rotation_deg &&
+            sc->g[i].log_aspect == g->log_aspect)
+            return 1;
+    return 0;
+}
 
 /* Screens g on a central window and ranks it; a hypothesis that leaves
  * nothing of the suspect at that scale is dropped. */
@@ -548,6 +581,7 @@ tm_status tm_detect_search(const tm_key *key, const tm_image *img, tm_detection 
     screening *sc = calloc(1, sizeof *sc);
     tm_layout *lay = NULL;
     tm_tile_fft *fft = NULL;
+    tm_sync *sync = NULL;
     tm_status st = TM_ERR_NOMEM;
     if (!y || !trial || !sc) goto out;
     if ((st = detect_begin(key, &lay, &fft)) != TM_OK) goto out;
@@ -573,25 +607,36 @@ tm_status tm_detect_search(const tm_key *key, const tm_image *img, tm_detection 
     }
 
     /* Otherwise the lattice estimate's strongest other hypotheses are
-     * screened too. When the best evidence is weak, the screening window may
-     * have held too little of the suspect (a shrunk copy warped back covers
-     * few of its pixels) to rank them, so the runners-up are read in full
-     * too and the most evidence wins. Every choice is made from the suspect
-     * alone, so the accusation bound holds. */
-    if (best < 0) {
-        if ((st = tm_sync_estimate(y, w, h, cands, N_GEOM, &ng)) != TM_OK) goto out;
+     * screened too, stage by stage (sync.h): the next stage runs only when
+     * no hypothesis so far is sure on screening and in its full read. After
+     * the last stage, when the best evidence is still weak, the screening window
+     * may have held too little of the suspect (a shrunk copy warped back
+     * covers few of its pixels) to rank them, so the runners-up are read in
+     * full too and the most evidence wins. Every choice is made from the
+     * suspect alone, so the accusation bound holds. */
+    if (best < 0 && (st = tm_sync_begin(y, w, h, &sync)) != TM_OK) goto out;
+    for (int more = 1; best < 0 && more;) {
+        if ((st = tm_sync_next(sync, cands, N_GEOM, &ng, &more)) != TM_OK) goto out;
         for (int k = 0, others = 0; k < ng && others < N_SCREEN; k++)
             if (!is_identity(&cands[k], w, h)) {
-                if ((st = screen_one(lay, fft, y, w, h, &cands[k], sc, trial)) != TM_OK) goto out;
+                if (!screened(sc, &cands[k]) && (st = screen_one(lay, fft, y, w, h, &cands[k], sc, trial)) != TM_OK)
+                    goto out;
                 others++;
             }
+        int sure = sc->n && sc->ev[0] >= SURE_EVIDENCE;
+        if (more && !sure) continue;
         if (!sc->n) {
             st = TM_ERR_DIMENSIONS;
             goto out;
         }
-        best = sc->order[0];
-        if (best != read && (st = detect_under(lay, fft, y, w, h, &sc->g[best], FINAL_SIDE, out)) != TM_OK) goto out;
-        for (int i = 1; i < sc->n && i <= N_RUNNERS_UP && sc->ev[0] < SURE_EVIDENCE; i++) {
+        int top = sc->order[0];
+        if (top != read) {
+            if ((st = detect_under(lay, fft, y, w, h, &sc->g[top], FINAL_SIDE, out)) != TM_OK) goto out;
+            read = top;
+        }
+        if (more && out->evidence < SURE_EVIDENCE) continue;
+        best = top;
+        for (int i = 1; i < sc->n && i <= N_RUNNERS_UP && !sure; i++) {
             if ((st = detect_under(lay, fft, y, w, h, &sc->g[sc->order[i]], FINAL_SIDE, trial)) != TM_OK) goto out;
             if (trial->evidence > out->evidence) {
                 *out = *trial;
@@ -608,6 +653,7 @@ tm_status tm_detect_search(const tm_key *key, const tm_image *img, tm_detection 
     /* The suspect must hold a tile's worth of the original at its own scale. */
     if ((double)w * h < (double)TM_TILE * TM_TILE * g->scale * g->scale) out->usable = 0;
 out:
+    tm_sync_end(sync);
     detect_end(lay, fft);
     tm_big_free(own);
     free(trial);

@@ -256,19 +256,21 @@ static void band_stats(const spectrum *sp, const float *p, double *mu, double *s
 /* pb = the maximum of pw over 3x3 bins (rows wrap, columns clamp); row holds
  * nc floats. A lattice point that falls between two steps of a coarse search
  * still reads its peak's full height, where an average would spread it. */
+static inline float max2f(float a, float b)
+{
+    return a > b ? a : b; /* no NaN here: one instruction, where fmaxf is a call */
+}
+
 static void max3(const float *pw, float *pb, float *row, int n, int nc)
 {
     for (int r = 0; r < n; r++) {
         const float *a = pw + (size_t)((r + n - 1) % n) * nc, *b = pw + (size_t)r * nc;
         const float *c = pw + (size_t)((r + 1) % n) * nc;
-        for (int x = 0; x < nc; x++) row[x] = fmaxf(fmaxf(a[x], b[x]), c[x]);
+        for (int x = 0; x < nc; x++) row[x] = max2f(max2f(a[x], b[x]), c[x]);
         float *d = pb + (size_t)r * nc;
-        for (int x = 0; x < nc; x++) {
-            float m = row[x];
-            if (x > 0) m = fmaxf(m, row[x - 1]);
-            if (x + 1 < nc) m = fmaxf(m, row[x + 1]);
-            d[x] = m;
-        }
+        d[0] = nc > 1 ? max2f(row[0], row[1]) : row[0];
+        for (int x = 1; x + 1 < nc; x++) d[x] = max2f(max2f(row[x - 1], row[x]), row[x + 1]);
+        if (nc > 1) d[nc - 1] = max2f(row[nc - 2], row[nc - 1]);
     }
 }
 
@@ -549,6 +551,9 @@ typedef struct workspace {
     double *acc;
     fftwf_complex *spec;
     fftwf_plan fwd, inv;   /* from the cache */
+    int f;                 /* block size of the spectrum in sp, 0 for none yet */
+    tm_geom hyp[MAX_HYP];  /* the similarity stage's raw hypotheses */
+    int nhyp;
 } workspace;
 
 static void workspace_free(workspace *ws)
@@ -582,16 +587,13 @@ static tm_status workspace_init(workspace *ws, int nn)
     return ws->fwd && ws->inv ? TM_OK : TM_ERR_INTERNAL;
 }
 
-/* One analysis of y averaged over f x f blocks: appends its refined
- * hypotheses (scales in suspect pixels) to out[*nout..], at most N_REFINE;
+/* The whitened spectrum of y averaged over f x f blocks, into ws->sp;
  * *ident gets the identity's score when f == 1. */
-static tm_status analyse(workspace *ws, const float *y, int w, int h, int f, tm_geom *out, int *nout, double *ident)
+static tm_status spectrum_of(workspace *ws, const float *y, int w, int h, int f, double *ident)
 {
     spectrum *sp = &ws->sp;
     int nn = sp->n, nc = sp->nc;
     int rw = w / f < nn ? w / f : nn, rh = h / f < nn ? h / f : nn;
-    tm_geom hyp[MAX_HYP];
-    int nh = 0;
     tm_status st = prefilter(y, w, f, (w - rw * f) / 2, (h - rh * f) / 2, rw, rh, nn, ws->buf);
     if (st != TM_OK) return st;
     fftwf_execute_dft_r2c(ws->fwd, ws->buf, ws->spec);
@@ -601,6 +603,46 @@ static tm_status analyse(workspace *ws, const float *y, int w, int h, int f, tm_
     band_stats(sp, sp->pw, &sp->mu, &sp->sd);
     band_stats(sp, sp->pb, &sp->mub, &sp->sdb);
     if (f == 1) *ident = lattice_score(sp, 0, 1, 0, 0);
+    return TM_OK;
+}
+
+/* Refines copies of the nr strongest of hyp[0..nh) (sorted) to full
+ * accuracy and appends them to out[*nout..], scales in suspect pixels
+ * (blocks of f). */
+static tm_status refine_best(const spectrum *sp, tm_geom *hyp, int nh, int nr, int f, tm_geom *out, int *nout)
+{
+    tm_status st;
+    for (int i = 0; i < nh && i < nr; i++) {
+        tm_geom g = hyp[i];
+        grid_refine(sp, 0, &g, 3, 0.4);
+        if ((st = simplex_refine(sp, &g)) != TM_OK) return st;
+        if (g.log_aspect != 0) {
+            /* A stretch must earn its parameter: where the upper rings are
+             * gone, a slightly stretched lattice can fit the remaining points
+             * a little better than the true, unstretched one. */
+            tm_geom flat = {.scale = g.scale, .rotation_deg = g.rotation_deg};
+            flat.score = lattice_score(sp, 0, flat.scale, flat.rotation_deg, 0);
+            if ((st = simplex_refine(sp, &flat)) != TM_OK) return st;
+            if (g.score < STRETCH_GAIN * flat.score) g = flat;
+        }
+        g.rotation_deg = wrap45(g.rotation_deg);
+        g.scale *= f;
+        out[(*nout)++] = g;
+    }
+    return TM_OK;
+}
+
+/* The similarity stage on the spectrum in ws (blocks of f): hypotheses from
+ * the autocorrelation and from line searches over plain scalings and plain
+ * rotations, scored, tried with stretches, and the best N_REFINE refined
+ * into out[*nout..]. Its raw hypotheses are kept in ws for the stretch
+ * stage. */
+static tm_status search_similar(workspace *ws, int f, tm_geom *out, int *nout)
+{
+    spectrum *sp = &ws->sp;
+    int nn = sp->n, nc = sp->nc;
+    tm_geom *hyp = ws->hyp;
+    int nh = 0;
 
     /* 1. Hypotheses from the autocorrelation of the band's whitened power. */
     for (int r = 0; r < nn; r++) {
@@ -625,12 +667,10 @@ static tm_status analyse(workspace *ws, const float *y, int w, int h, int f, tm_
     }
 
     /* Plain scalings and plain rotations, the common cases, get a direct
-     * line search: the autocorrelation is far less sensitive than the score.
-     * So do non-uniform resizes, whose stretched lattice a similarity misses. */
+     * line search: the autocorrelation is far less sensitive than the score. */
     line_search(sp, SCAN_SCALE, 0, 0, hyp, &nh, 3);
     for (int k = 1; k <= TM_TILE_SCALE_MAX; k++) /* the tile scales of large originals, turned */
         if ((double)k / f <= TM_SYNC_SCALE_MAX) line_search(sp, SCAN_ROTATION, (double)k / f, 0, hyp, &nh, k == 1 ? 3 : 2);
-    line_search(sp, SCAN_SCALE_ASPECT, 0, 0, hyp, &nh, 2);
 
     /* 2. Score each on the pooled power around its raw position; the
      * strongest may be stretched lattices seen as similarities (a turn, then
@@ -644,53 +684,102 @@ static tm_status analyse(workspace *ws, const float *y, int w, int h, int f, tm_
         if (g.score > hyp[i].score) hyp[i] = g;
     }
     qsort(hyp, (size_t)nh, sizeof hyp[0], cmp_score);
-    int nr = nh < N_REFINE ? nh : N_REFINE;
-    for (int i = 0; i < nr; i++) {
-        grid_refine(sp, 0, &hyp[i], 3, 0.4);
-        if ((st = simplex_refine(sp, &hyp[i])) != TM_OK) return st;
-        if (hyp[i].log_aspect != 0) {
-            /* A stretch must earn its parameter: where the upper rings are
-             * gone, a slightly stretched lattice can fit the remaining points
-             * a little better than the true, unstretched one. */
-            tm_geom flat = {.scale = hyp[i].scale, .rotation_deg = hyp[i].rotation_deg};
-            flat.score = lattice_score(sp, 0, flat.scale, flat.rotation_deg, 0);
-            if ((st = simplex_refine(sp, &flat)) != TM_OK) return st;
-            if (hyp[i].score < STRETCH_GAIN * flat.score) hyp[i] = flat;
-        }
-        hyp[i].rotation_deg = wrap45(hyp[i].rotation_deg);
-        hyp[i].scale *= f;
-        out[(*nout)++] = hyp[i];
-    }
-    return TM_OK;
+    ws->nhyp = nh;
+    return refine_best(sp, hyp, nh, N_REFINE, f, out, nout);
 }
 
-tm_status tm_sync_estimate(const float *y, int w, int h, tm_geom *cands, int max, int *n)
+/* The stretch stage, after search_similar on the same spectrum: non-uniform
+ * resizes, whose stretched lattice a similarity misses, get a line search
+ * over scalings with the best stretch at each; its new hypotheses are
+ * scored and refined into out[*nout..]. */
+static tm_status search_stretched(workspace *ws, int f, tm_geom *out, int *nout)
 {
-    if (!y || !cands || !n || max < 1 || w < 1 || h < 1) return TM_ERR_ARG;
-    *n = 0;
+    const spectrum *sp = &ws->sp;
+    int nh = ws->nhyp;
+    line_search(sp, SCAN_SCALE_ASPECT, 0, 0, ws->hyp, &nh, 2);
+    tm_geom *fresh = ws->hyp + ws->nhyp;
+    int nf = nh - ws->nhyp;
+    for (int i = 0; i < nf; i++) grid_refine(sp, 1, &fresh[i], 3, 1.5);
+    qsort(fresh, (size_t)nf, sizeof fresh[0], cmp_score);
+    return refine_best(sp, fresh, nf, nf, f, out, nout);
+}
+
+/* The estimate, stage by stage (sync.h): per block size f, the similarity
+ * stage, then the stretch stage on the same spectrum. */
+#define MAX_STAGES 6
+struct tm_sync {
+    const float *y;
+    int w, h;
+    int f[MAX_STAGES / 2], nf;     /* block sizes of the passes, in order */
+    int done;                      /* stages run */
     workspace ws;
-    tm_geom all[3 * N_REFINE];
-    int nall = 0;
-    tm_geom ident = {.scale = 1};
-    tm_status st = workspace_init(&ws, WIN);
-    if (st != TM_OK) goto out;
+    tm_geom all[MAX_STAGES * N_REFINE];
+    int nall;
+    tm_geom ident;
+};
+
+tm_status tm_sync_begin(const float *y, int w, int h, tm_sync **out)
+{
+    if (!y || !out || w < 1 || h < 1) return TM_ERR_ARG;
+    tm_sync *s = calloc(1, sizeof *s);
+    *out = s;
+    if (!s) return TM_ERR_NOMEM;
+    *s = (tm_sync){.y = y, .w = w, .h = h, .ident = {.scale = 1}};
     if (w >= TM_TILE && h >= TM_TILE) {
-        if ((st = analyse(&ws, y, w, h, 1, all, &nall, &ident.score)) != TM_OK) goto out;
+        s->f[s->nf++] = 1;
         /* Enlarged copies put their lattice at low frequencies, where the host
          * is strong: a 2x2-averaged pass over four times the area sees them. */
-        if (w >= 4 * TM_TILE && h >= 4 * TM_TILE && (st = analyse(&ws, y, w, h, 2, all, &nall, &ident.score)) != TM_OK)
-            goto out;
+        if (w >= 4 * TM_TILE && h >= 4 * TM_TILE) s->f[s->nf++] = 2;
         /* A large original's tile (up to TM_TILE_SCALE_MAX x) enlarged too
          * can put the lattice beyond TM_SYNC_SCALE_MAX: a 4x4-averaged pass
          * sees it, when the suspect is long enough to hold such a copy. */
-        if ((w > h ? w : h) >= HUGE_SIDE && w >= 8 * TM_TILE && h >= 8 * TM_TILE &&
-            (st = analyse(&ws, y, w, h, 4, all, &nall, &ident.score)) != TM_OK)
-            goto out;
+        if ((w > h ? w : h) >= HUGE_SIDE && w >= 8 * TM_TILE && h >= 8 * TM_TILE) s->f[s->nf++] = 4;
     }
+    /* The pass that undoes the tile scale a copy of the suspect's size was
+     * marked with goes first: it sees the lattice at about scale 1, where
+     * the estimate is most precise (a full-resolution pass over a 2x tile
+     * can settle half a percent off, on the bins). Ties go to the finer. */
+    int f0 = tm_mark_tile_scale(w, h), first = 0;
+    for (int i = 1; i < s->nf; i++)
+        if (fabs(log((double)s->f[i] / f0)) < fabs(log((double)s->f[first] / f0)) - 1e-9) first = i;
+    for (; first > 0; first--) {
+        int t = s->f[first];
+        s->f[first] = s->f[first - 1];
+        s->f[first - 1] = t;
+    }
+    return s->nf ? workspace_init(&s->ws, WIN) : TM_OK;
+}
+
+void tm_sync_end(tm_sync *s)
+{
+    if (!s) return;
+    if (s->nf) workspace_free(&s->ws);
+    free(s);
+}
+
+tm_status tm_sync_next(tm_sync *s, tm_geom *cands, int max, int *n, int *more)
+{
+    if (!s || !cands || !n || !more || max < 1) return TM_ERR_ARG;
+    *n = 0;
+    if (s->done < 2 * s->nf) {
+        int f = s->f[s->done / 2];
+        tm_status st = TM_OK;
+        if (s->ws.f != f) {
+            st = spectrum_of(&s->ws, s->y, s->w, s->h, f, &s->ident.score);
+            s->ws.f = st == TM_OK ? f : 0;
+        }
+        if (st == TM_OK)
+            st = s->done % 2 ? search_stretched(&s->ws, f, s->all, &s->nall) : search_similar(&s->ws, f, s->all, &s->nall);
+        if (st != TM_OK) return st;
+        s->done++;
+    }
+    *more = 2 * s->nf - s->done;
     /* Strongest first, duplicates dropped, the identity always present. */
-    qsort(all, (size_t)nall, sizeof all[0], cmp_score);
+    tm_geom all[MAX_STAGES * N_REFINE];
+    memcpy(all, s->all, sizeof(tm_geom) * (size_t)s->nall);
+    qsort(all, (size_t)s->nall, sizeof all[0], cmp_score);
     int cnt = 0;
-    for (int i = 0; i < nall && cnt < max; i++) {
+    for (int i = 0; i < s->nall && cnt < max; i++) {
         int dup = 0;
         for (int j = 0; j < cnt; j++) dup |= same_geom(&cands[j], &all[i], 1e-3, 0.05);
         if (!dup) cands[cnt++] = all[i];
@@ -699,11 +788,21 @@ tm_status tm_sync_estimate(const float *y, int w, int h, tm_geom *cands, int max
     for (int j = 0; j < cnt; j++) have_identity |= cands[j].scale == 1 && cands[j].rotation_deg == 0 && cands[j].log_aspect == 0;
     if (!have_identity) {
         if (cnt == max) cnt--;
-        cands[cnt++] = ident;
+        cands[cnt++] = s->ident;
     }
     *n = cnt;
-out:
-    workspace_free(&ws);
+    return TM_OK;
+}
+
+tm_status tm_sync_estimate(const float *y, int w, int h, tm_geom *cands, int max, int *n)
+{
+    if (!y || !cands || !n || max < 1 || w < 1 || h < 1) return TM_ERR_ARG;
+    *n = 0;
+    tm_sync *s;
+    tm_status st = tm_sync_begin(y, w, h, &s);
+    int more = 1;
+    while (st == TM_OK && more) st = tm_sync_next(s, cands, max, n, &more);
+    tm_sync_end(s);
     return st;
 }
 
@@ -726,24 +825,41 @@ static void lut_init(void)
     }
 }
 
-/* Mean of each k x k block of y (w x h, rows stride apart) into a new
- * (w/k) x (h/k) plane: a cheap anti-alias before shrinking an enlarged suspect. */
-static float *box_shrink(const float *y, int w, int h, size_t stride, int k, int *ow, int *oh)
+/* Row r of the k x k block means of y (rows stride apart): the means of
+ * the nw blocks of rows k r .. k r + k - 1, into out. A cheap anti-alias
+ * before shrinking an enlarged suspect. */
+static void shrink_row(const float *restrict y, size_t stride, int nw, int k, int r, float *restrict out)
 {
-    int nw = w / k, nh = h / k;
-    float *o = tm_big_alloc((size_t)nw * nh * sizeof(float));
-    if (!o) return NULL;
-    for (int yy = 0; yy < nh * k; yy++) {
-        const float *in = y + (size_t)yy * stride;
-        float *orow = o + (size_t)(yy / k) * nw;
-        for (int xx = 0; xx < nw; xx++)
-            for (int j = 0; j < k; j++) orow[xx] += in[xx * k + j];
+    memset(out, 0, sizeof(float) * nw);
+    for (int j = 0; j < k; j++) {
+        const float *in = y + (size_t)(k * r + j) * stride;
+        if (k == 2)
+            for (int xx = 0; xx < nw; xx++) out[xx] += in[2 * xx] + in[2 * xx + 1];
+        else
+            for (int xx = 0; xx < nw; xx++)
+                for (int i = 0; i < k; i++) out[xx] += in[xx * k + i];
     }
     float inv = 1.0f / (float)(k * k);
-    for (size_t i = 0; i < (size_t)nw * nh; i++) o[i] *= inv;
-    *ow = nw;
-    *oh = nh;
-    return o;
+    for (int xx = 0; xx < nw; xx++) out[xx] *= inv;
+}
+
+/* Mean of the w x h window y (rows stride apart), over every MEAN_STEP-th
+ * row: the value given to samples a warp takes from outside the suspect. */
+#define MEAN_STEP 4
+static float window_mean(const float *y, size_t stride, int w, int h)
+{
+    double mean = 0;
+    int rows = 0;
+    for (int r = 0; r < h; r += MEAN_STEP, rows++) {
+        const float *row = y + (size_t)r * stride;
+        float part[8] = {0};
+        int i = 0;
+        for (; i + 8 <= w; i += 8)
+            for (int j = 0; j < 8; j++) part[j] += row[i + j];
+        for (; i < w; i++) part[0] += row[i];
+        for (int j = 0; j < 8; j++) mean += part[j];
+    }
+    return (float)(mean / ((double)w * rows));
 }
 
 /* Output pixel (xx, yy) samples the source at p0 + xx * (dxx, dxy) + yy * (dyx, dyy). */
@@ -751,29 +867,29 @@ typedef struct affine {
     double p0x, p0y, dxx, dxy, dyx, dyy;
 } affine;
 
-/* The general map: 4 x 4 bicubic taps per output pixel. */
-static void warp_affine(const float *src, int sw, int sh, size_t stride, float fill, const affine *m, tm_image *out)
-{
-    int W = out->width, H = out->height;
-    for (int yy = 0; yy < H; yy++) {
-        float *d = out->plane[0] + (size_t)yy * W;
-        double rx = m->p0x + yy * m->dyx, ry = m->p0y + yy * m->dyy;
-        for (int xx = 0; xx < W; xx++) {
-            double px = rx + xx * m->dxx, py = ry + xx * m->dxy;
-            int x0 = (int)floor(px), y0 = (int)floor(py);
-            if (x0 < 1 || y0 < 1 || x0 + 2 >= sw || y0 + 2 >= sh) {
-                d[xx] = fill;
-                continue;
-            }
-            const float *wx = lut[(int)((px - x0) * PHASES + 0.5)], *wy = lut[(int)((py - y0) * PHASES + 0.5)];
-            const float *row = src + (size_t)(y0 - 1) * stride + x0 - 1;
-            float acc = 0;
-            for (int j = 0; j < 4; j++, row += stride)
-                acc += wy[j] * (wx[0] * row[0] + wx[1] * row[1] + wx[2] * row[2] + wx[3] * row[3]);
-            d[xx] = acc;
-        }
-    }
-}
+/* Rows of the separable pass's horizontal resampling kept at once: an
+ * output row reads 4 consecutive source rows, and a shrink of at most 2x
+ * (larger ones are box-averaged first) moves on by at most 3 per row. */
+#define HCACHE 8
+
+/* See sync.h: the warp under way, made row by row. */
+struct tm_warp {
+    const float *src;  /* the region read, or its box-shrunk copy */
+    size_t stride;
+    int sw, sh, W, H;  /* source samples (block means when k > 1), output */
+    int k;             /* block side of the shrink, 1 for none */
+    float *srow;       /* a row of block means, when made row by row */
+    float fill;        /* the region's mean, for samples outside it */
+    affine m;
+    float *shrunk;     /* owned, when box-averaged */
+    /* The separable case (no rotation): taps per output column and row, and
+     * the horizontal resampling of the last HCACHE source rows used. */
+    int separable;
+    int *fx, *fy;
+    const float **wx, **wy;
+    float *hrow;       /* HCACHE x W */
+    int htag[HCACHE];  /* source row held in each slot, -1 for none */
+};
 
 /* First tap and weights of each of n output positions p0 + i * step along a
  * source axis of length len; first < 0 when the taps leave the axis. */
@@ -787,50 +903,89 @@ static void axis_taps(double p0, double step, int n, int len, int *first, const 
     }
 }
 
-/* A scale and stretch without rotation: rows, then columns, 4 + 4 taps. */
-static tm_status warp_separable(const float *src, int sw, int sh, size_t stride, float fill, const affine *m,
-                                tm_image *out)
+/* Source row r resampled across (the separable case), from the cache. */
+static const float *hpass(tm_warp *wp, int r)
 {
-    int W = out->width, H = out->height;
-    int *fx = malloc(sizeof(int) * W), *fy = malloc(sizeof(int) * H);
-    const float **wx = malloc(sizeof(float *) * W), **wy = malloc(sizeof(float *) * H);
-    float *tmp = tm_big_alloc(sizeof(float) * (size_t)W * sh); /* every source row resampled across */
-    tm_status st = TM_ERR_NOMEM;
-    if (!fx || !fy || !wx || !wy || !tmp) goto out;
-    axis_taps(m->p0x, m->dxx, W, sw, fx, wx);
-    axis_taps(m->p0y, m->dyy, H, sh, fy, wy);
-    for (int r = 0; r < sh; r++) {
-        const float *row = src + (size_t)r * stride;
-        float *t = tmp + (size_t)r * W;
-        for (int xx = 0; xx < W; xx++) {
-            const float *p = row + fx[xx], *w4 = wx[xx];
-            t[xx] = fx[xx] < 0 ? fill : w4[0] * p[0] + w4[1] * p[1] + w4[2] * p[2] + w4[3] * p[3];
-        }
+    float *t = wp->hrow + (size_t)(r % HCACHE) * wp->W;
+    if (wp->htag[r % HCACHE] == r) return t;
+    wp->htag[r % HCACHE] = r;
+    const float *row = wp->src + (size_t)r * wp->stride;
+    if (wp->k > 1) { /* the block means of the region's rows, made here */
+        shrink_row(wp->src, wp->stride, wp->sw, wp->k, r, wp->srow);
+        row = wp->srow;
     }
-    for (int yy = 0; yy < H; yy++) {
-        float *d = out->plane[0] + (size_t)yy * W;
-        if (fy[yy] < 0) {
-            for (int xx = 0; xx < W; xx++) d[xx] = fill;
-            continue;
-        }
-        const float *w4 = wy[yy], *t0 = tmp + (size_t)fy[yy] * W, *t1 = t0 + W, *t2 = t1 + W, *t3 = t2 + W;
-        for (int xx = 0; xx < W; xx++) d[xx] = w4[0] * t0[xx] + w4[1] * t1[xx] + w4[2] * t2[xx] + w4[3] * t3[xx];
+    for (int xx = 0; xx < wp->W; xx++) {
+        const float *p = row + wp->fx[xx], *w4 = wp->wx[xx];
+        t[xx] = wp->fx[xx] < 0 ? wp->fill : w4[0] * p[0] + w4[1] * p[1] + w4[2] * p[2] + w4[3] * p[3];
     }
-    st = TM_OK;
-out:
-    free(fx);
-    free(fy);
-    free(wx);
-    free(wy);
-    tm_big_free(tmp);
-    return st;
+    return t;
 }
 
-/* See sync.h. One bicubic pass, centred; samples that fall outside the
- * suspect get its mean. Only luminance is read by the detector, so only
- * luminance is warped, and only the centred part of it that the (at most
- * side x side) output reaches is read or box-averaged. */
-tm_status tm_sync_warp(const float *y, int w, int h, const tm_geom *g, int side, tm_image **out)
+/* Fixed-point source coordinates: 32 fractional bits keep a walk across
+ * 4096 pixels exact to far below a phase step. */
+#define FIX_ONE 4294967296.0
+#define PHASE_SHIFT 24 /* 32 - log2(PHASES): a fraction's phase step */
+
+void tm_warp_row(tm_warp *wp, int yy, float *d)
+{
+    int W = wp->W;
+    if (wp->separable) {
+        if (wp->fy[yy] < 0) {
+            for (int xx = 0; xx < W; xx++) d[xx] = wp->fill;
+            return;
+        }
+        const float *w4 = wp->wy[yy];
+        const float *t0 = hpass(wp, wp->fy[yy]), *t1 = hpass(wp, wp->fy[yy] + 1);
+        const float *t2 = hpass(wp, wp->fy[yy] + 2), *t3 = hpass(wp, wp->fy[yy] + 3);
+        for (int xx = 0; xx < W; xx++) d[xx] = w4[0] * t0[xx] + w4[1] * t1[xx] + w4[2] * t2[xx] + w4[3] * t3[xx];
+        return;
+    }
+    /* The general map: 4 x 4 bicubic taps per output pixel, the position
+     * walked in fixed point. */
+    const affine *m = &wp->m;
+    int64_t px = (int64_t)llround((m->p0x + yy * m->dyx) * FIX_ONE), py = (int64_t)llround((m->p0y + yy * m->dyy) * FIX_ONE);
+    int64_t sx = (int64_t)llround(m->dxx * FIX_ONE), sy = (int64_t)llround(m->dxy * FIX_ONE);
+    size_t stride = wp->stride;
+    for (int xx = 0; xx < W; xx++, px += sx, py += sy) {
+        int x0 = (int)(px >> 32), y0 = (int)(py >> 32);
+        if (x0 < 1 || y0 < 1 || x0 + 2 >= wp->sw || y0 + 2 >= wp->sh) {
+            d[xx] = wp->fill;
+            continue;
+        }
+        const float *wx = lut[((uint64_t)(uint32_t)px + (1u << (PHASE_SHIFT - 1))) >> PHASE_SHIFT];
+        const float *wy = lut[((uint64_t)(uint32_t)py + (1u << (PHASE_SHIFT - 1))) >> PHASE_SHIFT];
+        const float *row = wp->src + (size_t)(y0 - 1) * stride + x0 - 1;
+        float v[4];
+        for (int i = 0; i < 4; i++)
+            v[i] = wy[0] * row[i] + wy[1] * row[stride + i] + wy[2] * row[2 * stride + i] + wy[3] * row[3 * stride + i];
+        d[xx] = wx[0] * v[0] + wx[1] * v[1] + wx[2] * v[2] + wx[3] * v[3];
+    }
+}
+
+void tm_warp_dims(const tm_warp *wp, int *W, int *H)
+{
+    *W = wp->W;
+    *H = wp->H;
+}
+
+void tm_warp_end(tm_warp *wp)
+{
+    if (!wp) return;
+    tm_big_free(wp->shrunk);
+    free(wp->fx);
+    free(wp->fy);
+    free(wp->wx);
+    free(wp->wy);
+    free(wp->hrow);
+    free(wp->srow);
+    free(wp);
+}
+
+/* See sync.h. Samples that fall outside the suspect get its mean. Only
+ * luminance is read by the detector, so only luminance is warped, and only
+ * the centred part of it that the (at most side x side) output reaches is
+ * read or box-averaged. */
+tm_status tm_warp_begin(const float *y, int w, int h, const tm_geom *g, int side, tm_warp **out)
 {
     if (!y || !g || !out || w < 1 || h < 1 || side < 8) return TM_ERR_ARG;
     *out = NULL;
@@ -853,42 +1008,76 @@ tm_status tm_sync_warp(const float *y, int w, int h, const tm_geom *g, int side,
     double cx0 = (w - 1) / 2.0, cy0 = (h - 1) / 2.0;
     int x0 = (int)fmax(0, floor(cx0 - ex)), y0 = (int)fmax(0, floor(cy0 - ey));
     int sw = (int)fmin(w, ceil(cx0 + ex) + 1) - x0, sh = (int)fmin(h, ceil(cy0 + ey) + 1) - y0;
-    const float *src = y + (size_t)y0 * w + x0;
-    size_t stride = (size_t)w;
-    float *shrunk = NULL;
+    tm_warp *wp = calloc(1, sizeof *wp);
+    if (!wp) return TM_ERR_NOMEM;
+    wp->src = y + (size_t)y0 * w + x0;
+    wp->stride = (size_t)w;
+    wp->W = W;
+    wp->H = H;
     double cx = cx0 - x0, cy = cy0 - y0; /* the suspect's centre in the region */
-    tm_status st = TM_ERR_NOMEM;
+    wp->k = k;
     if (k > 1) { /* block i covers region pixels k i .. k i + k - 1 */
-        if (!(shrunk = box_shrink(src, sw, sh, stride, k, &sw, &sh))) goto out;
-        src = shrunk;
-        stride = (size_t)sw;
+        sw /= k;
+        sh /= k;
         cx = (cx - (k - 1) / 2.0) / k;
         cy = (cy - (k - 1) / 2.0) / k;
         dxx /= k, dxy /= k, dyx /= k, dyy /= k;
     }
-    st = TM_ERR_DIMENSIONS;
+    tm_status st = TM_ERR_DIMENSIONS;
     if (sw < 4 || sh < 4) goto out;
-    if ((st = tm_image_create(W, H, 1, out)) != TM_OK) goto out;
-    double mean = 0;
-    for (int r = 0; r < sh; r++)
-        for (int i = 0; i < sw; i++) mean += src[(size_t)r * stride + i];
-    mean /= (double)sw * sh;
+    wp->sw = sw;
+    wp->sh = sh;
     static pthread_once_t lut_once = PTHREAD_ONCE_INIT;
     pthread_once(&lut_once, lut_init);
     double ocx = (W - 1) / 2.0, ocy = (H - 1) / 2.0;
-    affine m = {.dxx = dxx, .dxy = dxy, .dyx = dyx, .dyy = dyy};
-    m.p0x = cx - ocx * m.dxx - ocy * m.dyx;
-    m.p0y = cy - ocx * m.dxy - ocy * m.dyy;
-    /* Axis-aligned when the off-axis terms move no sample by a 20th of a pixel. */
-    if (fabs(m.dxy) * W + fabs(m.dyx) * H < 0.05) {
-        if ((st = warp_separable(src, sw, sh, stride, (float)mean, &m, *out)) != TM_OK) {
-            tm_image_free(*out);
-            *out = NULL;
+    affine *m = &wp->m;
+    *m = (affine){.dxx = dxx, .dxy = dxy, .dyx = dyx, .dyy = dyy};
+    m->p0x = cx - ocx * m->dxx - ocy * m->dyx;
+    m->p0y = cy - ocx * m->dxy - ocy * m->dyy;
+    /* Axis-aligned when the off-axis terms move no sample by a 20th of a
+     * pixel: rows, then columns, 4 + 4 taps, and the block means made row by
+     * row. Otherwise the block means are made at once. */
+    wp->separable = fabs(m->dxy) * W + fabs(m->dyx) * H < 0.05;
+    st = TM_ERR_NOMEM;
+    wp->fill = window_mean(wp->src, wp->stride, sw * k, sh * k);
+    if (k > 1 && !wp->separable) {
+        if (!(wp->shrunk = tm_big_alloc((size_t)sw * sh * sizeof(float)))) goto out;
+        for (int r = 0; r < sh; r++) shrink_row(wp->src, wp->stride, sw, k, r, wp->shrunk + (size_t)r * sw);
+        wp->src = wp->shrunk;
+        wp->stride = (size_t)sw;
+        wp->k = 1;
+    }
+    st = TM_OK;
+    if (wp->separable) {
+        wp->fx = malloc(sizeof(int) * W);
+        wp->fy = malloc(sizeof(int) * H);
+        wp->wx = malloc(sizeof(float *) * W);
+        wp->wy = malloc(sizeof(float *) * H);
+        wp->hrow = malloc(sizeof(float) * HCACHE * W);
+        wp->srow = k > 1 ? malloc(sizeof(float) * sw) : NULL;
+        if (!wp->fx || !wp->fy || !wp->wx || !wp->wy || !wp->hrow || (k > 1 && !wp->srow)) {
+            st = TM_ERR_NOMEM;
+            goto out;
         }
-    } else {
-        warp_affine(src, sw, sh, stride, (float)mean, &m, *out);
+        axis_taps(m->p0x, m->dxx, W, sw, wp->fx, wp->wx);
+        axis_taps(m->p0y, m->dyy, H, sh, wp->fy, wp->wy);
+        for (int i = 0; i < HCACHE; i++) wp->htag[i] = -1;
     }
 out:
-    tm_big_free(shrunk);
+    if (st != TM_OK) tm_warp_end(wp);
+    else *out = wp;
+    return st;
+}
+
+tm_status tm_sync_warp(const float *y, int w, int h, const tm_geom *g, int side, tm_image **out)
+{
+    if (!out) return TM_ERR_ARG;
+    *out = NULL;
+    tm_warp *wp;
+    tm_status st = tm_warp_begin(y, w, h, g, side, &wp);
+    if (st != TM_OK) return st;
+    if ((st = tm_image_create(wp->W, wp->H, 1, out)) == TM_OK)
+        for (int yy = 0; yy < wp->H; yy++) tm_warp_row(wp, yy, (*out)->plane[0] + (size_t)yy * wp->W);
+    tm_warp_end(wp);
     return st;
 }

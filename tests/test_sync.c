@@ -504,6 +504,14 @@ static void test_sync_warp_geometry(void)
     CU_ASSERT(centre_rms(in, out, 140, 100) < 4);
     tm_image_free(out);
     tm_image_free(big);
+    /* Undoing an enlargement that was turned too: block means made at once,
+     * then the general bicubic map. */
+    tm_image *bigrot = tm_test_attack("scale:2.5,rotate:10:crop=0", in);
+    tm_geom large_rot = {.scale = 2.5, .rotation_deg = 10};
+    out = warp(bigrot, &large_rot, 4096);
+    CU_ASSERT(centre_rms(in, out, 60, 40) < 4);
+    tm_image_free(out);
+    tm_image_free(bigrot);
     /* Undoing rotate:10 (crop=0): the canvas holds all of it, the centre matches. */
     tm_image *rot = tm_test_attack("rotate:10:crop=0", in);
     tm_geom g = {.scale = 1, .rotation_deg = 10};
@@ -535,6 +543,60 @@ static void test_sync_warp_geometry(void)
     tm_geom tiny = {.scale = 8};
     CU_ASSERT_EQUAL(tm_sync_warp(y, 16, 16, &tiny, 64, &out), TM_ERR_DIMENSIONS);
     tm_image_free(in);
+}
+
+/* The estimate stage by stage: similarities first, then stretches, each
+ * stage's list holding every earlier stage's candidates, and the last one
+ * the same as tm_sync_estimate's. */
+static void test_sync_stages(void)
+{
+    tm_key *key = test_key();
+    tm_image *orig = photo("skimage_astronaut.png", NULL), *m = mark(key, orig);
+    static const char *specs[] = {"scale:0.75", "aspect:0.9"};
+    for (size_t i = 0; i < sizeof specs / sizeof specs[0]; i++) {
+        tm_image *a = tm_test_attack(specs[i], m);
+        float *y = malloc(sizeof(float) * (size_t)a->width * a->height);
+        CU_ASSERT_PTR_NOT_NULL_FATAL(y);
+        tm_luma(a, y);
+        tm_sync *s = NULL;
+        tm_geom c[MAX_CANDS], all[MAX_CANDS];
+        int n = 0, more = -1, stages = 0, n_all = 0;
+        CU_ASSERT_EQUAL_FATAL(tm_sync_begin(y, a->width, a->height, &s), TM_OK);
+        while (more) {
+            int before = more;
+            CU_ASSERT_EQUAL_FATAL(tm_sync_next(s, c, MAX_CANDS, &n, &more), TM_OK);
+            CU_ASSERT(before < 0 || more == before - 1);
+            stages++;
+            if (stages == 1 && i == 0) /* a plain scaling: the first stage finds it */
+                CU_ASSERT(fabs(c[0].scale / 0.75 - 1) < 0.002 && c[0].log_aspect == 0);
+        }
+        CU_ASSERT_EQUAL(stages, 2); /* 384 or 461 pixels: the full-resolution pass only */
+        if (i == 1) /* the stretch, found by the second stage */
+            CU_ASSERT(fabs(c[0].log_aspect - log(0.9)) < 0.002);
+        tm_sync_end(s);
+        CU_ASSERT_EQUAL(tm_sync_estimate(y, a->width, a->height, all, MAX_CANDS, &n_all), TM_OK);
+        CU_ASSERT_EQUAL(n_all, n);
+        for (int k = 0; k < n && k < n_all; k++)
+            CU_ASSERT(all[k].scale == c[k].scale && all[k].rotation_deg == c[k].rotation_deg &&
+                      all[k].log_aspect == c[k].log_aspect);
+        free(y);
+        tm_image_free(a);
+    }
+    /* No stage for a suspect smaller than a tile: the identity at once. */
+    float tiny[64 * 64] = {0};
+    tm_sync *s = NULL;
+    tm_geom c[2];
+    int n = 0, more = -1;
+    CU_ASSERT_EQUAL_FATAL(tm_sync_begin(tiny, 64, 64, &s), TM_OK);
+    CU_ASSERT_EQUAL(tm_sync_next(s, c, 2, &n, &more), TM_OK);
+    CU_ASSERT(n == 1 && more == 0 && c[0].scale == 1);
+    CU_ASSERT_EQUAL(tm_sync_next(NULL, c, 2, &n, &more), TM_ERR_ARG);
+    tm_sync_end(s);
+    tm_sync_end(NULL);
+    CU_ASSERT_EQUAL(tm_sync_begin(NULL, 64, 64, &s), TM_ERR_ARG);
+    tm_image_free(m);
+    tm_image_free(orig);
+    tm_key_free(key);
 }
 
 static void test_sync_estimate_edges(void)
@@ -588,6 +650,7 @@ int main(void)
         {"sync: unmarked photos score low", test_sync_unmarked_low},
         {"sync warp: identity, inverse scale, canvas, cap, arguments", test_sync_warp_geometry},
         {"sync estimate: arguments, tiny images, identity slot", test_sync_estimate_edges},
+        {"sync estimate stage by stage: similarities, then stretches", test_sync_stages},
         CU_TEST_INFO_NULL,
     };
     return tm_test_main("sync", tests);
