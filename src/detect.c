@@ -183,11 +183,26 @@ static void phase_table_init(phase_table *t)
     }
 }
 
-static double chip_value(const fftwf_complex *spec, const tm_chip *c, const phase_table *ph, int dy, int dx)
+/* The phase index (fy dy + ky dx) mod T of every bin for one circular
+ * shift (dy, dx), as a row part and a column part: two lookups per chip. */
+typedef struct shift_index {
+    int row[TM_TILE], col[TM_TILE / 2 + 1];
+} shift_index;
+
+static void shift_index_init(shift_index *si, int dy, int dx)
+{
+    for (int kx = 0; kx < TM_TILE; kx++) {
+        int fy = kx <= TM_TILE / 2 ? kx : kx - TM_TILE;
+        si->row[kx] = ((fy * dy) % TM_TILE + TM_TILE) % TM_TILE;
+    }
+    for (int ky = 0; ky <= TM_TILE / 2; ky++) si->col[ky] = (ky * dx) % TM_TILE;
+}
+
+static double chip_value(const fftwf_complex *spec, const tm_chip *c, const phase_table *ph, const shift_index *si)
 {
     /* Undo a circular shift of the tile by (dy, dx): multiply by exp(+2 pi i k.d / T). */
-    int fy = c->kx <= TM_TILE / 2 ? c->kx : c->kx - TM_TILE;
-    int j = ((fy * dy + c->ky * dx) % TM_TILE + TM_TILE) % TM_TILE;
+    int j = si->row[c->kx] + si->col[c->ky];
+    j = j >= TM_TILE ? j - TM_TILE : j;
     const float *v = spec[(size_t)c->kx * (TM_TILE / 2 + 1) + c->ky];
     double re = v[0] * ph->c[j] - v[1] * ph->s[j], im = v[0] * ph->s[j] + v[1] * ph->c[j];
     return c->imag ? im : re;
@@ -295,17 +310,17 @@ static void top_peaks(const float *corr, int *py, int *px, int *n, int want)
     for (int y = 0; y < TM_TILE; y++)
         for (int x = 0; x < TM_TILE; x++) {
             float v = corr[y * TM_TILE + x];
+            if (*n == want && v <= val[want - 1]) continue; /* too weak to enter, maximum or not */
+            int rows[3] = {(y + TM_TILE - 1) % TM_TILE, y, (y + 1) % TM_TILE};
+            int cols[3] = {(x + TM_TILE - 1) % TM_TILE, x, (x + 1) % TM_TILE};
             int is_max = 1;
-            for (int dy = -1; dy <= 1 && is_max; dy++)
-                for (int dx = -1; dx <= 1; dx++) {
-                    if (!dy && !dx) continue;
-                    int yy = (y + dy + TM_TILE) % TM_TILE, xx = (x + dx + TM_TILE) % TM_TILE;
-                    if (corr[yy * TM_TILE + xx] > v) {
+            for (int i = 0; i < 3 && is_max; i++)
+                for (int j = 0; j < 3; j++)
+                    if ((i != 1 || j != 1) && corr[rows[i] * TM_TILE + cols[j]] > v) {
                         is_max = 0;
                         break;
                     }
-                }
-            if (!is_max || (*n == want && v <= val[want - 1])) continue;
+            if (!is_max) continue;
             int i = *n < want ? (*n)++ : want - 1;
             while (i > 0 && val[i - 1] < v) {
                 val[i] = val[i - 1];
@@ -328,12 +343,14 @@ static double despread(const tm_layout *lay, const fftwf_complex *spec, const fl
                        const phase_table *ph, int dy, int dx, double *y)
 {
     double energy = 0;
+    shift_index si;
+    shift_index_init(&si, dy, dx);
     for (int b = 0; b < TM_CODE_BITS; b++) {
         double s = 0, var = 0;
         const tm_chip *c = &lay->payload[(size_t)b * TM_CHIPS_PER_BIT];
         for (int k = 0; k < TM_CHIPS_PER_BIT; k++) {
             double wgt = wbin[(size_t)c[k].kx * (TM_TILE / 2 + 1) + c[k].ky];
-            s += c[k].sign * wgt * chip_value(spec, &c[k], ph, dy, dx);
+            s += c[k].sign * wgt * chip_value(spec, &c[k], ph, &si);
             var += wgt;
         }
         y[b] = s;

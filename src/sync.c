@@ -25,6 +25,8 @@
  *      between two grid steps still reads its peak), a finer one on the raw
  *      spectrum, then GSL's Nelder-Mead simplex for sub-bin accuracy (about
  *      0.01% in scale and 0.01 degree on 1-3 MP).
+ * The passes and, within each, the similarity and stretch searches run as
+ * stages (tm_sync_next), so a caller sure of an early answer skips the rest.
  * No key is needed and nothing here depends on it. */
 #include "config.h"
 
@@ -117,15 +119,16 @@ static double taper(int i, int n)
 
 /* Residual of the rw x rh window of y at (x0, y0), y averaged over f x f
  * blocks first, over the local RMS, times a Tukey window, into the top-left of
- * buf (n x n, zero elsewhere). */
-static tm_status prefilter(const float *y, int w, int f, int x0, int y0, int rw, int rh, int n, float *buf)
+ * buf (n x n, zero elsewhere); scratch holds 3 rw rh floats. */
+static tm_status prefilter(const float *y, int w, int f, int x0, int y0, int rw, int rh, int n, float *scratch,
+                           float *buf)
 {
     size_t m = (size_t)rw * rh;
-    float *reg = malloc(m * sizeof(float)), *mean = malloc(m * sizeof(float)), *tmp = malloc(m * sizeof(float));
+    float *reg = scratch, *mean = scratch + m, *tmp = scratch + 2 * m;
     float *col = malloc(sizeof(float) * rw);
     double *hx = malloc(sizeof(double) * rw), *hy = malloc(sizeof(double) * rh);
     tm_status st = TM_ERR_NOMEM;
-    if (!reg || !mean || !tmp || !col || !hx || !hy) goto out;
+    if (!col || !hx || !hy) goto out;
     if (f == 1) {
         for (int r = 0; r < rh; r++) memcpy(reg + (size_t)r * rw, y + (size_t)(y0 + r) * w + x0, sizeof(float) * rw);
     } else {
@@ -157,9 +160,6 @@ static tm_status prefilter(const float *y, int w, int f, int x0, int y0, int rw,
     }
     st = TM_OK;
 out:
-    free(reg);
-    free(mean);
-    free(tmp);
     free(col);
     free(hx);
     free(hy);
@@ -544,10 +544,13 @@ static void line_search(const spectrum *sp, enum scan mode, double s0, double th
     for (int i = 0; i < nb; i++) hyp_add(hyp, nh, best[i]);
 }
 
-/* Buffers and plans for one analysis window, reused by both passes. */
+/* Buffers and plans for one analysis window, reused by every pass. The
+ * arrays share one mapping (tm_big_alloc: huge pages where the system gives
+ * them), so a trace's fresh process faults them in a few large pages. */
 typedef struct workspace {
     spectrum sp;
-    float *buf, *tmp;
+    float *block;          /* owns buf, spec, sp.pw, sp.pb, tmp and pre */
+    float *buf, *tmp, *pre;
     double *acc;
     fftwf_complex *spec;
     fftwf_plan fwd, inv;   /* from the cache */
@@ -558,12 +561,8 @@ typedef struct workspace {
 
 static void workspace_free(workspace *ws)
 {
-    fftwf_free(ws->buf);
-    fftwf_free(ws->spec);
-    free(ws->sp.pw);
-    free(ws->sp.pb);
+    tm_big_free(ws->block);
     free(ws->sp.k);
-    free(ws->tmp);
     free(ws->acc);
 }
 
@@ -572,14 +571,17 @@ static tm_status workspace_init(workspace *ws, int nn)
     memset(ws, 0, sizeof *ws);
     ws->sp.n = nn;
     ws->sp.nc = nn / 2 + 1;
-    size_t len = (size_t)nn * ws->sp.nc;
-    ws->buf = fftwf_malloc(sizeof(float) * (size_t)nn * nn);
-    ws->spec = fftwf_malloc(sizeof(fftwf_complex) * len);
-    ws->sp.pw = malloc(sizeof(float) * len);
-    ws->sp.pb = malloc(sizeof(float) * len);
-    ws->tmp = malloc(sizeof(float) * len);
+    /* Each part a multiple of 64 bytes, so each starts aligned for FFTW. */
+    size_t sq = (size_t)nn * nn, len = ((size_t)nn * ws->sp.nc + 15) & ~(size_t)15;
+    ws->block = tm_big_alloc(sizeof(float) * (4 * sq + 2 * len + 3 * len));
     ws->acc = malloc(sizeof(double) * ws->sp.nc);
-    if (!ws->buf || !ws->spec || !ws->sp.pw || !ws->sp.pb || !ws->tmp || !ws->acc) return TM_ERR_NOMEM;
+    if (!ws->block || !ws->acc) return TM_ERR_NOMEM;
+    ws->buf = ws->block;                        /* nn x nn */
+    ws->pre = ws->buf + sq;                     /* 3 nn x nn, the prefilter's */
+    ws->spec = (fftwf_complex *)(ws->pre + 3 * sq); /* len complex */
+    ws->sp.pw = (float *)(ws->spec + len);
+    ws->sp.pb = ws->sp.pw + len;
+    ws->tmp = ws->sp.pb + len;
     tm_status st = lattice_make(&ws->sp);
     if (st != TM_OK) return st;
     ws->fwd = tm_fft_plan(TM_FFT_R2C, nn, nn);
@@ -594,7 +596,7 @@ static tm_status spectrum_of(workspace *ws, const float *y, int w, int h, int f,
     spectrum *sp = &ws->sp;
     int nn = sp->n, nc = sp->nc;
     int rw = w / f < nn ? w / f : nn, rh = h / f < nn ? h / f : nn;
-    tm_status st = prefilter(y, w, f, (w - rw * f) / 2, (h - rh * f) / 2, rw, rh, nn, ws->buf);
+    tm_status st = prefilter(y, w, f, (w - rw * f) / 2, (h - rh * f) / 2, rw, rh, nn, ws->pre, ws->buf);
     if (st != TM_OK) return st;
     fftwf_execute_dft_r2c(ws->fwd, ws->buf, ws->spec);
     whiten(ws->spec, sp->pw, ws->tmp, ws->acc, nn, nc, nn / 64);
