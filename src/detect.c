@@ -261,14 +261,12 @@ static void bin_weights(const tm_layout *lay, const fftwf_complex *spec, int max
         }
 }
 
-/* The spectrum (into spec) of the tile in fft's spatial buffer, its band
- * bins' weights (wbin, bin_weights), and the pilot correlation for every
- * circular shift in null standard deviations (corr), with its peak (*z). */
-static void pilot_scan(const tm_layout *lay, tm_tile_fft *fft, int max_ring, fftwf_complex *spec, float *wbin,
+/* For the tile spectrum spec: its band bins' weights (wbin, bin_weights),
+ * and the pilot correlation for every circular shift in null standard
+ * deviations (corr), with its peak (*z); fft is the workspace. */
+static void pilot_scan(const tm_layout *lay, tm_tile_fft *fft, int max_ring, const fftwf_complex *spec, float *wbin,
                        float *corr, double *z)
 {
-    tm_tile_fft_forward(fft);
-    memcpy(spec, tm_tile_fft_spectrum(fft), sizeof(fftwf_complex) * SPEC_BINS);
     bin_weights(lay, spec, max_ring, wbin);
 
     /* Pilot correlation for every circular shift: A(k) = w_k F(k) conj(P(k)). */
@@ -394,7 +392,7 @@ static tm_status detect_luma(const tm_layout *lay, tm_tile_fft *fft, const row_s
 
     out->usable = (uint64_t)w * h >= (uint64_t)TM_TILE * TM_TILE && w >= TM_TILE / 2 && h >= TM_TILE / 2;
     fold = malloc(sizeof(float) * TM_TILE * TM_TILE);
-    spec = fftwf_malloc(sizeof(fftwf_complex) * TM_TILE * (TM_TILE / 2 + 1));
+    spec = malloc(sizeof(fftwf_complex) * 8 * SPEC_BINS); /* one per symmetry */
     corr = malloc(sizeof(float) * TM_TILE * TM_TILE);
     if (!fold || !spec || !corr || !wbin) goto out;
     double activity;
@@ -419,11 +417,16 @@ static tm_status detect_luma(const tm_layout *lay, tm_tile_fft *fft, const row_s
     if (top / 2 > (int)TM_BAND_LO) cut[readings++] = top / 2 + (int)TM_BAND_LO / 2;
     out->pilot_z = -INFINITY;
     out->evidence = -INFINITY;
+    for (int d = 0; d < 8; d++) { /* the eight spectra, the same for every reading */
+        dihedral_permute(fold, tm_tile_fft_spatial(fft), d);
+        tm_tile_fft_forward(fft);
+        memcpy(spec + (size_t)d * SPEC_BINS, tm_tile_fft_spectrum(fft), sizeof(fftwf_complex) * SPEC_BINS);
+    }
     for (int rd = 0; rd < readings; rd++)
         for (int d = 0; d < 8; d++) {
-            dihedral_permute(fold, tm_tile_fft_spatial(fft), d);
+            const fftwf_complex *sd = spec + (size_t)d * SPEC_BINS;
             double z;
-            pilot_scan(lay, fft, cut[rd], spec, wbin, corr, &z);
+            pilot_scan(lay, fft, cut[rd], sd, wbin, corr, &z);
             if (z > out->pilot_z) out->pilot_z = z;
             int hy[N_PEAKS + 1], hx[N_PEAKS + 1], nh = 0;
             top_peaks(corr, hy, hx, &nh, N_PEAKS);
@@ -433,10 +436,10 @@ static tm_status detect_luma(const tm_layout *lay, tm_tile_fft *fft, const row_s
                 nh++;
             }
             double e_mean, e_sd;
-            energy_null(lay, spec, wbin, &ph, &e_mean, &e_sd);
+            energy_null(lay, sd, wbin, &ph, &e_mean, &e_sd);
             for (int k = 0; k < nh; k++) {
                 double y_k[TM_CODE_BITS];
-                double z_e = (despread(lay, spec, wbin, &ph, hy[k], hx[k], y_k) - e_mean) / e_sd;
+                double z_e = (despread(lay, sd, wbin, &ph, hy[k], hx[k], y_k) - e_mean) / e_sd;
                 double e = (corr[hy[k] * TM_TILE + hx[k]] + z_e) / sqrt(2.0);
                 if (e > out->evidence) {
                     out->evidence = e;
@@ -456,7 +459,7 @@ out:
     free(fold);
     free(corr);
     free(wbin);
-    fftwf_free(spec);
+    free(spec);
     return st;
 }
 
