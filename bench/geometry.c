@@ -8,8 +8,10 @@
  *   decode        libjpeg-turbo decode of the suspect (reference)
  *   fft 4096^2    FFTW single-precision r2c of 4096x4096 (reference)
  *   luma          colour to luminance
- *   estimate      lattice estimate of scale, rotation and stretch (sync.c)
- *   read          estimate + screening of the hypotheses + the final read
+ *   estimate      lattice estimate of scale, rotation and stretch (sync.c),
+ *                 every stage of it
+ *   read          tm_detect_search: screening, the estimate's stages until
+ *                 one gives a sure hypothesis, and the final read
  *   trace         tm_trace_run from the decoded suspect, COPIES copies scored
  *
  * and prints median, min and max in milliseconds and the suspect's
