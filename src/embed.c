@@ -24,8 +24,22 @@
 
 #include <openssl/err.h>
 #include <openssl/evp.h>
+#include <pthread.h>
 
 #include "scheme.h"
+
+/* What making one copy writes: the recipient's tile (float, and in 8.8
+ * fixed point for the JPEG path), its FFT workspace, and a JPEG copy's
+ * luminance. */
+typedef struct copy_ws {
+    tm_tile_fft *fft;
+    float *tile;              /* alpha * the recipient's tile */
+    int16_t *tile16;          /* alpha * tile * TM_GAIN_ONE, rounded: the JPEG copies' */
+    uint8_t *luma8;           /* a JPEG copy's luminance in the planes' layout, or NULL */
+    struct copy_ws *next;
+} copy_ws;
+
+static void ws_free(copy_ws *w);
 
 struct tm_embedder {
     const tm_key *key;
@@ -36,16 +50,17 @@ struct tm_embedder {
     uint8_t *src;             /* the encoded original, for a float decode on demand */
     size_t src_len;
     tm_load_options lo;
-    uint8_t *luma8;           /* a copy's luminance in the planes' layout */
     int width, height;
     uint16_t *gain;           /* per pixel: the perceptual mask, times TM_GAIN_ONE */
     tm_mark_params params;    /* as asked, or the defaults */
     float alpha;              /* the global strength: a copy adds alpha * gain * tile */
-    int16_t *tile16;          /* alpha * tile * TM_GAIN_ONE, rounded: the JPEG copies' */
     tm_layout *layout;
-    tm_tile_fft *fft;
     int side;                 /* the tile's: TM_TILE * tm_mark_tile_scale */
-    float *tile;
+    /* Copy workspaces not in use, so copies can be made from several threads
+     * at once; the decode of the float original on first need is made under
+     * the same lock. */
+    pthread_mutex_t lock;
+    struct copy_ws *idle;
     double p[TM_CODE_BITS];
     uint8_t sha[32];
     char id[33];
@@ -158,11 +173,8 @@ static tm_status analyse(tm_embedder *e, const tm_plane *y)
     if ((st = tm_code_bias(e->key, e->id, e->p)) != TM_OK) return st;
     if ((st = tm_layout_create(e->key, &e->layout)) != TM_OK) return st;
     e->side = TM_TILE * tm_mark_tile_scale(e->width, e->height);
-    if ((st = tm_tile_fft_create_side(e->side, &e->fft)) != TM_OK) return st;
-    e->tile = malloc(sizeof(float) * (size_t)e->side * e->side);
-    e->tile16 = malloc(sizeof(int16_t) * (size_t)e->side * e->side);
     e->gain = tm_big_alloc(n * sizeof(uint16_t));
-    if (!e->tile || !e->tile16 || !e->gain) return TM_ERR_NOMEM;
+    if (!e->gain) return TM_ERR_NOMEM;
     if ((st = tm_phash_luma(y, &e->phash)) != TM_OK) return st;
     double ms;
     if ((st = tm_mask_compute(y, e->gain, &ms)) != TM_OK) return st;
@@ -183,6 +195,10 @@ static tm_status embedder_new(const tm_key *key, const tm_mark_params *params, t
     if (!(p.strength >= 0) || p.strength > 50) return TM_ERR_ARG;
     tm_embedder *e = calloc(1, sizeof *e);
     if (!e) return TM_ERR_NOMEM;
+    if (pthread_mutex_init(&e->lock, NULL)) {
+        free(e);
+        return TM_ERR_NOMEM;
+    }
     e->key = key;
     e->params = p;
     *out = e;
@@ -244,8 +260,7 @@ tm_status tm_embedder_create_data(const tm_key *key, const void *data, size_t le
     e->height = p->height;
     st = TM_ERR_NOMEM;
     e->src = malloc(len);
-    e->luma8 = tm_big_alloc(p->rows[0] * p->stride[0]);
-    if (!e->src || !e->luma8) goto out;
+    if (!e->src) goto out;
     memcpy(e->src, data, len);
     e->src_len = len;
     if ((st = planes_content_hash(p, e->sha)) != TM_OK) goto out;
@@ -275,14 +290,16 @@ void tm_embedder_free(tm_embedder *e)
 {
     if (!e) return;
     tm_big_free(e->gain);
-    free(e->tile);
-    free(e->tile16);
     tm_image_free(e->owned);
     tm_jpeg_planes_free(e->planes);
     free(e->src);
-    tm_big_free(e->luma8);
     tm_layout_free(e->layout);
-    tm_tile_fft_free(e->fft);
+    while (e->idle) {
+        copy_ws *w = e->idle;
+        e->idle = w->next;
+        ws_free(w);
+    }
+    pthread_mutex_destroy(&e->lock);
     free(e);
 }
 
@@ -313,18 +330,60 @@ tm_status tm_embedder_codeword(const tm_embedder *e, const char *recipient, uint
     return tm_code_word(e->key, e->id, recipient, e->p, bits);
 }
 
-/* The recipient's tile times the strength into e->tile. */
-static tm_status make_tile(tm_embedder *e, const char *recipient)
+static void ws_free(copy_ws *w)
+{
+    if (!w) return;
+    tm_tile_fft_free(w->fft);
+    free(w->tile);
+    free(w->tile16);
+    tm_big_free(w->luma8);
+    free(w);
+}
+
+/* An idle copy workspace of e's, or a new one. */
+static tm_status ws_take(tm_embedder *e, copy_ws **out)
+{
+    pthread_mutex_lock(&e->lock);
+    copy_ws *w = e->idle;
+    if (w) e->idle = w->next;
+    pthread_mutex_unlock(&e->lock);
+    if (!w) {
+        size_t n = (size_t)e->side * e->side;
+        tm_status st = TM_ERR_NOMEM;
+        if (!(w = calloc(1, sizeof *w))) return st;
+        w->tile = malloc(sizeof(float) * n);
+        w->tile16 = malloc(sizeof(int16_t) * n);
+        if (e->planes) w->luma8 = tm_big_alloc(e->planes->rows[0] * e->planes->stride[0]);
+        if (w->tile && w->tile16 && (w->luma8 || !e->planes)) st = tm_tile_fft_create_side(e->side, &w->fft);
+        if (st != TM_OK) {
+            ws_free(w);
+            return st;
+        }
+    }
+    *out = w;
+    return TM_OK;
+}
+
+static void ws_give(tm_embedder *e, copy_ws *w)
+{
+    pthread_mutex_lock(&e->lock);
+    w->next = e->idle;
+    e->idle = w;
+    pthread_mutex_unlock(&e->lock);
+}
+
+/* The recipient's tile times the strength into w->tile (and w->tile16). */
+static tm_status make_tile(const tm_embedder *e, copy_ws *w, const char *recipient)
 {
     uint8_t bits[TM_CODE_BYTES];
     tm_status st = tm_embedder_codeword(e, recipient, bits);
-    if (st == TM_OK) st = tm_pattern_tile(e->layout, bits, e->fft, e->tile);
+    if (st == TM_OK) st = tm_pattern_tile(e->layout, bits, w->fft, w->tile);
     size_t n = (size_t)e->side * e->side;
     for (size_t i = 0; i < n; i++) {
-        float v = e->tile[i] *= e->alpha;
+        float v = w->tile[i] *= e->alpha;
         v = v * TM_GAIN_ONE;
         v = v > 32767.0f ? 32767.0f : v < -32767.0f ? -32767.0f : v;
-        e->tile16[i] = (int16_t)lrintf(v);
+        w->tile16[i] = (int16_t)lrintf(v);
     }
     return st;
 }
@@ -332,10 +391,14 @@ static tm_status make_tile(tm_embedder *e, const char *recipient)
 /* The float original, decoded from the kept bytes on first need. */
 static tm_status float_original(tm_embedder *e)
 {
-    if (e->orig) return TM_OK;
-    tm_status st = tm_image_decode(e->src, e->src_len, &e->lo, &e->owned, NULL);
-    if (st == TM_OK && (e->owned->width != e->width || e->owned->height != e->height)) st = TM_ERR_INTERNAL;
-    if (st == TM_OK) e->orig = e->owned;
+    pthread_mutex_lock(&e->lock);
+    tm_status st = TM_OK;
+    if (!e->orig) {
+        st = tm_image_decode(e->src, e->src_len, &e->lo, &e->owned, NULL);
+        if (st == TM_OK && (e->owned->width != e->width || e->owned->height != e->height)) st = TM_ERR_INTERNAL;
+        if (st == TM_OK) e->orig = e->owned;
+    }
+    pthread_mutex_unlock(&e->lock);
     return st;
 }
 
@@ -343,16 +406,22 @@ tm_status tm_embedder_mark(tm_embedder *e, const char *recipient, tm_image **out
 {
     if (!e || !recipient || !out) return TM_ERR_ARG;
     *out = NULL;
-    tm_status st = make_tile(e, recipient);
-    if (st == TM_OK) st = float_original(e);
+    copy_ws *cw;
+    tm_status st = ws_take(e, &cw);
     if (st != TM_OK) return st;
-    tm_image *img;
-    if ((st = tm_image_clone(e->orig, &img)) != TM_OK) return st;
+    st = make_tile(e, cw, recipient);
+    if (st == TM_OK) st = float_original(e);
+    tm_image *img = NULL;
+    if (st == TM_OK) st = tm_image_clone(e->orig, &img);
+    if (st != TM_OK) {
+        ws_give(e, cw);
+        return st;
+    }
     int w = img->width, h = img->height;
     int nc = img->channels >= 3 ? 3 : 1;
     int side = e->side;
     for (int yy = 0; yy < h; yy++) {
-        const float *trow = e->tile + (size_t)(yy % side) * side;
+        const float *trow = cw->tile + (size_t)(yy % side) * side;
         const uint16_t *g = e->gain + (size_t)yy * w;
         for (int c = 0; c < nc; c++) {
             float *row = img->plane[c] + (size_t)yy * w;
@@ -362,25 +431,26 @@ tm_status tm_embedder_mark(tm_embedder *e, const char *recipient, tm_image **out
             }
         }
     }
+    ws_give(e, cw);
     *out = img;
     return TM_OK;
 }
 
-/* The copy's luminance into e->luma8: the original's plus gain * tile,
+/* The copy's luminance into cw->luma8: the original's plus gain * tile,
  * rounded and clamped; the padding beyond the image as the original's. In
  * integers (gain and tile each in 8.8 fixed point): the same change within
  * a rounding, at a fraction of the cost of converting every sample to float
  * and back. */
-static void mark_luma(tm_embedder *e)
+static void mark_luma(const tm_embedder *e, copy_ws *cw)
 {
     const tm_jpeg_planes *p = e->planes;
     int w = e->width, h = e->height, side = e->side;
     size_t stride = p->stride[0];
     for (int yy = 0; yy < h; yy++) {
-        const int16_t *restrict trow = e->tile16 + (size_t)(yy % side) * side;
+        const int16_t *restrict trow = cw->tile16 + (size_t)(yy % side) * side;
         const uint16_t *restrict g = e->gain + (size_t)yy * w;
         const uint8_t *restrict in = p->plane[0] + (size_t)yy * stride;
-        uint8_t *restrict o = e->luma8 + (size_t)yy * stride;
+        uint8_t *restrict o = cw->luma8 + (size_t)yy * stride;
         for (int x0 = 0; x0 < w; x0 += side) {
             int len = w - x0 < side ? w - x0 : side;
             for (int i = 0; i < len; i++) {
@@ -391,7 +461,7 @@ static void mark_luma(tm_embedder *e)
         }
         memcpy(o + w, in + w, stride - (size_t)w);
     }
-    memcpy(e->luma8 + (size_t)h * stride, p->plane[0] + (size_t)h * stride, (p->rows[0] - (size_t)h) * stride);
+    memcpy(cw->luma8 + (size_t)h * stride, p->plane[0] + (size_t)h * stride, (p->rows[0] - (size_t)h) * stride);
 }
 
 tm_status tm_embedder_mark_encode(tm_embedder *e, const char *recipient, const tm_save_options *so,
@@ -404,10 +474,15 @@ tm_status tm_embedder_mark_encode(tm_embedder *e, const char *recipient, const t
     int quality = so->quality ? so->quality : 90;
     if (p && so->format == TM_FORMAT_JPEG && quality >= 1 && quality <= 100 &&
         (p->ncomp == 1 || so->subsampling == TM_SS_UNKNOWN || so->subsampling == e->planes_ss)) {
-        tm_status st = make_tile(e, recipient);
+        copy_ws *cw;
+        tm_status st = ws_take(e, &cw);
         if (st != TM_OK) return st;
-        mark_luma(e);
-        return tm_jpeg_encode_planes(p, e->luma8, quality, so->progressive, data, len);
+        if ((st = make_tile(e, cw, recipient)) == TM_OK) {
+            mark_luma(e, cw);
+            st = tm_jpeg_encode_planes(p, cw->luma8, quality, so->progressive, data, len);
+        }
+        ws_give(e, cw);
+        return st;
     }
     tm_image *copy;
     tm_status st = tm_embedder_mark(e, recipient, &copy);

@@ -6,6 +6,7 @@
 #include "scheme.h"
 
 #include <math.h>
+#include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -544,6 +545,74 @@ static void test_jpeg_marked_as_stored(void)
     free(jpg);
 }
 
+/* Copies made from several threads at once are those made one by one: a
+ * JPEG original's stored-component copies, and PNG copies, whose float
+ * original is decoded on first need by whichever thread asks first. */
+#define N_WHO 6
+#define N_THREADS 3
+typedef struct copy_job {
+    tm_embedder *e;
+    const tm_save_options *so;
+    int first;            /* recipients first, first + N_THREADS, ... */
+    uint8_t *data[N_WHO];
+    size_t len[N_WHO];
+    tm_status st;
+} copy_job;
+
+static const char *who[N_WHO] = {"ann", "ben", "cy", "di", "ed", "flo"};
+
+static void *copy_worker(void *arg)
+{
+    copy_job *j = arg;
+    j->st = TM_OK;
+    for (int i = j->first; i < N_WHO && j->st == TM_OK; i += N_THREADS)
+        j->st = tm_embedder_mark_encode(j->e, who[i], j->so, &j->data[i], &j->len[i]);
+    return NULL;
+}
+
+static void test_copies_from_threads(void)
+{
+    uint8_t *jpg = NULL;
+    size_t len = 0;
+    CU_ASSERT_EQUAL_FATAL(tm_file_read(tm_test_corpus("skimage_rocket.jpg"), 1 << 26, &jpg, &len), TM_OK);
+    for (int fmt = 0; fmt < 2; fmt++) {
+        tm_save_options so;
+        tm_save_options_init(&so);
+        so.format = fmt ? TM_FORMAT_PNG : TM_FORMAT_JPEG;
+        so.quality = 85;
+        tm_embedder *one = NULL, *many = NULL;
+        CU_ASSERT_EQUAL_FATAL(tm_embedder_create_data(key_a, jpg, len, NULL, NULL, &one, NULL), TM_OK);
+        CU_ASSERT_EQUAL_FATAL(tm_embedder_create_data(key_a, jpg, len, NULL, NULL, &many, NULL), TM_OK);
+        uint8_t *ref[N_WHO];
+        size_t ref_len[N_WHO];
+        for (int i = 0; i < N_WHO; i++)
+            CU_ASSERT_EQUAL_FATAL(tm_embedder_mark_encode(one, who[i], &so, &ref[i], &ref_len[i]), TM_OK);
+        copy_job jobs[N_THREADS];
+        pthread_t tid[N_THREADS];
+        memset(jobs, 0, sizeof jobs);
+        for (int t = 0; t < N_THREADS; t++) {
+            jobs[t] = (copy_job){.e = many, .so = &so, .first = t};
+            CU_ASSERT_EQUAL_FATAL(pthread_create(&tid[t], NULL, copy_worker, &jobs[t]), 0);
+        }
+        for (int t = 0; t < N_THREADS; t++) pthread_join(tid[t], NULL);
+        int same = 0;
+        for (int t = 0; t < N_THREADS; t++) {
+            CU_ASSERT_EQUAL(jobs[t].st, TM_OK);
+            for (int i = t; i < N_WHO; i += N_THREADS) {
+                same += jobs[t].len[i] == ref_len[i] && jobs[t].data[i] && !memcmp(jobs[t].data[i], ref[i], ref_len[i]);
+                free(jobs[t].data[i]);
+            }
+        }
+        CU_ASSERT_EQUAL(same, N_WHO);
+        /* and the copies differ from one recipient to the next */
+        CU_ASSERT(ref_len[0] != ref_len[1] || memcmp(ref[0], ref[1], ref_len[0]) != 0);
+        for (int i = 0; i < N_WHO; i++) free(ref[i]);
+        tm_embedder_free(one);
+        tm_embedder_free(many);
+    }
+    free(jpg);
+}
+
 /* FFTW plans are made once per shape and shared; every kind plans. */
 static void test_plan_cache(void)
 {
@@ -587,6 +656,7 @@ static CU_TestInfo tests[] = {
     {"deterministic, luminance only", test_deterministic_and_luma_only},
     {"JPEG original marked as stored", test_jpeg_marked_as_stored},
     {"FFT plans cached per shape", test_plan_cache},
+    {"copies made from several threads are those made one by one", test_copies_from_threads},
     {"small or flat suspects are inconclusive", test_unreadable_suspects},
     {"astronaut: attacks, wrong key, unmarked", test_astronaut},
     {"coffee: attacks, wrong key, unmarked", test_coffee},

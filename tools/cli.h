@@ -35,6 +35,16 @@ int cli_parse_double(const char *s, double *out);
  * returns CLI_ERR. */
 int cli_parse_max_pixels(const char *cmd, const char *arg, tm_load_options *lo);
 
+/* Parses a --jobs value (1..256 threads) into *jobs; on error reports it
+ * for cmd and returns CLI_ERR. cli_default_jobs gives TRACEMARK_THREADS, or
+ * 1 when it is unset or empty, and refuses a bad value the same way. */
+int cli_parse_jobs(const char *cmd, const char *arg, int *jobs);
+int cli_default_jobs(const char *cmd, int *jobs);
+
+/* Calls fn(ctx, i) for every i in [0, n), on up to jobs threads (the caller's
+ * among them), each i once, in no fixed order; returns when all are done. */
+void cli_parallel(size_t n, int jobs, void (*fn)(void *ctx, size_t i), void *ctx);
+
 /* Writes s as a JSON string literal (quotes and escapes included). */
 void cli_json_string(FILE *f, const char *s);
 

@@ -10,6 +10,7 @@
 
 #include <ctype.h>
 #include <getopt.h>
+#include <pthread.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
@@ -48,6 +49,8 @@ static void mark_help(void)
            "      --strength S        mark strength, RMS luminance change (default 2.0)\n"
            "      --max-pixels N      refuse images larger than N pixels (default 200000000)\n"
            "  -f, --force             replace existing output files\n"
+           "  -j, --jobs N            make N copies at a time, on N threads (default 1,\n"
+           "                          or TRACEMARK_THREADS); the copies are the same\n"
            "      --json              print the copies made as one JSON object\n"
            "  -h, --help              show this help\n"
            "\n"
@@ -173,6 +176,55 @@ static void hex(const uint8_t *b, size_t n, char *out)
     for (size_t i = 0; i < n; i++) snprintf(out + 2 * i, 3, "%02x", b[i]);
 }
 
+/* The copies of one run, made by cli_parallel's threads: each index is one
+ * recipient's codeword, copy, hash and atomic write. After a failure the
+ * copies not yet begun are skipped (status TM_ERR_INTERNAL, never
+ * reported: the first failure in recipient order is a real one). */
+typedef struct copies_run {
+    tm_embedder *emb;
+    const tm_save_options *so;
+    const mark_job *job;
+    char **names;
+    uint8_t (*shas)[32];
+    uint8_t (*words)[TM_CODEWORD_BYTES];
+    tm_status *sts;
+    int *written;
+    int progress;
+    pthread_mutex_t lock;  /* failed, done and the progress line */
+    int failed;
+    size_t done;
+} copies_run;
+
+static void make_copy(void *ctx, size_t i)
+{
+    copies_run *cr = ctx;
+    pthread_mutex_lock(&cr->lock);
+    int skip = cr->failed;
+    pthread_mutex_unlock(&cr->lock);
+    if (skip) {
+        cr->sts[i] = TM_ERR_INTERNAL;
+        return;
+    }
+    uint8_t *data = NULL;
+    size_t len = 0;
+    const char *who = cr->job->recipients[i];
+    tm_status st = tm_embedder_codeword(cr->emb, who, cr->words[i]);
+    if (st == TM_OK) st = tm_embedder_mark_encode(cr->emb, who, cr->so, &data, &len);
+    if (st == TM_OK) st = tm_sha256(data, len, cr->shas[i]);
+    if (st == TM_OK) st = tm_file_write_atomic(cr->names[i], data, len, 0644, 0);
+    free(data);
+    cr->sts[i] = st;
+    pthread_mutex_lock(&cr->lock);
+    if (st == TM_OK) {
+        cr->written[i] = 1;
+        cr->done++;
+        if (cr->progress) fprintf(stderr, "\rtracemark: marking %zu/%zu", cr->done, cr->job->n);
+    } else {
+        cr->failed = 1;
+    }
+    pthread_mutex_unlock(&cr->lock);
+}
+
 int cmd_mark(int argc, char **argv)
 {
     static const struct option opts[] = {
@@ -187,13 +239,14 @@ int cmd_mark(int argc, char **argv)
         {"strength", required_argument, NULL, 'S'},
         {"max-pixels", required_argument, NULL, 'M'},
         {"force", no_argument, NULL, 'f'},
-        {"json", no_argument, NULL, 'j'},
+        {"jobs", required_argument, NULL, 'j'},
+        {"json", no_argument, NULL, 'J'},
         {"help", no_argument, NULL, 'h'},
         {NULL, 0, NULL, 0},
     };
     const char *keyfile = NULL, *regfile = NULL, *output = NULL, *outdir = NULL;
     tm_format fmt = TM_FORMAT_UNKNOWN;
-    int quality = 0, force = 0, json = 0, c, rc = CLI_ERR;
+    int quality = 0, force = 0, json = 0, jobs = 1, c, rc = CLI_ERR;
     tm_mark_params mp;
     tm_mark_params_init(&mp);
     tm_load_options lo;
@@ -208,7 +261,8 @@ int cmd_mark(int argc, char **argv)
 
     optind = 1;
     opterr = 0;
-    while ((c = getopt_long(argc, argv, "k:r:o:d:q:fh", opts, NULL)) != -1) {
+    if (cli_default_jobs("mark", &jobs)) goto out;
+    while ((c = getopt_long(argc, argv, "k:r:o:d:q:fj:h", opts, NULL)) != -1) {
         uint64_t u;
         double d;
         switch (c) {
@@ -249,7 +303,10 @@ int cmd_mark(int argc, char **argv)
             if (cli_parse_max_pixels("mark", optarg, &lo)) goto out;
             break;
         case 'f': force = 1; break;
-        case 'j': json = 1; break;
+        case 'j':
+            if (cli_parse_jobs("mark", optarg, &jobs)) goto out;
+            break;
+        case 'J': json = 1; break;
         case 'h':
             mark_help();
             rc = CLI_OK;
@@ -336,33 +393,29 @@ int cmd_mark(int argc, char **argv)
     so.quality = quality ? quality : info.jpeg_quality;
     if (fmt == TM_FORMAT_JPEG && info.format == TM_FORMAT_JPEG) so.subsampling = info.subsampling;
     if (fmt == TM_FORMAT_PNG && info.bit_depth == 16) so.bit_depth = 16;
-    int progress = cli_isatty(stderr) && job.n > 3 && !json;
     uint8_t (*shas)[32] = calloc(job.n, 32);
     uint8_t (*words)[TM_CODEWORD_BYTES] = calloc(job.n, TM_CODEWORD_BYTES);
-    if (!shas || !words) {
+    tm_status *sts = calloc(job.n, sizeof *sts);
+    if (!shas || !words || !sts) {
         free(shas);
         free(words);
+        free(sts);
         cli_error(NULL, "out of memory");
         goto out;
     }
+    copies_run cr = {.emb = emb, .so = &so, .job = &job, .names = names, .shas = shas, .words = words,
+                     .sts = sts, .written = written, .progress = cli_isatty(stderr) && job.n > 3 && !json};
+    pthread_mutex_init(&cr.lock, NULL);
+    cli_parallel(job.n, jobs, make_copy, &cr);
+    pthread_mutex_destroy(&cr.lock);
+    if (cr.progress) fputc('\n', stderr);
     int failed = 0;
-    for (size_t i = 0; i < job.n && !failed; i++) {
-        uint8_t *data = NULL;
-        size_t len = 0;
-        st = tm_embedder_codeword(emb, job.recipients[i], words[i]);
-        if (st == TM_OK) st = tm_embedder_mark_encode(emb, job.recipients[i], &so, &data, &len);
-        if (st == TM_OK) st = tm_sha256(data, len, shas[i]);
-        if (st == TM_OK) st = tm_file_write_atomic(names[i], data, len, 0644, 0);
-        free(data);
-        if (st != TM_OK) {
-            cli_status(names[i], st);
+    for (size_t i = 0; i < job.n && !failed; i++)
+        if (sts[i] != TM_OK) { /* the first failure in recipient order; later ones may not have run */
+            cli_status(names[i], sts[i]);
             failed = 1;
-            break;
         }
-        written[i] = 1;
-        if (progress) fprintf(stderr, "\rtracemark: marking %zu/%zu", i + 1, job.n);
-    }
-    if (progress) fputc('\n', stderr);
+    free(sts);
 
     if (!failed) {
         tm_reg_image ri;

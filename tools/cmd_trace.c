@@ -33,6 +33,8 @@ static void trace_help(void)
            "  -r, --registry FILE   the registry the copies were recorded in\n"
            "      --fpr P           false-accusation budget per suspect (default 1e-6)\n"
            "      --json            one JSON object per suspect on stdout\n"
+           "  -j, --jobs N          read N suspects at a time, on N threads (default 1, or\n"
+           "                        TRACEMARK_THREADS); results still in the order given\n"
            "      --max-pixels N    refuse images larger than N pixels (default 200000000)\n"
            "  -h, --help            show this help\n"
            "\n"
@@ -187,19 +189,51 @@ static double now_ms(void)
     return ts.tv_sec * 1e3 + ts.tv_nsec / 1e6;
 }
 
+/* One suspect read by a thread of cli_parallel: its status, result and time. */
+typedef struct traced {
+    tm_status st;
+    tm_trace_result r;
+    double ms;
+} traced;
+
+typedef struct trace_run {
+    const tm_key *key;
+    const tm_load_options *lo;
+    const tm_trace_params *tp;
+    const tm_reg_copy *copies;
+    size_t n_copies;
+    char **paths;   /* this chunk's suspects */
+    traced *slot;   /* and their results */
+} trace_run;
+
+static void trace_one(void *ctx, size_t i)
+{
+    trace_run *run = ctx;
+    traced *t = &run->slot[i];
+    double t0 = now_ms();
+    tm_image *img;
+    memset(t, 0, sizeof *t);
+    t->st = tm_image_load(run->paths[i], run->lo, &img, NULL);
+    if (t->st != TM_OK) return;
+    t->st = tm_trace_run(run->key, img, run->copies, run->n_copies, run->tp, &t->r);
+    tm_image_free(img);
+    t->ms = now_ms() - t0;
+}
+
 int cmd_trace(int argc, char **argv)
 {
     static const struct option opts[] = {
         {"key", required_argument, NULL, 'k'},
         {"registry", required_argument, NULL, 'r'},
         {"fpr", required_argument, NULL, 'P'},
-        {"json", no_argument, NULL, 'j'},
+        {"json", no_argument, NULL, 'J'},
+        {"jobs", required_argument, NULL, 'j'},
         {"max-pixels", required_argument, NULL, 'M'},
         {"help", no_argument, NULL, 'h'},
         {NULL, 0, NULL, 0},
     };
     const char *keyfile = NULL, *regfile = NULL;
-    int json = 0, c, rc = CLI_ERR;
+    int json = 0, jobs = 1, c, rc = CLI_ERR;
     tm_trace_params tp;
     tm_trace_params_init(&tp);
     tm_load_options lo;
@@ -213,7 +247,8 @@ int cmd_trace(int argc, char **argv)
 
     optind = 1;
     opterr = 0;
-    while ((c = getopt_long(argc, argv, "k:r:h", opts, NULL)) != -1) {
+    if (cli_default_jobs("trace", &jobs)) goto out;
+    while ((c = getopt_long(argc, argv, "k:r:j:h", opts, NULL)) != -1) {
         switch (c) {
         case 'k': keyfile = optarg; break;
         case 'r': regfile = optarg; break;
@@ -223,7 +258,10 @@ int cmd_trace(int argc, char **argv)
                 goto out;
             }
             break;
-        case 'j': json = 1; break;
+        case 'J': json = 1; break;
+        case 'j':
+            if (cli_parse_jobs("trace", optarg, &jobs)) goto out;
+            break;
         case 'M':
             if (cli_parse_max_pixels("trace", optarg, &lo)) goto out;
             break;
@@ -262,52 +300,58 @@ int cmd_trace(int argc, char **argv)
         goto out;
     }
 
-    int any_error = 0, any_accused = 0;
-    for (size_t i = 0; i < sus.n; i++) {
-        double t0 = now_ms();
-        tm_image *img;
-        st = tm_image_load(sus.v[i], &lo, &img, NULL);
-        if (st != TM_OK) {
-            cli_status(sus.v[i], st);
-            any_error = 1;
-            continue;
-        }
-        tm_trace_result r;
-        st = tm_trace_run(key, img, copies, n_copies, &tp, &r);
-        tm_image_free(img);
-        if (st != TM_OK) {
-            cli_status(sus.v[i], st);
-            any_error = 1;
-            continue;
-        }
-        int tampered = 0;
-        for (size_t k = 0; k < r.n_accused; k++) {
-            const tm_reg_copy *cp = &copies[r.accused[k].index];
-            if (tm_reg_copy_check(key, cp) != TM_OK) {
-                cli_error(regfile, "copy %lld (accused by %s) fails its integrity check: registry tampered",
-                          (long long)cp->copy_id, sus.v[i]);
-                tampered = 1;
-            }
-        }
-        /* The geometry relative to the original of the copy named. */
-        size_t named = r.n_accused                                   ? r.accused[0].index
-                       : r.verdict == TM_VERDICT_INCONCLUSIVE && r.n_top ? r.top[0].index
-                                                                        : n_copies;
-        tm_reg_image ri;
-        if (named < n_copies && tm_registry_get_image(reg, copies[named].image_id, &ri) == TM_OK) {
-            tm_trace_result_set_original(&r, ri.width, ri.height);
-            tm_reg_image_clear(&ri);
-        }
-        if (tampered) {
-            any_error = 1;
-        } else {
-            double ms = now_ms() - t0;
-            if (json) print_json(sus.v[i], &r, copies, tp.fpr, ms);
-            else print_text(sus.v[i], &r, copies, tp.fpr, ms);
-            if (r.verdict == TM_VERDICT_ACCUSED) any_accused = 1;
-        }
-        tm_trace_result_clear(&r);
+    /* Suspects are read CHUNK at a time on the threads, then reported in
+     * the order given (the registry handle stays with this thread). */
+    size_t chunk = jobs > 1 ? 8 * (size_t)jobs : 1;
+    traced *slot = calloc(chunk, sizeof *slot);
+    if (!slot) {
+        cli_error(NULL, "out of memory");
+        goto out;
     }
+    trace_run run = {.key = key, .lo = &lo, .tp = &tp, .copies = copies, .n_copies = n_copies, .slot = slot};
+    int any_error = 0, any_accused = 0;
+    for (size_t base = 0; base < sus.n; base += chunk) {
+        size_t m = sus.n - base < chunk ? sus.n - base : chunk;
+        run.paths = sus.v + base;
+        cli_parallel(m, jobs, trace_one, &run);
+        for (size_t j = 0; j < m; j++) {
+            const char *path = sus.v[base + j];
+            tm_trace_result *r = &slot[j].r;
+            if (slot[j].st != TM_OK) {
+                cli_status(path, slot[j].st);
+                any_error = 1;
+                continue;
+            }
+            int tampered = 0;
+            for (size_t k = 0; k < r->n_accused; k++) {
+                const tm_reg_copy *cp = &copies[r->accused[k].index];
+                if (tm_reg_copy_check(key, cp) != TM_OK) {
+                    cli_error(regfile, "copy %lld (accused by %s) fails its integrity check: registry tampered",
+                              (long long)cp->copy_id, path);
+                    tampered = 1;
+                }
+            }
+            /* The geometry relative to the original of the copy named. */
+            size_t named = r->n_accused                                    ? r->accused[0].index
+                           : r->verdict == TM_VERDICT_INCONCLUSIVE && r->n_top ? r->top[0].index
+                                                                             : n_copies;
+            tm_reg_image ri;
+            if (named < n_copies && tm_registry_get_image(reg, copies[named].image_id, &ri) == TM_OK) {
+                tm_trace_result_set_original(r, ri.width, ri.height);
+                tm_reg_image_clear(&ri);
+            }
+            if (tampered) {
+                any_error = 1;
+            } else {
+                if (json) print_json(path, r, copies, tp.fpr, slot[j].ms);
+                else print_text(path, r, copies, tp.fpr, slot[j].ms);
+                if (r->verdict == TM_VERDICT_ACCUSED) any_accused = 1;
+            }
+            tm_trace_result_clear(r);
+            fflush(stdout); /* each verdict whole, before any later error line */
+        }
+    }
+    free(slot);
     rc = any_error ? CLI_ERR : any_accused ? CLI_OK : CLI_NONE;
 out:
     tm_reg_copies_free(copies, n_copies);

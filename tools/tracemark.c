@@ -3,6 +3,7 @@
 #include "config.h"
 
 #include <errno.h>
+#include <pthread.h>
 #include <math.h>
 #include <stdarg.h>
 #include <stdlib.h>
@@ -85,6 +86,68 @@ int cli_parse_max_pixels(const char *cmd, const char *arg, tm_load_options *lo)
     return CLI_OK;
 }
 
+#define MAX_JOBS 256
+
+int cli_parse_jobs(const char *cmd, const char *arg, int *jobs)
+{
+    uint64_t v;
+    if (cli_parse_u64(arg, &v) || v < 1 || v > MAX_JOBS)
+        return cli_usage(cmd, "--jobs wants a whole number of threads, 1..%d, not '%s'", MAX_JOBS, arg);
+    *jobs = (int)v;
+    return CLI_OK;
+}
+
+int cli_default_jobs(const char *cmd, int *jobs)
+{
+    const char *env = getenv("TRACEMARK_THREADS");
+    *jobs = 1;
+    if (!env || !*env) return CLI_OK;
+    uint64_t v;
+    if (cli_parse_u64(env, &v) || v < 1 || v > MAX_JOBS)
+        return cli_usage(cmd, "TRACEMARK_THREADS wants a whole number of threads, 1..%d, not '%s'", MAX_JOBS, env);
+    *jobs = (int)v;
+    return CLI_OK;
+}
+
+/* What the threads of cli_parallel share. */
+typedef struct parallel {
+    void (*fn)(void *ctx, size_t i);
+    void *ctx;
+    size_t n, next;
+    pthread_mutex_t lock;
+} parallel;
+
+static void *parallel_worker(void *arg)
+{
+    parallel *p = arg;
+    for (;;) {
+        pthread_mutex_lock(&p->lock);
+        size_t i = p->next < p->n ? p->next++ : p->n;
+        pthread_mutex_unlock(&p->lock);
+        if (i == p->n) return NULL;
+        p->fn(p->ctx, i);
+    }
+}
+
+void cli_parallel(size_t n, int jobs, void (*fn)(void *ctx, size_t i), void *ctx)
+{
+    parallel p = {.fn = fn, .ctx = ctx, .n = n};
+    pthread_t tid[MAX_JOBS];
+    int started = 0;
+    if (jobs > 1 && n > 1 && !pthread_mutex_init(&p.lock, NULL)) {
+        /* The calling thread is one of the jobs; a thread that cannot be
+         * started only means fewer of them. */
+        while (started < jobs - 1 && (size_t)started + 1 < n &&
+               !pthread_create(&tid[started], NULL, parallel_worker, &p))
+            started++;
+        parallel_worker(&p);
+        for (int t = 0; t < started; t++) pthread_join(tid[t], NULL);
+        pthread_mutex_destroy(&p.lock);
+        return;
+    }
+    for (size_t i = 0; i < n; i++) fn(ctx, i);
+}
+
 void cli_json_string(FILE *f, const char *s)
 {
     fputc('"', f);
@@ -139,6 +202,8 @@ static void usage(FILE *f)
             "  TRACEMARK_FFTW_WISDOM  a file of FFTW wisdom: plan transforms by measuring\n"
             "                         (a little faster; a copy may then differ in the last\n"
             "                         bit of a few samples), keeping what was learnt there\n"
+            "  TRACEMARK_THREADS      threads for 'mark' and 'trace' when --jobs is not\n"
+            "                         given (default 1; the copies and verdicts are the same)\n"
             "  TMPDIR                 where 'robustness' keeps its scratch files\n");
 }
 

@@ -131,6 +131,53 @@ expect "parallel registry verifies" 0 "$TRACEMARK" registry verify -k "$K" -r "$
 expect "parallel registry lists" 0 "$TRACEMARK" registry list --copies -r "$P"
 lines "all 9 copies recorded (and a header)" "$OUT" 10
 
+# threads: -j gives the same copies, rows and verdicts, in the same order
+J1="$T/j1.db"; J3="$T/j3.db"
+expect "mark -j 1" 0 "$TRACEMARK" mark -k "$K" -r "$J1" -j 1 --recipient a --recipient b --recipient c \
+    --recipient d --recipient e --out-dir "$T/j1" "$C/skimage_rocket.jpg"
+expect "mark -j 3" 0 "$TRACEMARK" mark -k "$K" -r "$J3" --jobs 3 --recipient a --recipient b --recipient c \
+    --recipient d --recipient e --out-dir "$T/j3" "$C/skimage_rocket.jpg"
+same=0
+for r in a b c d e; do
+    cmp -s "$T/j1/skimage_rocket.$r.jpg" "$T/j3/skimage_rocket.$r.jpg" && same=$((same + 1))
+done
+ok "-j 3 copies byte for byte those of -j 1" "$same" -eq 5
+expect "rows of -j 1" 0 "$TRACEMARK" registry list --copies -r "$J1"
+awk '{print $1, $2, $3}' "$OUT" >"$T/rows1"
+expect "rows of -j 3" 0 "$TRACEMARK" registry list --copies -r "$J3"
+awk '{print $1, $2, $3}' "$OUT" >"$T/rows3"
+ok "-j 3 rows in recipient order, as -j 1" -z "$(diff "$T/rows1" "$T/rows3")"
+expect "TRACEMARK_THREADS=2 mark" 0 env TRACEMARK_THREADS=2 "$TRACEMARK" mark -k "$K" -r "$J1" --recipient f \
+    --recipient g --out-dir "$T/jenv" "$C/skimage_rocket.jpg"
+ok "TRACEMARK_THREADS copies made" -f "$T/jenv/skimage_rocket.g.jpg"
+for r in b d; do
+    "$TRACEMARK" attack "scale:0.9,jpeg:q=80" "$T/j1/skimage_rocket.$r.jpg" "$T/jleak.$r.jpg" >/dev/null
+done
+printf 'not an image' >"$T/jbad.jpg"
+expect "trace -j 1 of four suspects" 2 "$TRACEMARK" trace -k "$K" -r "$J1" --json -j 1 "$T/jleak.b.jpg" \
+    "$T/jbad.jpg" "$T/jleak.d.jpg" "$IMG"
+sed 's/"elapsed_ms": [0-9]*//' "$OUT" >"$T/t1"
+cp "$ERR" "$T/e1"
+expect "trace -j 3 of the same" 2 "$TRACEMARK" trace -k "$K" -r "$J1" --json -j 3 "$T/jleak.b.jpg" \
+    "$T/jbad.jpg" "$T/jleak.d.jpg" "$IMG"
+sed 's/"elapsed_ms": [0-9]*//' "$OUT" >"$T/t3"
+ok "-j 3 verdicts in the order given, as -j 1" -z "$(diff "$T/t1" "$T/t3")"
+ok "-j 3 errors as -j 1" -z "$(diff "$T/e1" "$ERR")"
+lines "three verdicts" "$T/t3" 3
+has "first suspect: b" "$T/t3" '^\{"file": "[^"]*jleak\.b\.jpg", "verdict": "accused", "accused": \[\{"recipient": "b"'
+expect "bad --jobs" 2 "$TRACEMARK" trace -k "$K" -r "$J1" -j 0 "$T/jleak.b.jpg"
+has "bad --jobs named" "$ERR" "jobs wants a whole number"
+expect "bad TRACEMARK_THREADS" 2 env TRACEMARK_THREADS=many "$TRACEMARK" mark -k "$K" -r "$J1" --recipient h \
+    --out-dir "$T/jbadenv" "$C/skimage_rocket.jpg"
+ok "nothing written for a bad TRACEMARK_THREADS" ! -e "$T/jbadenv/skimage_rocket.h.jpg"
+# a copy that cannot be written, among others made on threads: nothing kept
+mkdir -p "$T/jfail/skimage_rocket.c.jpg"
+expect "mark -j 3 with one copy unwritable" 2 "$TRACEMARK" mark -k "$K" -r "$J3" -j 3 --force --recipient a2 \
+    --recipient b2 --recipient c --recipient d2 --recipient e2 --out-dir "$T/jfail" "$C/skimage_rocket.jpg"
+ok "no copy kept when one failed" "$(ls "$T/jfail" | wc -l)" -eq 1
+expect "registry after the failed run" 0 "$TRACEMARK" registry list --copies -r "$J3"
+lines "no row added by the failed run (5 and a header)" "$OUT" 6
+
 # attack errors
 expect "attack unknown spec" 2 "$TRACEMARK" attack "frobnicate:3" "$IMG" "$T/a.png"
 has "attack lists valid attacks" "$ERR" "jpeg:q="
