@@ -394,7 +394,10 @@ TM_API void tm_mark_params_init(tm_mark_params *p);
  * original (tm_trace_result_set_original does). */
 TM_API int tm_mark_tile_scale(int width, int height);
 
-/* The analysis of one original, shared by all its copies. */
+/* The analysis of one original, shared by all its copies. Once made, an
+ * embedder may make copies (tm_embedder_codeword, tm_embedder_mark,
+ * tm_embedder_mark_encode) from several threads at once, each with its own
+ * workspace; create and free it from one. */
 typedef struct tm_embedder tm_embedder;
 
 /* Analyses orig (borrowed: it and key must outlive the embedder). */
@@ -512,7 +515,8 @@ typedef struct tm_trace_result {
 } tm_trace_result;
 
 /* Reads suspect under key and scores copies[0..n) (e.g. from
- * tm_registry_load_copies); fills *out (release with tm_trace_result_clear). */
+ * tm_registry_load_copies); fills *out (release with tm_trace_result_clear).
+ * Several threads may trace at once with the same key and copies. */
 TM_API tm_status tm_trace_run(const tm_key *key, const tm_image *suspect,
                               const tm_reg_copy *copies, size_t n,
                               const tm_trace_params *params, tm_trace_result *out);

@@ -108,10 +108,16 @@ ok "no bad outputs" -z "$(ls "$T" | grep '^bad\.\(json\|html\)$')"
 ok "scratch removed after errors" -z "$(ls "$T/tmp")"
 
 # SIGTERM mid-sweep: workers stopped, scratch removed, nothing written
-"$TRACEMARK" robustness -j 2 -n 100 -a "none;jpeg:q=50;scale:0.5;rotate:3:crop=1;blur:sigma=1" \
+# (a sweep long enough to be mid-way however fast the trace: the signal goes
+# as soon as its scratch directory holds work)
+long="none;jpeg:q=50;scale:0.5;rotate:3:crop=1;blur:sigma=1;scale:0.7;rotate:7:crop=1;aspect:0.9"
+long="$long;scale:1.5;jpeg:q=30;crop:0.6;scale:0.8,jpeg:q=60;rotate:-4:crop=1;scale:0.6;noise:sigma=4"
+"$TRACEMARK" robustness -j 2 -n 100 -l 2 -a "$long" \
     --json "$T/int.json" --report "$T/int.html" "$T/corpus" >"$OUT" 2>"$ERR" &
 pid=$!
-sleep 2
+i=0
+while [ -z "$(ls "$T/tmp" 2>/dev/null)" ] && [ $i -lt 100 ]; do sleep 0.1; i=$((i + 1)); done
+sleep 0.5
 kill -TERM $pid
 wait $pid
 st=$?
