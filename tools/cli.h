@@ -36,8 +36,9 @@ int cli_parse_double(const char *s, double *out);
 int cli_parse_max_pixels(const char *cmd, const char *arg, tm_load_options *lo);
 
 /* Parses a --jobs value (1..256 threads) into *jobs; on error reports it
- * for cmd and returns CLI_ERR. cli_default_jobs gives TRACEMARK_THREADS, or
- * 1 when it is unset or empty, and refuses a bad value the same way. */
+ * for cmd and returns CLI_ERR. cli_default_jobs, for a command given no
+ * --jobs, gives TRACEMARK_THREADS, or 1 when it is unset or empty, and
+ * refuses a bad value the same way. */
 int cli_parse_jobs(const char *cmd, const char *arg, int *jobs);
 int cli_default_jobs(const char *cmd, int *jobs);
 

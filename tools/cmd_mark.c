@@ -246,7 +246,7 @@ int cmd_mark(int argc, char **argv)
     };
     const char *keyfile = NULL, *regfile = NULL, *output = NULL, *outdir = NULL;
     tm_format fmt = TM_FORMAT_UNKNOWN;
-    int quality = 0, force = 0, json = 0, jobs = 1, c, rc = CLI_ERR;
+    int quality = 0, force = 0, json = 0, jobs = 1, jobs_set = 0, c, rc = CLI_ERR;
     tm_mark_params mp;
     tm_mark_params_init(&mp);
     tm_load_options lo;
@@ -261,7 +261,6 @@ int cmd_mark(int argc, char **argv)
 
     optind = 1;
     opterr = 0;
-    if (cli_default_jobs("mark", &jobs)) goto out;
     while ((c = getopt_long(argc, argv, "k:r:o:d:q:fj:h", opts, NULL)) != -1) {
         uint64_t u;
         double d;
@@ -305,6 +304,7 @@ int cmd_mark(int argc, char **argv)
         case 'f': force = 1; break;
         case 'j':
             if (cli_parse_jobs("mark", optarg, &jobs)) goto out;
+            jobs_set = 1;
             break;
         case 'J': json = 1; break;
         case 'h':
@@ -319,6 +319,7 @@ int cmd_mark(int argc, char **argv)
         goto out;
     }
     const char *in = argv[optind];
+    if (!jobs_set && cli_default_jobs("mark", &jobs)) goto out;
     if (!keyfile || !regfile) {
         cli_usage("mark", "want --key and --registry");
         goto out;

@@ -233,7 +233,7 @@ int cmd_trace(int argc, char **argv)
         {NULL, 0, NULL, 0},
     };
     const char *keyfile = NULL, *regfile = NULL;
-    int json = 0, jobs = 1, c, rc = CLI_ERR;
+    int json = 0, jobs = 1, jobs_set = 0, c, rc = CLI_ERR;
     tm_trace_params tp;
     tm_trace_params_init(&tp);
     tm_load_options lo;
@@ -247,7 +247,6 @@ int cmd_trace(int argc, char **argv)
 
     optind = 1;
     opterr = 0;
-    if (cli_default_jobs("trace", &jobs)) goto out;
     while ((c = getopt_long(argc, argv, "k:r:j:h", opts, NULL)) != -1) {
         switch (c) {
         case 'k': keyfile = optarg; break;
@@ -261,6 +260,7 @@ int cmd_trace(int argc, char **argv)
         case 'J': json = 1; break;
         case 'j':
             if (cli_parse_jobs("trace", optarg, &jobs)) goto out;
+            jobs_set = 1;
             break;
         case 'M':
             if (cli_parse_max_pixels("trace", optarg, &lo)) goto out;
@@ -272,6 +272,7 @@ int cmd_trace(int argc, char **argv)
         default: cli_usage("trace", "unknown or incomplete option '%s'", argv[optind - 1]); goto out;
         }
     }
+    if (!jobs_set && cli_default_jobs("trace", &jobs)) goto out;
     if (!keyfile || !regfile) {
         cli_usage("trace", "want --key and --registry");
         goto out;

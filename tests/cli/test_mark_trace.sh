@@ -170,6 +170,10 @@ has "bad --jobs named" "$ERR" "jobs wants a whole number"
 expect "bad TRACEMARK_THREADS" 2 env TRACEMARK_THREADS=many "$TRACEMARK" mark -k "$K" -r "$J1" --recipient h \
     --out-dir "$T/jbadenv" "$C/skimage_rocket.jpg"
 ok "nothing written for a bad TRACEMARK_THREADS" ! -e "$T/jbadenv/skimage_rocket.h.jpg"
+expect "--jobs overrides a bad TRACEMARK_THREADS" 0 env TRACEMARK_THREADS=many "$TRACEMARK" trace -k "$K" \
+    -r "$J1" -j 2 "$T/jleak.b.jpg"
+expect "--help despite a bad TRACEMARK_THREADS" 0 env TRACEMARK_THREADS=0 "$TRACEMARK" mark --help
+has "mark --help teaches --jobs" "$OUT" "--jobs N"
 # a copy that cannot be written, among others made on threads: nothing kept
 mkdir -p "$T/jfail/skimage_rocket.c.jpg"
 expect "mark -j 3 with one copy unwritable" 2 "$TRACEMARK" mark -k "$K" -r "$J3" -j 3 --force --recipient a2 \
