@@ -502,7 +502,7 @@ tm_status tm_detect_run(const tm_key *key, const tm_image *img, tm_detection *ou
  * a crop of such a copy may be too small for the lattice to show. */
 #define N_GEOM 6
 #define N_SCREEN 2
-#define MAX_SCREEN (6 * N_SCREEN + TM_TILE_SCALE_MAX) /* six lattice stages at most */
+#define MAX_SCREEN (TM_SYNC_MAX_STAGES * N_SCREEN + TM_TILE_SCALE_MAX)
 /* Screening reads a central window resampled to about SCREEN_SIDE pixels a
  * side; the final read at most FINAL_SIDE, so cost and memory stay bounded
  * whatever the suspect's size and scale. */

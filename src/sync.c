@@ -708,14 +708,13 @@ static tm_status search_stretched(workspace *ws, int f, tm_geom *out, int *nout)
 
 /* The estimate, stage by stage (sync.h): per block size f, the similarity
  * stage, then the stretch stage on the same spectrum. */
-#define MAX_STAGES 6
 struct tm_sync {
     const float *y;
     int w, h;
-    int f[MAX_STAGES / 2], nf;     /* block sizes of the passes, in order */
+    int f[TM_SYNC_MAX_STAGES / 2], nf;     /* block sizes of the passes, in order */
     int done;                      /* stages run */
     workspace ws;
-    tm_geom all[MAX_STAGES * N_REFINE];
+    tm_geom all[TM_SYNC_MAX_STAGES * N_REFINE];
     int nall;
     tm_geom ident;
 };
@@ -777,7 +776,7 @@ tm_status tm_sync_next(tm_sync *s, tm_geom *cands, int max, int *n, int *more)
     }
     *more = 2 * s->nf - s->done;
     /* Strongest first, duplicates dropped, the identity always present. */
-    tm_geom all[MAX_STAGES * N_REFINE];
+    tm_geom all[TM_SYNC_MAX_STAGES * N_REFINE];
     memcpy(all, s->all, sizeof(tm_geom) * (size_t)s->nall);
     qsort(all, (size_t)s->nall, sizeof all[0], cmp_score);
     int cnt = 0;

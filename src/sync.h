@@ -45,6 +45,7 @@ tm_status tm_sync_estimate(const float *y, int w, int h, tm_geom *cands, int max
  * of all stages so far, as tm_sync_estimate would; *more gets the number of
  * stages left. */
 typedef struct tm_sync tm_sync;
+#define TM_SYNC_MAX_STAGES 6 /* three passes, two stages each */
 tm_status tm_sync_begin(const float *y, int w, int h, tm_sync **out);
 tm_status tm_sync_next(tm_sync *s, tm_geom *cands, int max, int *n, int *more);
 void tm_sync_end(tm_sync *s);
