@@ -7,11 +7,17 @@
  * weights g(1,p) = sqrt((1-p)/p), g(0,p) = -sqrt(p/(1-p)). For an innocent
  * copy the g terms are independent of y, zero-mean, unit-variance and
  * bounded, so Bernstein's and Hoeffding's inequalities bound its tail for
- * whatever y the suspect gave (docs/scheme.md sections 4 and 6). */
+ * whatever y the suspect gave; and since each term takes one of two known
+ * values with known probabilities, the score's moment generating function is
+ * known exactly, which gives the Chernoff bound (docs/scheme.md sections 4
+ * and 6). */
 #include "config.h"
 
 #include <math.h>
 #include <string.h>
+
+#include <gsl/gsl_errno.h>
+#include <gsl/gsl_roots.h>
 
 #include "scheme.h"
 
@@ -69,6 +75,8 @@ void tm_scorer_init(tm_scorer *s, const double *y, const double *p)
         double m = fabs(y[i]) * fmax(g1, -g0);
         if (m > s->bmax) s->bmax = m;
         s->range2 += d[i] * d[i];
+        s->p[i] = p[i];
+        s->d[i] = d[i];
     }
     /* table[b][v] = sum of d over the set bits of byte value v at byte b */
     for (int b = 0; b < TM_CODE_BYTES; b++) {
@@ -87,7 +95,7 @@ double tm_scorer_score(const tm_scorer *s, const uint8_t *bits)
     return sum;
 }
 
-double tm_scorer_log10_tail(const tm_scorer *s, double score)
+double tm_scorer_log10_tail_fast(const tm_scorer *s, double score)
 {
     if (!(score > 0) || s->var <= 0) return 0.0;
     /* Bernstein: P(S >= s) <= exp(-(s^2/2) / (V + b s / 3)). */
@@ -96,4 +104,82 @@ double tm_scorer_log10_tail(const tm_scorer *s, double score)
     double hoef = s->range2 > 0 ? -2 * score * score / s->range2 : 0;
     double ln = fmin(bern, hoef);
     return ln / M_LN10;
+}
+
+/* The Chernoff exponent f(l) = K(l) - l s and its derivative, where
+ * K(l) = l base + sum_i log(1 - p_i + p_i e^(l d_i)) is the innocent score's
+ * cumulant generating function: P(S >= s) <= exp(f(l)) for every l >= 0.
+ * For large l, K(l) and l s are both near l S_max (S_max = base + the
+ * positive d_i, the largest score there is), so f is computed as
+ * l (S_max - s) plus terms that shrink with l; the rounding of S_max - s is
+ * covered by adding l * slack, which keeps the bound an upper bound (and
+ * finite) even when s is the largest score rounded differently. */
+typedef struct chernoff {
+    const tm_scorer *s;
+    double gap;    /* S_max - s + slack */
+} chernoff;
+
+static double chernoff_f(double l, void *arg)
+{
+    const chernoff *c = arg;
+    const tm_scorer *s = c->s;
+    double f = l * c->gap;
+    for (int i = 0; i < TM_CODE_BITS; i++) {
+        double x = l * s->d[i], p = s->p[i];
+        f += s->d[i] > 0 ? log(p + (1 - p) * exp(-x)) : log1p(p * expm1(x));
+    }
+    return f;
+}
+
+static double chernoff_df(double l, void *arg)
+{
+    const chernoff *c = arg;
+    const tm_scorer *s = c->s;
+    double f = c->gap;
+    for (int i = 0; i < TM_CODE_BITS; i++) {
+        double x = l * s->d[i], p = s->p[i];
+        if (s->d[i] > 0) f -= s->d[i] * (1 - p) * exp(-x) / (p + (1 - p) * exp(-x));
+        else f += s->d[i] * p * exp(x) / (1 - p + p * exp(x));
+    }
+    return f;
+}
+
+double tm_scorer_log10_tail(const tm_scorer *s, double score)
+{
+    double fast = tm_scorer_log10_tail_fast(s, score);
+    if (fast == 0.0 || !isfinite(fast) || !isfinite(s->base)) return fast;
+    /* f is convex with f(0) = 0 and f'(0) = slack - score < 0 (an innocent
+     * score is centred), so its minimum is where f' = 0. Bracket it by
+     * doubling, then Brent. Any l gives a valid bound, so a root found
+     * loosely only costs tightness. */
+    double smax = s->base, mag = fabs(s->base) + fabs(score);
+    for (int i = 0; i < TM_CODE_BITS; i++) {
+        if (s->d[i] > 0) smax += s->d[i];
+        mag += fabs(s->d[i]);
+    }
+    chernoff c = {s, smax - score + 1e-12 * mag};
+    double lo = 0, hi = 1 / sqrt(s->var);
+    if (!(chernoff_df(0, &c) < 0)) return fast;
+    for (int k = 0; k < 64 && chernoff_df(hi, &c) < 0; k++) lo = hi, hi *= 2;
+    double l = hi;
+    /* GSL's error handler aborts by default, and setting it is not
+     * thread-safe: the solver is only started on a finite bracket with a
+     * sign change, where neither it nor the (finite) function can fail. */
+    double dhi = chernoff_df(hi, &c);
+    if (dhi >= 0 && isfinite(dhi)) {
+        gsl_function fn = {chernoff_df, &c};
+        gsl_root_fsolver *r = gsl_root_fsolver_alloc(gsl_root_fsolver_brent);
+        if (r && gsl_root_fsolver_set(r, &fn, lo, hi) == GSL_SUCCESS) {
+            for (int it = 0; it < 100; it++) {
+                if (gsl_root_fsolver_iterate(r) != GSL_SUCCESS) break;
+                if (gsl_root_test_interval(gsl_root_fsolver_x_lower(r), gsl_root_fsolver_x_upper(r), 0, 1e-10) ==
+                    GSL_SUCCESS)
+                    break;
+            }
+            l = gsl_root_fsolver_root(r);
+        }
+        gsl_root_fsolver_free(r);
+    }
+    double f = chernoff_f(l, &c);
+    return fmin(fast, fmin(f, 0.0) / M_LN10);
 }

@@ -11,7 +11,10 @@
  * An attack is a pipeline of stages separated by '|': a tracemark chain
  * (tm_attack_apply), "none", or ImageMagick's convert on the image handed
  * over as a binary PNM ("im:ARGS" reads a PNG back, "imjpg:ARGS" a JPEG), so
- * results need not hinge on tracemark's own resampler. convert is started
+ * results need not hinge on tracemark's own resampler. A first stage
+ * "collude:C:SPEC" makes the suspect from C marked copies (the leaked copy
+ * and the next C-1) with tm_attack_combine's SPEC ("average,jpeg:q=85"):
+ * such a trial is traced once per image, and counts the colluders accused. convert is started
  * with posix_spawnp, its arguments split on blanks (quotes group), no shell.
  *
  * Parallelism is by fork()ed worker processes, one image at a time each,
@@ -105,7 +108,11 @@ static const char default_grid[] =
     "# StirMark bending, a screen capture, a chain\n"
     "bend:strength=3\n"
     "screenshot\n"
-    "crop:0.6,scale:0.6,jpeg:q=60\n";
+    "crop:0.6,scale:0.6,jpeg:q=60\n"
+    "# collusion: 2 and 3 copies averaged, 2 pieced together, then JPEG q85\n"
+    "collude:2:average,jpeg:q=85\n"
+    "collude:3:average,jpeg:q=85\n"
+    "collude:2:interleave,jpeg:q=85\n";
 
 const char *tm_lab_grid_default_text(void)
 {
@@ -122,16 +129,49 @@ static size_t trim(const char *s, size_t len, const char **start)
     return len;
 }
 
+#define COLLUDE "collude:"
+#define MAX_COLLUDERS 16
+
+/* The number of copies a stage "collude:C:SPEC" (stage[0..len)) combines,
+ * with *combine pointing at SPEC: 0 when the stage is not one, -1 when it is
+ * malformed. */
+static int collude_stage(const char *stage, size_t len, const char **combine)
+{
+    size_t k = strlen(COLLUDE);
+    if (len < k || strncmp(stage, COLLUDE, k)) return 0;
+    int c = 0;
+    size_t i = k;
+    while (i < len && isdigit((unsigned char)stage[i]) && c <= MAX_COLLUDERS) c = 10 * c + (stage[i++] - '0');
+    if (i == k || i >= len || stage[i] != ':' || i + 1 == len || c < 2 || c > MAX_COLLUDERS) return -1;
+    *combine = stage + i + 1;
+    return c;
+}
+
+/* The copies an attack combines: C for "collude:C:...", else 1. */
+static int colluders_of(const char *spec)
+{
+    const char *st, *combine;
+    size_t len = trim(spec, strcspn(spec, "|"), &st);
+    int c = collude_stage(st, len, &combine);
+    return c > 1 ? c : 1;
+}
+
 /* Checks the pipeline shape of one attack: no empty stage, ImageMagick
- * stages with arguments, "none" alone. */
+ * stages with arguments, "none" alone, "collude:C:SPEC" first. */
 static tm_status check_shape(const char *spec, char *err, size_t errlen)
 {
     const char *s = spec;
     int n_stages = 0, has_none = 0;
     for (;;) {
-        const char *bar = strchr(s, '|'), *st;
+        const char *bar = strchr(s, '|'), *st, *combine;
         size_t len = trim(s, bar ? (size_t)(bar - s) : strlen(s), &st);
         if (len == 0) return tm_fail_arg(err, errlen, "attack '%s': empty stage", spec);
+        int c = collude_stage(st, len, &combine);
+        if (c < 0)
+            return tm_fail_arg(err, errlen, "attack '%s': want collude:C:SPEC with C copies, 2..%d, and a combine spec "
+                               "(collude:3:average,jpeg:q=85)", spec, MAX_COLLUDERS);
+        if (c > 0 && n_stages > 0)
+            return tm_fail_arg(err, errlen, "attack '%s': collude:C:SPEC can only be the first stage", spec);
         if ((len == 3 && !strncmp(st, "im:", 3)) || (len == 6 && !strncmp(st, "imjpg:", 6)))
             return tm_fail_arg(err, errlen, "attack '%s': an ImageMagick stage wants convert arguments (im:-resize 50%%)", spec);
         if (len == 4 && !strncmp(st, "none", 4)) has_none = 1;
@@ -379,10 +419,11 @@ out:
     return st;
 }
 
-/* Applies one attack (a '|' pipeline) to in, giving a new *out; convert's
- * files go in dir. TM_ERR_ARG with the reason in err for a bad stage. */
-static tm_status lab_attack(const char *spec, const tm_image *in, const char *dir, tm_image **out, char *err,
-                            size_t errlen)
+/* Applies one attack (a '|' pipeline) to in[0], or for "collude:C:SPEC" to
+ * in[0..C) (n_in of them given), giving a new *out; convert's files go in
+ * dir. TM_ERR_ARG with the reason in err for a bad stage. */
+static tm_status lab_attack(const char *spec, const tm_image *const *in, size_t n_in, const char *dir, tm_image **out,
+                            char *err, size_t errlen)
 {
     *out = NULL;
     char *copy = strdup(spec);
@@ -394,9 +435,15 @@ static tm_status lab_attack(const char *spec, const tm_image *in, const char *di
         const char *s;
         size_t len = trim(stage, strlen(stage), &s);
         stage[(s - stage) + len] = 0;
-        const tm_image *src = cur ? cur : in;
+        const tm_image *src = cur ? cur : in[0];
         tm_image *next = NULL;
-        if (!strcmp(s, "none"))
+        const char *combine;
+        int c = collude_stage(s, len, &combine);
+        if (c > 0 && (size_t)c > n_in)
+            st = tm_fail_arg(err, errlen, "collusion of %d copies, %zu at hand", c, n_in);
+        else if (c > 0)
+            st = tm_attack_combine(combine, in, (size_t)c, &next, err, errlen);
+        else if (!strcmp(s, "none"))
             st = tm_image_clone(src, &next);
         else if (!strncmp(s, "im:", 3))
             st = magick(s + 3, 0, src, dir, &next, err, errlen);
@@ -547,7 +594,9 @@ static tm_status check_grid(tm_lab *lab)
         tm_image *probe = NULL, *res = NULL;
         char err[512] = "";
         st = probe_image(w, h, &probe);
-        if (st == TM_OK) st = lab_attack(spec, probe, dir, &res, err, sizeof err);
+        const tm_image *copies[MAX_COLLUDERS];
+        for (int k = 0; k < MAX_COLLUDERS; k++) copies[k] = probe;
+        if (st == TM_OK) st = lab_attack(spec, copies, MAX_COLLUDERS, dir, &res, err, sizeof err);
         if (st != TM_OK && st != TM_ERR_NOMEM)
             st = lab_fail(lab, TM_ERR_ARG, "attack '%s': %s", spec, err[0] ? err : tm_strerror(st));
         tm_image_free(probe);
@@ -587,6 +636,10 @@ tm_status tm_lab_create(const tm_lab_params *p, const tm_lab_grid *grid, const t
     if (p->n_leakers < 1 || p->n_copies <= p->n_leakers || p->n_copies > 100000000)
         return lab_fail(lab, TM_ERR_ARG, "want at least one leaker and more copies than leakers (%zu copies, %zu leakers)",
                         p->n_copies, p->n_leakers);
+    for (size_t a = 0; a < grid->n; a++)
+        if ((size_t)colluders_of(grid->spec[a]) >= p->n_copies)
+            return lab_fail(lab, TM_ERR_ARG, "attack '%s' combines %d copies: want more copies than that (%zu)",
+                            grid->spec[a], colluders_of(grid->spec[a]), p->n_copies);
     if (!(p->fpr > 0 && p->fpr < 1)) return lab_fail(lab, TM_ERR_ARG, "the budget wants 0 < fpr < 1");
     if (p->jobs < 0 || p->jobs > 1024) return lab_fail(lab, TM_ERR_ARG, "jobs wants 0..1024");
     if (p->null_traces < 0 || p->null_traces > 2) return lab_fail(lab, TM_ERR_ARG, "null traces want 0, 1 or 2");
@@ -814,13 +867,18 @@ static void null_plan(const tm_lab *lab, size_t idx, size_t a, size_t l, int *wr
     *unmarked = l == 0 && (n >= 2 || (n == 1 && (idx + a) % 2 == 0));
 }
 
-/* The trials of one image: a leak per leaked copy and attack, plus the nulls. */
+/* The trials of one image: a leak per leaked copy and attack, plus the
+ * nulls; a collusion attack is traced once (its leaked copy is the first
+ * colluder), with the nulls of the first leaked copy. */
 static size_t trials_per_image(const tm_lab *lab)
 {
-    size_t nl = lab->params.n_leakers, per = nl;
-    if (lab->params.null_traces >= 2) per += nl + 1;
-    else if (lab->params.null_traces == 1) per += 1;
-    return lab->grid->n * per;
+    size_t n = 0;
+    int nt = lab->params.null_traces;
+    for (size_t a = 0; a < lab->grid->n; a++) {
+        size_t nl = colluders_of(lab->grid->spec[a]) > 1 ? 1 : lab->params.n_leakers;
+        n += nl + (nt >= 2 ? nl + 1 : nt == 1 ? 1 : 0);
+    }
+    return n;
 }
 
 static tm_status store_trial(tm_lab *lab, const tm_lab_trial *t)
@@ -1094,27 +1152,33 @@ static void quantise(tm_image *img)
         for (size_t i = 0; i < n; i++) img->plane[c][i] = tm_to_u8(img->plane[c][i]);
 }
 
-/* Fills the score fields and outcome of t from a trace result; leaker is
- * the traced copy's index (-1 for a null trial). */
+/* Fills the score fields and outcome of t from a trace result; the suspect
+ * was made from copies leaker .. leaker + t->colluders - 1 (leaker -1 and no
+ * colluders for a null trial). The score fields are the strongest
+ * colluder's. */
 static void classify(tm_lab_trial *t, const tm_trace_result *r, int32_t leaker)
 {
     t->verdict = r->verdict;
     t->score = t->z = t->log10_p = NAN;
     t->innocent_log10_p = NAN;
-    int hit = 0, wrong = 0;
+    t->colluders_accused = 0;
+    int wrong = 0;
     const tm_accusation *best = NULL, *mine = NULL, *other = NULL;
     for (size_t k = 0; k < r->n_accused; k++) {
         const tm_accusation *a = &r->accused[k];
-        if ((int32_t)a->index == leaker) hit = 1, mine = a;
-        else {
+        if (leaker >= 0 && (int64_t)a->index >= leaker && (int64_t)a->index < (int64_t)leaker + t->colluders) {
+            t->colluders_accused++;
+            if (!mine || a->log10_p < mine->log10_p) mine = a;
+        } else {
             wrong = 1;
             if (!other || a->log10_p < other->log10_p) other = a;
         }
         if (!best || a->log10_p < best->log10_p) best = a;
     }
+    int hit = t->colluders_accused > 0;
     for (size_t k = 0; k < r->n_top; k++) {
         const tm_accusation *a = &r->top[k];
-        if ((int32_t)a->index == leaker) {
+        if (leaker >= 0 && (int64_t)a->index >= leaker && (int64_t)a->index < (int64_t)leaker + t->colluders) {
             if (!mine) mine = a;
         } else if (!other || a->log10_p < other->log10_p) {
             other = a;
@@ -1175,6 +1239,7 @@ static tm_status run_image(tm_lab *lab, uint32_t idx, const char *dir, sink *s, 
     const tm_lab_params *p = &lab->params;
     size_t nc = p->n_copies, nl = p->n_leakers;
     tm_image *orig = NULL, *marked = NULL, *sus = NULL;
+    tm_image *coll[MAX_COLLUDERS] = {NULL}; /* coll[0] is marked, borrowed */
     tm_embedder *emb = NULL;
     tm_reg_copy *copies = NULL;
     uint8_t(*words)[TM_CODEWORD_BYTES] = NULL;
@@ -1213,20 +1278,36 @@ static tm_status run_image(tm_lab *lab, uint32_t idx, const char *dir, sink *s, 
         copies[i].code_len = TM_CODEWORD_BYTES * 8;
         copies[i].codeword = words[i];
     }
+    /* The copies a collusion attack combines besides the leaked one. */
+    int max_c = 1;
+    for (size_t a = 0; a < lab->grid->n; a++)
+        if (colluders_of(lab->grid->spec[a]) > max_c) max_c = colluders_of(lab->grid->spec[a]);
+    const tm_image *origs[MAX_COLLUDERS];
+    for (int k = 0; k < MAX_COLLUDERS; k++) origs[k] = orig;
     for (size_t l = 0; l < nl; l++) {
         if ((st = tm_embedder_mark(emb, names[l], &marked)) != TM_OK) {
             tm_fail_arg(err, errlen, "%s: marking: %s", im->name, tm_strerror(st));
             goto out;
         }
         quantise(marked);
+        coll[0] = marked;
         if (l == 0) {
             rec.mark_ms = now_ms() - t0;
             rec.psnr = tm_psnr(orig, marked);
             rec.ssim = tm_ssim(orig, marked);
             if ((st = sink_image(s, &rec)) != TM_OK || (st = make_thumbs(s, idx, orig, marked)) != TM_OK) goto out;
+            for (int k = 1; k < max_c; k++) {
+                if ((st = tm_embedder_mark(emb, names[k], &coll[k])) != TM_OK) {
+                    tm_fail_arg(err, errlen, "%s: marking: %s", im->name, tm_strerror(st));
+                    goto out;
+                }
+                quantise(coll[k]);
+            }
         }
         for (size_t a = 0; a < lab->grid->n; a++) {
             const char *spec = lab->grid->spec[a];
+            int c = colluders_of(spec);
+            if (c > 1 && l > 0) continue; /* traced once, with the first leaked copy */
             char what[600], why[512] = "";
             snprintf(what, sizeof what, "%s: attack '%s'", im->name, spec);
             tm_lab_trial t;
@@ -1234,16 +1315,19 @@ static tm_status run_image(tm_lab *lab, uint32_t idx, const char *dir, sink *s, 
             t.image = idx;
             t.attack = (uint32_t)a;
             double ta = now_ms();
-            if ((st = lab_attack(spec, marked, dir, &sus, why, sizeof why)) != TM_OK) {
+            if ((st = lab_attack(spec, (const tm_image *const *)coll, (size_t)max_c, dir, &sus, why, sizeof why)) !=
+                TM_OK) {
                 tm_fail_arg(err, errlen, "%s: %s", what, why[0] ? why : tm_strerror(st));
                 goto out;
             }
             t.attack_ms = now_ms() - ta;
             t.kind = TM_LAB_LEAK;
+            t.colluders = c;
             if ((st = trace_one(s, lab->key, sus, orig, copies, nc, &t, (int32_t)l, err, errlen, what)) != TM_OK) goto out;
             int wrong_key, unmarked;
             null_plan(lab, idx, a, l, &wrong_key, &unmarked);
             t.kind = TM_LAB_NULL_WRONG_KEY;
+            t.colluders = 0;
             if (wrong_key &&
                 (st = trace_one(s, lab->wrong_key, sus, orig, copies, nc, &t, -1, err, errlen, what)) != TM_OK)
                 goto out;
@@ -1251,7 +1335,7 @@ static tm_status run_image(tm_lab *lab, uint32_t idx, const char *dir, sink *s, 
             sus = NULL;
             if (unmarked) {
                 ta = now_ms();
-                if ((st = lab_attack(spec, orig, dir, &sus, why, sizeof why)) != TM_OK) {
+                if ((st = lab_attack(spec, origs, MAX_COLLUDERS, dir, &sus, why, sizeof why)) != TM_OK) {
                     tm_fail_arg(err, errlen, "%s (on the original): %s", what, why[0] ? why : tm_strerror(st));
                     goto out;
                 }
@@ -1270,6 +1354,7 @@ out:
     if (st != TM_OK && !lab->stop && !err[0]) tm_fail_arg(err, errlen, "%s: %s", im->name, tm_strerror(st));
     tm_image_free(sus);
     tm_image_free(marked);
+    for (int k = 1; k < MAX_COLLUDERS; k++) tm_image_free(coll[k]);
     tm_embedder_free(emb);
     tm_image_free(orig);
     free(copies);
@@ -1665,11 +1750,12 @@ void tm_lab_tally_attack(const tm_lab *lab, size_t attack, tm_lab_tally *out)
             continue;
         }
         out->trials++;
-        out->innocents_scored += lab->params.n_copies - 1;
+        out->innocents_scored += lab->params.n_copies - (size_t)t->colluders;
         ms += t->trace_ms;
         switch (t->outcome) {
         case TM_LAB_IDENTIFIED:
             out->identified++;
+            if (t->colluders_accused >= t->colluders) out->all_colluders++;
             if (isnan(out->weakest_log10_p) || t->log10_p > out->weakest_log10_p) out->weakest_log10_p = t->log10_p;
             break;
         case TM_LAB_WRONG: out->wrong++; break;

@@ -118,8 +118,8 @@ static void json_tally(FILE *f, const tm_lab_tally *t)
 {
     fprintf(f, "\"trials\": %zu, \"identified\": %zu, \"identified_rate\": ", t->trials, t->identified);
     json_num(f, "%.4g", t->trials ? (double)t->identified / (double)t->trials : NAN);
-    fprintf(f, ", \"wrong\": %zu, \"missed_none\": %zu, \"missed_inconclusive\": %zu, ", t->wrong, t->missed_none,
-            t->missed_inconclusive);
+    fprintf(f, ", \"all_colluders\": %zu, \"wrong\": %zu, \"missed_none\": %zu, \"missed_inconclusive\": %zu, ",
+            t->all_colluders, t->wrong, t->missed_none, t->missed_inconclusive);
     fprintf(f, "\"null_trials\": %zu, \"null_accused\": %zu, \"innocents_scored\": %zu, \"weakest_log10_p\": ",
             t->null_trials, t->null_accused, t->innocents_scored);
     json_num(f, "%.2f", t->weakest_log10_p);
@@ -213,6 +213,7 @@ tm_status tm_lab_write_json(const tm_lab *lab, const char *path)
         fprintf(f, ", \"kind\": \"%s\", \"leaker\": ", tm_lab_kind_name(t->kind));
         if (t->leaker >= 0) fprintf(f, "\"leaker-%d\"", (int)t->leaker);
         else fputs("null", f);
+        fprintf(f, ", \"colluders\": %d, \"colluders_accused\": %d", t->colluders, t->colluders_accused);
         static const char *const verdicts[] = {"none", "accused", "inconclusive"};
         fprintf(f, ", \"outcome\": \"%s\", \"verdict\": \"%s\", \"score\": ", tm_lab_outcome_name(t->outcome),
                 (unsigned)t->verdict < 3 ? verdicts[t->verdict] : "unknown");
@@ -642,6 +643,49 @@ static void summary_table(FILE *f, const tm_lab *lab)
     fputs("</tr></table>\n", f);
 }
 
+/* The attacks that combine several copies: how often at least one
+ * colluder, and every colluder, was accused, over the images at least
+ * min_pixels large (0: all). */
+static void collusion_table(FILE *f, const tm_lab *lab, uint64_t min_pixels)
+{
+    const tm_lab_grid *g = tm_lab_get_grid(lab);
+    int header = 0;
+    for (size_t a = 0; a < tm_lab_grid_size(g); a++) {
+        size_t n = 0, one = 0, all = 0, wrong = 0, nulls = 0, null_acc = 0;
+        int c = 0;
+        for (size_t i = 0; i < tm_lab_trial_count(lab); i++) {
+            const tm_lab_trial *t = tm_lab_trial_at(lab, i);
+            const tm_lab_image *im = tm_lab_image_at(lab, t->image);
+            if (t->attack != a || (uint64_t)im->width * (uint64_t)im->height < min_pixels) continue;
+            if (t->kind != TM_LAB_LEAK) {
+                nulls++;
+                null_acc += t->outcome == TM_LAB_WRONG;
+                continue;
+            }
+            if (t->colluders < 2) break; /* not a collusion attack */
+            c = t->colluders;
+            n++;
+            one += t->colluders_accused > 0;
+            all += t->colluders_accused == t->colluders;
+            wrong += t->outcome == TM_LAB_WRONG;
+        }
+        if (!n) continue;
+        if (!header++)
+            fputs("<table><tr><th class=\"l\">attack</th><th>copies combined</th><th>trials</th>"
+                  "<th>at least one colluder accused</th><th>every colluder accused</th>"
+                  "<th>innocents accused</th><th>null trials</th><th>null accusations</th></tr>\n",
+                  f);
+        fputs("<tr><td class=\"l\"><code>", f);
+        html(f, tm_lab_grid_attack(g, a));
+        fprintf(f, "</code></td><td>%d</td><td>%zu</td><td>%.1f%% (%zu)</td><td>%.1f%% (%zu)</td>", c, n,
+                rate(one, n), one, rate(all, n), all);
+        fprintf(f, "<td%s>%zu</td><td>%zu</td><td%s>%zu</td></tr>\n", wrong ? " class=\"bad\"" : "", wrong, nulls,
+                null_acc ? " class=\"bad\"" : "", null_acc);
+    }
+    if (header) fputs("</table>\n", f);
+    else fputs("<p>None in this grid (a collusion attack starts with <code>collude:C:SPEC</code>).</p>\n", f);
+}
+
 static tm_status image_table(FILE *f, const tm_lab *lab)
 {
     fputs("<table><tr><th class=\"l\"></th><th class=\"l\">image</th><th>size</th><th>MP</th><th>PSNR dB</th>"
@@ -808,13 +852,23 @@ tm_status tm_lab_write_html(const tm_lab *lab, const char *path)
                    "copies scored.</div>\n",
                 all.null_trials, all.innocents_scored);
 
-    fputs("<h2>Per attack</h2>\n<p class=\"note\">Identified: the leaker's copy accused and nobody else. Wrong "
-          "accusation: a copy other than the leaker's accused. Missed: none (no mark found) or inconclusive (a mark "
+    fputs("<h2>Per attack</h2>\n<p class=\"note\">Identified: the leaker's copy accused and nobody else (for a "
+          "collusion, at least one colluder and nobody else). Wrong accusation: a copy other than the leaker's "
+          "(the colluders') accused. Missed: none (no mark found) or inconclusive (a mark "
           "but no copy within the bound). Null trials trace the unmarked original through the same attack and the "
           "leaked copy under a wrong key; any accusation there is false. Weakest log10 p: the largest bound among the "
           "identifications (closest to the threshold).</p>\n",
           f);
     summary_table(f, lab);
+
+    fputs("<h2>Collusion</h2>\n<p class=\"note\">Attacks <code>collude:C:SPEC</code> make the suspect from C "
+          "marked copies (the leaked copy and C-1 more), combined pixel by pixel (average, min, max, median) or "
+          "pieced together (interleave) and then attacked as SPEC says. Every copy whose score passes the bound is "
+          "accused; an innocent is any copy not among the C.</p>\n",
+          f);
+    collusion_table(f, lab, 0);
+    fputs("<p class=\"note\">The same, over the images of at least 2 megapixels:</p>\n", f);
+    collusion_table(f, lab, 2000000);
 
     if (n_curves) {
         fputs("<h2>Identification rate against attack strength</h2>\n<p class=\"note\">Attacks of the grid that differ "

@@ -3,9 +3,9 @@
  * The suspect is read once (detect.c) into m soft values; every copy is then
  * scored with a table lookup per codeword byte (code.c), O(pixels + N m).
  * Each score gets an upper bound on the chance that an innocent copy scores
- * that high (Bernstein/Hoeffding, valid whatever the suspect is, because an
- * innocent codeword is independent of it), multiplied by the number of copies
- * scored (Bonferroni). A copy is accused only when that corrected bound is
+ * that high (Bernstein/Hoeffding, and for scores of TM_EXACT_BOUND_Z standard
+ * deviations or more the exact Chernoff bound; valid whatever the suspect is, because an innocent codeword is
+ * independent of it), multiplied by the number of copies scored (Bonferroni). A copy is accused only when that corrected bound is
  * within the budget (docs/scheme.md section 6). */
 #include "config.h"
 
@@ -153,7 +153,9 @@ tm_status tm_trace_score(const tm_key *key, const tm_detection *det, const tm_re
         acc.index = i;
         acc.score = tm_scorer_score(s, c->codeword);
         acc.z = s->var > 0 ? acc.score / sqrt(s->var) : 0;
-        acc.log10_p = fmin(0.0, tm_scorer_log10_tail(s, acc.score) + out->log10_correction);
+        double tail = tm_scorer_log10_tail_fast(s, acc.score);
+        if (acc.z >= TM_EXACT_BOUND_Z) tail = tm_scorer_log10_tail(s, acc.score);
+        acc.log10_p = fmin(0.0, tail + out->log10_correction);
         if (acc.log10_p <= log10_budget && det->usable) {
             if (out->n_accused == acc_cap) {
                 size_t nc = acc_cap ? 2 * acc_cap : 4;

@@ -627,8 +627,9 @@ typedef enum tm_lab_kind {
 } tm_lab_kind;
 
 typedef enum tm_lab_outcome {
-    TM_LAB_IDENTIFIED = 0,          /* leak: the leaker accused and nobody else */
-    TM_LAB_WRONG = 1,               /* leak: a copy other than the leaked one accused;
+    TM_LAB_IDENTIFIED = 0,          /* leak: the leaker accused and nobody else (a
+                                       collusion: at least one colluder, and nobody else) */
+    TM_LAB_WRONG = 1,               /* leak: a copy other than the leaked one(s) accused;
                                        null: any copy accused */
     TM_LAB_MISSED_NONE = 2,         /* leak: no mark found */
     TM_LAB_MISSED_INCONCLUSIVE = 3, /* leak: mark seen, nobody accused within the bound */
@@ -654,6 +655,10 @@ typedef struct tm_lab_trial {
     int flip, offset_x, offset_y;
     int width, height;         /* the attacked image */
     double attack_ms, trace_ms;
+    int colluders;             /* copies the suspect was made from: 1 for a leak,
+                                  C for a "collude:C:..." attack (copies leaker ..
+                                  leaker + C - 1), 0 for a null */
+    int colluders_accused;     /* how many of them were accused */
 } tm_lab_trial;
 
 /* One corpus image. */
@@ -670,6 +675,8 @@ typedef struct tm_lab_image {
 typedef struct tm_lab_tally {
     size_t trials;             /* leaked copies traced */
     size_t identified, wrong, missed_none, missed_inconclusive;
+    size_t all_colluders;      /* identified with every colluder accused (for a
+                                  single leaker, the same as identified) */
     size_t null_trials, null_accused;
     size_t innocents_scored;   /* innocent copies scored in leak trials */
     double weakest_log10_p;    /* largest log10_p of an identification; NAN if none */

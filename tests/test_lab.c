@@ -224,6 +224,12 @@ static void test_grid_parse(void)
         {"im:", "ImageMagick"},
         {"scale:0.5|imjpg:  ", "ImageMagick"},
         {"none|jpeg:q=50", "'none'"},
+        {"collude:1:average", "collude:C:SPEC"},
+        {"collude:17:average", "collude:C:SPEC"},
+        {"collude:3", "collude:C:SPEC"},
+        {"collude:3:", "collude:C:SPEC"},
+        {"collude:x:average", "collude:C:SPEC"},
+        {"jpeg:q=80|collude:2:average", "first stage"},
     };
     for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
         char err[256] = "";
@@ -260,6 +266,8 @@ static void test_create_checks_every_attack(void)
         {"scale:0.5,blur:radius=2", {"attack 'scale:0.5,blur:radius=2'", "unknown argument"}},
         {"none;scale:0.5|crop:2", {"attack 'scale:0.5|crop:2'", "crop"}},
         {"average", {"attack 'average'", "combines several images"}},
+        {"collude:2:jpeg:q=50", {"attack 'collude:2:jpeg:q=50'", "not a combine mode"}},
+        {"collude:3:average,foo", {"attack 'collude:3:average,foo'", "unknown attack 'foo'"}},
     };
     for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
         tm_lab *lab = NULL;
@@ -306,6 +314,12 @@ static void test_create_checks_every_attack(void)
     p.null_traces = 3;
     CU_ASSERT_EQUAL(create("none", &p, &lab), TM_ERR_ARG);
     CU_ASSERT_PTR_NOT_NULL(strstr(tm_lab_errmsg(lab), "null traces"));
+    tm_lab_free(lab);
+    tm_lab_params_init(&p);
+    p.tmp_dir = tm_test_tmpdir();
+    p.n_copies = 4;
+    CU_ASSERT_EQUAL(create("none;collude:4:average", &p, &lab), TM_ERR_ARG);
+    CU_ASSERT_PTR_NOT_NULL(strstr(tm_lab_errmsg(lab), "combines 4 copies"));
     tm_lab_free(lab);
     tm_lab_params_init(&p);
     p.tmp_dir = "/nonexistent/dir";
@@ -597,6 +611,68 @@ static void test_sweep_counts_and_documents(void)
     CU_ASSERT_EQUAL(scratch_left(), 0);
 }
 
+/* Collusion attacks: traced once per image, the colluders counted, and
+ * nothing else accused; the plain leaks alongside are unchanged. */
+static void test_collusion_sweep(void)
+{
+    static const char *const photos[] = {"skimage_astronaut.png", NULL};
+    const char *dir = make_corpus("corpus_collusion", photos, 0);
+    progress_log log = {0, 0, 0, 0, 1};
+    tm_lab *lab = sweep(dir, "none;collude:2:average;collude:3:interleave:block=32,jpeg:q=90", 50, 2, 2, 0, &log);
+    CU_ASSERT_TRUE_FATAL(tm_lab_complete(lab));
+    /* none: 2 leaks + 2 wrong-key + 1 unmarked; each collusion: 1 + 1 + 1 */
+    CU_ASSERT_EQUAL_FATAL(tm_lab_trial_count(lab), 11);
+    CU_ASSERT_EQUAL(log.last_total, 11);
+    CU_ASSERT_EQUAL(log.last_done, 11);
+    for (size_t i = 0; i < 11; i++) {
+        const tm_lab_trial *t = tm_lab_trial_at(lab, i);
+        if (t->kind != TM_LAB_LEAK) {
+            CU_ASSERT_EQUAL(t->colluders, 0);
+            CU_ASSERT_EQUAL(t->colluders_accused, 0);
+            CU_ASSERT(t->outcome == TM_LAB_NULL_NONE || t->outcome == TM_LAB_NULL_INCONCLUSIVE);
+            continue;
+        }
+        int want = t->attack == 0 ? 1 : (int)t->attack + 1;
+        CU_ASSERT_EQUAL(t->colluders, want);
+        if (t->attack > 0) CU_ASSERT_EQUAL(t->leaker, 0);
+        /* 512x512: one copy or two averaged are found whole; of three
+         * pieced together and recompressed, at least one (two, as measured) */
+        if (want < 3) {
+            CU_ASSERT_EQUAL(t->colluders_accused, want);
+        } else {
+            CU_ASSERT(t->colluders_accused >= 1 && t->colluders_accused <= 3);
+        }
+        CU_ASSERT_EQUAL(t->outcome, TM_LAB_IDENTIFIED);
+        CU_ASSERT(t->log10_p < -6);
+        CU_ASSERT(t->innocent_log10_p > -6);
+    }
+    tm_lab_tally avg;
+    tm_lab_tally_attack(lab, 1, &avg);
+    CU_ASSERT_EQUAL(avg.trials, 1);
+    CU_ASSERT_EQUAL(avg.identified, 1);
+    CU_ASSERT_EQUAL(avg.all_colluders, 1);
+    CU_ASSERT_EQUAL(avg.innocents_scored, 48);
+    CU_ASSERT_EQUAL(avg.null_trials, 2);
+
+    const char *json = tm_test_path("collusion.json");
+    CU_ASSERT_EQUAL_FATAL(tm_lab_write_json(lab, json), TM_OK);
+    char *j = slurp_text(json);
+    CU_ASSERT_TRUE(json_ok(j));
+    CU_ASSERT_EQUAL(count(j, "\"colluders\": 3, \"colluders_accused\": "), 1);
+    CU_ASSERT_EQUAL(count(j, "\"colluders\": 2, \"colluders_accused\": 2"), 1);
+    free(j);
+    const char *page = tm_test_path("collusion.html");
+    CU_ASSERT_EQUAL_FATAL(tm_lab_write_html(lab, page), TM_OK);
+    char *h = slurp_text(page);
+    CU_ASSERT_TRUE(html_nests(h));
+    CU_ASSERT_PTR_NOT_NULL(strstr(h, "<h2>Collusion</h2>"));
+    CU_ASSERT_PTR_NOT_NULL(strstr(h, "<code>collude:2:average</code></td><td>2</td><td>1</td><td>100.0% (1)</td>"
+                                     "<td>100.0% (1)</td>"));
+    free(h);
+    tm_lab_free(lab);
+    CU_ASSERT_EQUAL(scratch_left(), 0);
+}
+
 /* Workers give the trials the calling process gives (timings aside). */
 static void test_workers_match_in_process(void)
 {
@@ -714,6 +790,7 @@ static CU_TestInfo tests[] = {
     {"workers give the same trials as one process", test_workers_match_in_process},
     {"stopping ends the sweep and writes nothing", test_stop},
     {"a broken image or a missing file is an error", test_bad_image},
+    {"collusion attacks are traced and counted", test_collusion_sweep},
     CU_TEST_INFO_NULL,
 };
 

@@ -28,6 +28,10 @@ static void trace_help(void)
            "mark under this key) or 'inconclusive' (a mark is there but cannot be\n"
            "attributed, or the image is too small or flat to read).\n"
            "\n"
+           "Copies combined by several recipients (averaged, or pieced together) carry\n"
+           "all their marks: every copy that passes the bound is accused, and their\n"
+           "number ('colluders' in JSON) is the least number of recipients involved.\n"
+           "\n"
            "Options:\n"
            "  -k, --key FILE        the key the copies were marked with\n"
            "  -r, --registry FILE   the registry the copies were recorded in\n"
@@ -118,7 +122,7 @@ static void print_json(const char *file, const tm_trace_result *r, const tm_reg_
         if (i) printf(", ");
         json_copy(&copies[r->accused[i].index], &r->accused[i]);
     }
-    printf("], \"bound\": %g, \"transform\": {\"scale\": ", fpr);
+    printf("], \"colluders\": %zu, \"bound\": %g, \"transform\": {\"scale\": ", r->n_accused, fpr);
     cli_json_number(stdout, "%.4g", r->scale);
     printf(", \"rotation_deg\": ");
     cli_json_number(stdout, "%.3g", r->rotation_deg);
@@ -157,6 +161,10 @@ static void print_text(const char *file, const tm_trace_result *r, const tm_reg_
             printf("%s: ACCUSED %s (copy %lld of image %s): chance an innocent copy scores this high <= %s\n", file,
                    c->recipient, (long long)c->copy_id, c->image_id, p);
         }
+        if (r->n_accused > 1)
+            printf("  collusion: the suspect carries the marks of %zu registered copies, so at least %zu recipients "
+                   "combined them (the chance that any of them is innocent is within the budget, %g)\n",
+                   r->n_accused, r->n_accused, fpr);
     } else {
         printf("%s: %s: %s (budget %g, %zu copies scored)\n", file,
                r->verdict == TM_VERDICT_NONE ? "NONE" : "INCONCLUSIVE", r->reason, fpr, r->n_scored);
