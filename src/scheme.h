@@ -171,6 +171,20 @@ double tm_scorer_log10_tail(const tm_scorer *s, double score);
  * is 1.3e-3), and the exact one costs too much to spend on every copy. */
 #define TM_EXACT_BOUND_Z 3.0
 
+/* Accusation rounds: round r (1-based) accuses at fpr / 2^r, the last at the
+ * same level as the one before, so the rounds' levels add up to fpr. */
+#define TM_TRACE_ROUNDS 4
+/* Copies whose marks a later round takes out at most. */
+#define TM_TRACE_REMOVE_MAX 16
+/* A later round rescores only the copies that reached this z in round 1.
+ * Taking c - 1 equal colluders' marks out of the soft values lowers their
+ * spread by at most sqrt(c) (when no noise is left besides the marks), so a
+ * colluder under 2 sd in round 1 could pass a later round's level (over 5
+ * sd at the default budget, even for 10 copies) only among seven or more
+ * colluders; an innocent reaches 2 sd in about 2% of cases, so a later round
+ * costs a few percent of round 1. */
+#define TM_TRACE_RESCORE_Z 2.0
+
 /* ---- embed.c / detect.c ---- */
 
 /* Luminance (BT.601) of img's colour channels into y (width*height floats). */

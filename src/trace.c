@@ -5,13 +5,20 @@
  * Each score gets an upper bound on the chance that an innocent copy scores
  * that high (Bernstein/Hoeffding, and for scores of TM_EXACT_BOUND_Z standard
  * deviations or more the exact Chernoff bound; valid whatever the suspect is, because an innocent codeword is
- * independent of it), multiplied by the number of copies scored (Bonferroni). A copy is accused only when that corrected bound is
- * within the budget (docs/scheme.md section 6). */
+ * independent of it), multiplied by the number of copies scored (Bonferroni).
+ * A copy is accused only when that corrected bound is within its round's
+ * share of the budget. Copies combined by several colluders share the
+ * suspect's soft values, so each colluder's mark is noise to the others':
+ * after a round accuses someone, the next one takes the accused copies' marks
+ * out of the soft values (least squares, GSL) and scores the image's other
+ * copies again (docs/scheme.md section 6). */
 #include "config.h"
 
 #include <math.h>
 #include <stdlib.h>
 #include <string.h>
+
+#include <gsl/gsl_multifit.h>
 
 #include "scheme.h"
 
@@ -49,6 +56,7 @@ static uint64_t id_hash(const char *s)
 static int cmp_accusation(const void *a, const void *b)
 {
     const tm_accusation *x = a, *y = b;
+    if (x->round != y->round) return x->round < y->round ? -1 : 1;
     return x->log10_p < y->log10_p ? -1 : x->log10_p > y->log10_p;
 }
 
@@ -75,6 +83,127 @@ tm_status tm_trace_run(const tm_key *key, const tm_image *suspect, const tm_reg_
     tm_status st = tm_detect_search(key, suspect, det);
     if (st == TM_OK) st = tm_trace_score(key, det, copies, n, params, out);
     free(det);
+    return st;
+}
+
+/* The level of accusation round r (1-based): fpr / 2^r, the last round at
+ * the level of the one before, so that they add up to fpr. */
+static double round_level(double fpr, int r)
+{
+    return ldexp(fpr, -(r < TM_TRACE_ROUNDS ? r : TM_TRACE_ROUNDS - 1));
+}
+
+static int scorable(const tm_reg_copy *c)
+{
+    return c->code_len == TM_CODE_BITS && c->codeword && c->image_id;
+}
+
+/* acc for copy c under scorer s, with the bound corrected by log10 of the
+ * number of copies scored. */
+static void assess(const tm_scorer *s, const tm_reg_copy *c, size_t i, double correction, tm_accusation *acc)
+{
+    acc->index = i;
+    acc->score = tm_scorer_score(s, c->codeword);
+    acc->z = s->var > 0 ? acc->score / sqrt(s->var) : 0;
+    double tail = tm_scorer_log10_tail_fast(s, acc->score);
+    if (acc->z >= TM_EXACT_BOUND_Z) tail = tm_scorer_log10_tail(s, acc->score);
+    acc->log10_p = fmin(0.0, tail + correction);
+    acc->round = 0;
+}
+
+static tm_status accuse(tm_trace_result *out, size_t *cap, const tm_accusation *acc)
+{
+    if (out->n_accused == *cap) {
+        size_t nc = *cap ? 2 * *cap : 4;
+        tm_accusation *g = realloc(out->accused, nc * sizeof *g);
+        if (!g) return TM_ERR_NOMEM;
+        out->accused = g;
+        *cap = nc;
+    }
+    out->accused[out->n_accused++] = *acc;
+    return TM_OK;
+}
+
+/* Rounds 2..TM_TRACE_ROUNDS, once round 1 has accused someone. Each takes the
+ * marks of the copies accused so far, of the strongest one's image, out of
+ * the soft values: y' = y - A b with A's columns the copies' bit signs
+ * (2x - 1) and b their least-squares amplitudes; then scores that image's
+ * candidates (cand: copies not accused that reached TM_TRACE_RESCORE_Z in
+ * round 1) against y'. y' is a function of the suspect and of the
+ * accused copies' codewords only, which an innocent copy's codeword is
+ * independent of, so the bound holds for every innocent as in round 1 as
+ * long as no innocent was accused before; each round spends its own share of
+ * the budget, so the chance of any false accusation over all rounds stays
+ * within fpr. Choosing whom to rescore by their round-1 score can only drop
+ * accusations, never add one, so it keeps the bound too. */
+static tm_status later_rounds(const tm_key *key, const tm_detection *det, const tm_reg_copy *copies,
+                              const size_t *cand, size_t n_cand, double fpr, tm_trace_result *out, size_t *cap)
+{
+    const size_t m = TM_CODE_BITS;
+    gsl_matrix *a = NULL;
+    gsl_vector *y = gsl_vector_alloc(m), *b = NULL, *res = gsl_vector_alloc(m);
+    gsl_matrix *cov = NULL;
+    gsl_multifit_linear_workspace *w = NULL;
+    tm_scorer *s = malloc(sizeof *s);
+    double p[TM_CODE_BITS], yr[TM_CODE_BITS];
+    tm_status st = TM_ERR_NOMEM;
+    if (!y || !res || !s) goto out;
+    const char *image = copies[out->accused[0].index].image_id;
+    if ((st = tm_code_bias(key, image, p)) != TM_OK) goto out;
+    for (int r = 2; r <= TM_TRACE_ROUNDS; r++) {
+        size_t idx[TM_TRACE_REMOVE_MAX], k = 0;
+        for (size_t i = 0; i < out->n_accused && k < TM_TRACE_REMOVE_MAX; i++)
+            if (!strcmp(copies[out->accused[i].index].image_id, image)) idx[k++] = out->accused[i].index;
+        st = TM_ERR_NOMEM;
+        gsl_matrix_free(a);
+        gsl_matrix_free(cov);
+        gsl_vector_free(b);
+        gsl_multifit_linear_free(w);
+        a = gsl_matrix_alloc(m, k);
+        cov = gsl_matrix_alloc(k, k);
+        b = gsl_vector_alloc(k);
+        w = gsl_multifit_linear_alloc(m, k);
+        if (!a || !cov || !b || !w) goto out;
+        for (size_t i = 0; i < m; i++) {
+            gsl_vector_set(y, i, det->y[i]);
+            for (size_t j = 0; j < k; j++) {
+                int bit = (copies[idx[j]].codeword[i >> 3] >> (i & 7)) & 1;
+                gsl_matrix_set(a, i, j, bit ? 1.0 : -1.0);
+            }
+        }
+        double chisq;
+        if (gsl_multifit_linear(a, y, b, cov, &chisq, w) != GSL_SUCCESS ||
+            gsl_multifit_linear_residuals(a, y, b, res) != GSL_SUCCESS) {
+            st = TM_ERR_INTERNAL;
+            goto out;
+        }
+        for (size_t i = 0; i < m; i++) yr[i] = gsl_vector_get(res, i);
+        tm_scorer_init(s, yr, p);
+        double level = log10(round_level(fpr, r));
+        size_t before = out->n_accused;
+        for (size_t q = 0; q < n_cand; q++) {
+            size_t i = cand[q];
+            const tm_reg_copy *c = &copies[i];
+            if (strcmp(c->image_id, image)) continue;
+            int done = 0;
+            for (size_t j = 0; j < before && !done; j++) done = out->accused[j].index == i;
+            if (done) continue;
+            tm_accusation acc;
+            assess(s, c, i, out->log10_correction, &acc);
+            acc.round = r;
+            if (acc.log10_p <= level && (st = accuse(out, cap, &acc)) != TM_OK) goto out;
+        }
+        if (out->n_accused == before) break;
+    }
+    st = TM_OK;
+out:
+    gsl_matrix_free(a);
+    gsl_matrix_free(cov);
+    gsl_vector_free(b);
+    gsl_vector_free(y);
+    gsl_vector_free(res);
+    gsl_multifit_linear_free(w);
+    free(s);
     return st;
 }
 
@@ -109,22 +238,22 @@ tm_status tm_trace_score(const tm_key *key, const tm_detection *det, const tm_re
     image_slot *slots = calloc(cap, sizeof *slots);
     tm_scorer **owned = NULL;
     size_t n_owned = 0, acc_cap = 0;
+    size_t *cand = NULL, n_cand = 0, cand_cap = 0; /* not accused, z >= TM_TRACE_RESCORE_Z */
     tm_status st = TM_ERR_NOMEM;
     if (!slots) goto out;
 
     /* Count the copies that can be scored first: the correction uses it. */
     size_t n_scorable = 0;
-    for (size_t i = 0; i < n; i++)
-        if (copies[i].code_len == TM_CODE_BITS && copies[i].codeword && copies[i].image_id) n_scorable++;
+    for (size_t i = 0; i < n; i++) n_scorable += scorable(&copies[i]);
     out->n_scored = n_scorable;
     out->log10_correction = n_scorable > 0 ? log10((double)n_scorable) : 0;
-    double log10_budget = log10(params->fpr);
+    double level = log10(round_level(params->fpr, 1));
 
     const char *last_id = NULL;
     const tm_scorer *last = NULL;
     for (size_t i = 0; i < n; i++) {
         const tm_reg_copy *c = &copies[i];
-        if (c->code_len != TM_CODE_BITS || !c->codeword || !c->image_id) continue;
+        if (!scorable(c)) continue;
         if (c->image_id != last_id) { /* rows of one image share the string: look it up once */
             size_t h = (size_t)id_hash(c->image_id) & (cap - 1);
             while (slots[h].id && strcmp(slots[h].id, c->image_id)) h = (h + 1) & (cap - 1);
@@ -148,28 +277,38 @@ tm_status tm_trace_score(const tm_key *key, const tm_detection *det, const tm_re
             last_id = c->image_id;
             last = slots[h].scorer;
         }
-        const tm_scorer *s = last;
         tm_accusation acc;
-        acc.index = i;
-        acc.score = tm_scorer_score(s, c->codeword);
-        acc.z = s->var > 0 ? acc.score / sqrt(s->var) : 0;
-        double tail = tm_scorer_log10_tail_fast(s, acc.score);
-        if (acc.z >= TM_EXACT_BOUND_Z) tail = tm_scorer_log10_tail(s, acc.score);
-        acc.log10_p = fmin(0.0, tail + out->log10_correction);
-        if (acc.log10_p <= log10_budget && det->usable) {
-            if (out->n_accused == acc_cap) {
-                size_t nc = acc_cap ? 2 * acc_cap : 4;
-                tm_accusation *g = realloc(out->accused, nc * sizeof *g);
-                if (!g) goto out;
-                out->accused = g;
-                acc_cap = nc;
-            }
-            out->accused[out->n_accused++] = acc;
+        assess(last, c, i, out->log10_correction, &acc);
+        if (acc.log10_p <= level && det->usable) {
+            acc.round = 1;
+            if (accuse(out, &acc_cap, &acc) != TM_OK) goto out;
         } else {
             keep_top(out->top, &out->n_top, TM_TRACE_TOP, &acc);
+            if (acc.z >= TM_TRACE_RESCORE_Z && det->usable) {
+                if (n_cand == cand_cap) {
+                    size_t nc = cand_cap ? 2 * cand_cap : 64;
+                    size_t *g = realloc(cand, nc * sizeof *g);
+                    if (!g) goto out;
+                    cand = g;
+                    cand_cap = nc;
+                }
+                cand[n_cand++] = i;
+            }
         }
     }
     if (out->n_accused > 1) qsort(out->accused, out->n_accused, sizeof *out->accused, cmp_accusation);
+    if (out->n_accused) {
+        if ((st = later_rounds(key, det, copies, cand, n_cand, params->fpr, out, &acc_cap)) != TM_OK) goto out;
+        /* The top list holds copies not accused. */
+        size_t kept = 0;
+        for (size_t t = 0; t < out->n_top; t++) {
+            int done = 0;
+            for (size_t j = 0; j < out->n_accused && !done; j++) done = out->accused[j].index == out->top[t].index;
+            if (!done) out->top[kept++] = out->top[t];
+        }
+        out->n_top = kept;
+        if (out->n_accused > 1) qsort(out->accused, out->n_accused, sizeof *out->accused, cmp_accusation);
+    }
 
     if (!det->usable) {
         out->verdict = TM_VERDICT_INCONCLUSIVE;
@@ -189,6 +328,7 @@ tm_status tm_trace_score(const tm_key *key, const tm_detection *det, const tm_re
 out:
     for (size_t i = 0; i < n_owned; i++) free(owned[i]);
     free(owned);
+    free(cand);
     free(slots);
     if (st != TM_OK) tm_trace_result_clear(out);
     return st;

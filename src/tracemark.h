@@ -491,6 +491,9 @@ typedef struct tm_accusation {
     double z;          /* S over the innocent score's standard deviation */
     double log10_p;    /* log10 of an upper bound on the chance that any innocent
                           copy among those scored reaches S (Bonferroni included) */
+    int round;         /* accused in round 1, or in a later round, scored once the
+                          marks of the copies already accused were taken out of
+                          the suspect's soft values (0: not accused) */
 } tm_accusation;
 
 #define TM_TRACE_TOP 5
@@ -498,7 +501,7 @@ typedef struct tm_accusation {
 typedef struct tm_trace_result {
     tm_verdict verdict;
     const char *reason;            /* one English sentence (static) */
-    tm_accusation *accused;        /* owned; sorted, strongest first */
+    tm_accusation *accused;        /* owned; by round, strongest first in each */
     size_t n_accused;
     tm_accusation top[TM_TRACE_TOP]; /* best-scoring copies not accused */
     size_t n_top;

@@ -417,7 +417,7 @@ static void test_codecs(void)
     tm_image *j444 = tm_test_attack("jpeg:q=90:ss=444", in), *j420 = tm_test_attack("jpeg:q=90:ss=420", in);
     tm_image *jd = tm_test_attack("jpeg", in), *j75 = tm_test_attack("jpeg:q=75", in);
     tm_image *w90 = tm_test_attack("webp:q=90", in), *w20 = tm_test_attack("webp:q=20", in);
-    if (getenv("TM_TEST_VERBOSE"))
+    if (tm_test_verbose())
         fprintf(stderr, "PSNR jpeg q20 %.2f q90 %.2f q90 444 %.2f; webp q20 %.2f q90 %.2f\n", tm_test_psnr(in, j20),
                 tm_test_psnr(in, j90), tm_test_psnr(in, j444), tm_test_psnr(in, w20), tm_test_psnr(in, w90));
     CU_ASSERT(tm_test_psnr(in, j20) < tm_test_psnr(in, j90) - 3);

@@ -25,12 +25,6 @@
 
 static const char IMAGE_ID[] = "0123456789abcdef0123456789abcdef";
 
-static int verbose(void)
-{
-    const char *v = getenv("TM_TEST_VERBOSE");
-    return v && *v && strcmp(v, "0") != 0;
-}
-
 /* A fixed test key: bytes seed, seed+7, seed+14, ... */
 static tm_key *make_key(uint8_t seed)
 {
@@ -556,7 +550,7 @@ static void test_bound_is_honest(void)
             for (int j = 0; j < N_INNOCENT; j++) count += score[j] >= th;
             double bound = pow(10, targets[q]) * N_INNOCENT;
             double allowed = bound + 4 * sqrt(bound) + 1;
-            if (verbose() || count > allowed)
+            if (tm_test_verbose() || count > allowed)
                 fprintf(stderr, "y '%s' (seed %lu): bound 1e%+.0f at S=%.4g (%.2f sd): %zu of %d innocents reach it (allowed %.0f)\n",
                         v[t].name, seed, targets[q], th, th / sd, count, N_INNOCENT, allowed);
             CU_ASSERT(count <= allowed);
@@ -620,14 +614,14 @@ static void test_true_copy_found(void)
          * and sits many decades below the best of the innocents, while the
          * best innocent, Bonferroni-corrected over the pool, stays above
          * 1e-3 (which an honest bound guarantees with probability 0.999). */
-        if (verbose() || !(guilty < -8 && guilty < innocent - 6))
+        if (tm_test_verbose() || !(guilty < -8 && guilty < innocent - 6))
             fprintf(stderr, "seed %lu trial %d: guilty log10 tail %.2f, best innocent %.2f\n", seed, trial, guilty, innocent);
         CU_ASSERT(guilty < -8);
         CU_ASSERT(guilty < innocent - 6);
         CU_ASSERT(innocent + log10((double)N_INNOCENT) > -3);
         worst_gap = fmin(worst_gap, innocent - guilty);
     }
-    if (verbose()) fprintf(stderr, "true copy: smallest gap to the best innocent %.2f decades\n", worst_gap);
+    if (tm_test_verbose()) fprintf(stderr, "true copy: smallest gap to the best innocent %.2f decades\n", worst_gap);
     tm_key_free(k);
     gsl_rng_free(rng);
 }
@@ -681,7 +675,7 @@ static void test_exact_bound_against_enumeration(void)
     CU_ASSERT(checked > 1000);
     CU_ASSERT_EQUAL(below, 0);
     /* Within two orders of magnitude wherever the tail is above 1e-6. */
-    if (verbose() || worst_gap > 2) fprintf(stderr, "exact bound: worst log10 gap over the exact tail %.3f\n", worst_gap);
+    if (tm_test_verbose() || worst_gap > 2) fprintf(stderr, "exact bound: worst log10 gap over the exact tail %.3f\n", worst_gap);
     CU_ASSERT(worst_gap <= 2);
     free(out);
     tm_key_free(k);

@@ -280,7 +280,7 @@ static void test_ssim_matches_reference(void)
     int bad = 0;
     for (size_t k = 0; k < sizeof pairs / sizeof pairs[0]; k++) {
         double got = tm_ssim(pairs[k].x, pairs[k].y), want = ref_ssim(pairs[k].x, pairs[k].y);
-        if (fabs(got - want) > 1e-4 || getenv("TM_TEST_VERBOSE"))
+        if (fabs(got - want) > 1e-4 || tm_test_verbose())
             fprintf(stderr, "SSIM %s (seed %lu): %.8f, reference %.8f\n", pairs[k].what, seed, got, want);
         bad += !(fabs(got - want) <= 1e-4);
     }

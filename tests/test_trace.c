@@ -11,6 +11,9 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include <gsl/gsl_randist.h>
+#include <gsl/gsl_rng.h>
+
 #define N_INNOCENT 2000
 
 static tm_key *key_a, *key_b;
@@ -646,7 +649,128 @@ static void test_plan_cache(void)
     tm_tile_fft_free(t2);
 }
 
+/* ---- accusation rounds: synthetic soft values, no image ------------------ */
+
+#define ROUND_COPIES 3000
+
+typedef struct round_pool {
+    tm_reg_copy copies[ROUND_COPIES];
+    uint8_t words[ROUND_COPIES][TM_CODEWORD_BYTES];
+    char names[ROUND_COPIES][24];
+    double p[TM_CODE_BITS];
+} round_pool;
+
+static round_pool *round_pool_new(const char *image_id)
+{
+    round_pool *r = calloc(1, sizeof *r);
+    CU_ASSERT_PTR_NOT_NULL_FATAL(r);
+    CU_ASSERT_EQUAL_FATAL(tm_code_bias(key_a, image_id, r->p), TM_OK);
+    for (size_t i = 0; i < ROUND_COPIES; i++) {
+        snprintf(r->names[i], sizeof r->names[i], "r-%zu", i);
+        CU_ASSERT_EQUAL_FATAL(tm_code_word(key_a, image_id, r->names[i], r->p, r->words[i]), TM_OK);
+        r->copies[i] = (tm_reg_copy){.copy_id = (int64_t)i + 1, .image_id = image_id, .recipient = r->names[i],
+                                     .code_len = TM_CODE_BITS, .codeword = r->words[i]};
+    }
+    return r;
+}
+
+/* Soft values of copies 0..k-1 mixed with amplitudes a[], plus unit noise. */
+static void round_soft_values(const round_pool *r, const double *a, int k, gsl_rng *rng, tm_detection *det)
+{
+    memset(det, 0, sizeof *det);
+    det->usable = 1;
+    det->scale = det->aspect = 1;
+    for (int i = 0; i < TM_CODE_BITS; i++) {
+        double v = gsl_ran_gaussian(rng, 1.0);
+        for (int j = 0; j < k; j++) v += a[j] * (((r->words[j][i >> 3] >> (i & 7)) & 1) ? 1.0 : -1.0);
+        det->y[i] = v;
+    }
+}
+
+/* Three colluders, one of them dominant: round 1 names the strong one and
+ * the others' marks are buried under its own; once it is taken out, later
+ * rounds name the other two. Every accusation of a later round is within
+ * that round's share of the budget, and no innocent is ever accused. */
+static void test_collusion_rounds(void)
+{
+    static const char image_id[] = "rounds-test-image";
+    round_pool *r = round_pool_new(image_id);
+    gsl_rng *rng = gsl_rng_alloc(gsl_rng_mt19937);
+    gsl_rng_set(rng, 2718);
+    const double a[3] = {1.5, 0.8, 0.8};
+    const int trials = 40;
+    int all3 = 0, later = 0;
+    for (int t = 0; t < trials; t++) {
+        tm_detection det;
+        round_soft_values(r, a, 3, rng, &det);
+        tm_trace_result res;
+        CU_ASSERT_EQUAL_FATAL(tm_trace_score(key_a, &det, r->copies, ROUND_COPIES, NULL, &res), TM_OK);
+        int named = 0, prev_round = 1;
+        for (size_t i = 0; i < res.n_accused; i++) {
+            const tm_accusation *acc = &res.accused[i];
+            CU_ASSERT(acc->index < 3); /* a colluder, never an innocent */
+            CU_ASSERT(acc->round >= prev_round && acc->round <= TM_TRACE_ROUNDS);
+            prev_round = acc->round;
+            int level = acc->round < TM_TRACE_ROUNDS ? acc->round : TM_TRACE_ROUNDS - 1;
+            CU_ASSERT(acc->log10_p <= log10(ldexp(1e-6, -level)) + 1e-9);
+            named += acc->index < 3;
+            later += acc->round > 1;
+        }
+        for (size_t i = 0; i < res.n_top; i++) CU_ASSERT(res.top[i].round == 0);
+        CU_ASSERT(res.n_accused >= 1 && res.accused[0].index == 0 && res.accused[0].round == 1);
+        all3 += named == 3;
+        if (tm_test_verbose())
+            fprintf(stderr, "rounds trial %d: %zu accused, rounds %d %d %d\n", t, res.n_accused,
+                    res.n_accused > 0 ? res.accused[0].round : 0, res.n_accused > 1 ? res.accused[1].round : 0,
+                    res.n_accused > 2 ? res.accused[2].round : 0);
+        tm_trace_result_clear(&res);
+    }
+    if (tm_test_verbose()) fprintf(stderr, "rounds: all three named in %d/%d, %d later-round accusations\n", all3, trials, later);
+    CU_ASSERT(all3 >= trials * 9 / 10);
+    CU_ASSERT(later >= trials); /* the weak two come from later rounds */
+    gsl_rng_free(rng);
+    free(r);
+}
+
+/* The budget holds over all rounds together. At a loose budget (0.2), with a
+ * strong single leaker (so the later rounds run on nearly pure noise) and
+ * with two colluders of middling strength, count the trials in which any
+ * innocent is accused in any round: the bound says at most 20% of them. */
+static void test_rounds_keep_the_budget(void)
+{
+    static const char image_id[] = "rounds-budget-image";
+    round_pool *r = round_pool_new(image_id);
+    gsl_rng *rng = gsl_rng_alloc(gsl_rng_mt19937);
+    gsl_rng_set(rng, 1618);
+    tm_trace_params tp;
+    tm_trace_params_init(&tp);
+    tp.fpr = 0.2;
+    const int trials = 300;
+    int false_trials = 0, later_rounds_run = 0;
+    for (int t = 0; t < trials; t++) {
+        const double a[2] = {t % 2 ? 1.5 : 0.5, 0.5};
+        tm_detection det;
+        round_soft_values(r, a, t % 2 ? 1 : 2, rng, &det);
+        tm_trace_result res;
+        CU_ASSERT_EQUAL_FATAL(tm_trace_score(key_a, &det, r->copies, ROUND_COPIES, &tp, &res), TM_OK);
+        int innocent = 0;
+        for (size_t i = 0; i < res.n_accused; i++) innocent |= res.accused[i].index >= (size_t)(t % 2 ? 1 : 2);
+        false_trials += innocent;
+        later_rounds_run += res.n_accused > 0;
+        tm_trace_result_clear(&res);
+    }
+    if (tm_test_verbose())
+        fprintf(stderr, "rounds at budget 0.2: innocents accused in %d/%d trials (%d with accusations)\n", false_trials,
+                trials, later_rounds_run);
+    CU_ASSERT(later_rounds_run >= trials / 2);
+    CU_ASSERT(false_trials <= trials / 5 + 4 * sqrt(trials * 0.2 * 0.8));
+    gsl_rng_free(rng);
+    free(r);
+}
+
 static CU_TestInfo tests[] = {
+    {"collusion: later rounds name the weaker colluders", test_collusion_rounds},
+    {"collusion: the rounds keep the budget", test_rounds_keep_the_budget},
     {"scale and rotation", test_scale_and_rotation},
     {"identity on small suspects, every key", test_identity_on_small_suspects},
     {"large original: enlarged tile", test_large_original},

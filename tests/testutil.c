@@ -10,6 +10,12 @@
 
 static char tmpdir[512];
 
+int tm_test_verbose(void)
+{
+    const char *v = getenv("TM_TEST_VERBOSE");
+    return v && *v && strcmp(v, "0") != 0;
+}
+
 static void remove_tmpdir(void)
 {
     if (!tmpdir[0]) return;

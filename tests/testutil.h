@@ -8,6 +8,9 @@
 
 #include "tracemark.h"
 
+/* Whether TM_TEST_VERBOSE asks for the figures behind the assertions. */
+int tm_test_verbose(void);
+
 /* Runs one suite of NULL-terminated tests; returns the process exit code. */
 int tm_test_main(const char *suite, CU_TestInfo *tests);
 

@@ -31,6 +31,10 @@ static void trace_help(void)
            "Copies combined by several recipients (averaged, or pieced together) carry\n"
            "all their marks: every copy that passes the bound is accused, and their\n"
            "number ('colluders' in JSON) is the least number of recipients involved.\n"
+           "Each colluder's mark is noise to the others', so after the first accusations\n"
+           "trace takes the accused copies' marks out of the suspect and scores the\n"
+           "rest again, up to four rounds ('round' in JSON); the rounds share the\n"
+           "budget, so it holds over all of them.\n"
            "\n"
            "Options:\n"
            "  -k, --key FILE        the key the copies were marked with\n"
@@ -110,7 +114,7 @@ static void json_copy(const tm_reg_copy *c, const tm_accusation *a)
     cli_json_number(stdout, "%.2f", a->z);
     printf(", \"log10_p\": ");
     cli_json_number(stdout, "%.2f", a->log10_p);
-    printf("}");
+    printf(", \"round\": %d}", a->round);
 }
 
 static void print_json(const char *file, const tm_trace_result *r, const tm_reg_copy *copies, double fpr, double ms)
@@ -158,8 +162,9 @@ static void print_text(const char *file, const tm_trace_result *r, const tm_reg_
             const tm_reg_copy *c = &copies[r->accused[i].index];
             char p[32];
             fmt_prob(r->accused[i].log10_p, p, sizeof p);
-            printf("%s: ACCUSED %s (copy %lld of image %s): chance an innocent copy scores this high <= %s\n", file,
-                   c->recipient, (long long)c->copy_id, c->image_id, p);
+            printf("%s: ACCUSED %s (copy %lld of image %s): chance an innocent copy scores this high <= %s%s\n", file,
+                   c->recipient, (long long)c->copy_id, c->image_id, p,
+                   r->accused[i].round > 1 ? " (once the marks of the copies accused before it were taken out)" : "");
         }
         if (r->n_accused > 1)
             printf("  collusion: the suspect carries the marks of %zu registered copies, so at least %zu recipients "

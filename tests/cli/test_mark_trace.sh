@@ -28,6 +28,7 @@ has "json log10_p" "$OUT" '"log10_p": -[0-9]+\.[0-9]+'
 has "json bound" "$OUT" '"bound": 1e-06'
 has "json transform" "$OUT" '"transform": \{"scale": 1, "rotation_deg": 0, "aspect": 1, "flip": false, "offset": \[[0-9]+, [0-9]+\]\}'
 has "json: one copy's mark" "$OUT" '"colluders": 1,'
+has "json: accused in round 1" "$OUT" '"log10_p": -[0-9.]+, "round": 1\}\]'
 # two recipients average their copies: both accused, and the count says so
 expect "average alice's and carol's copies" 0 "$TRACEMARK" attack "average,jpeg:q=90" \
     "$T/out/skimage_coffee.alice@example.com.png" "$T/out/skimage_coffee.carol@example.com.png" "$T/avg.jpg"
@@ -38,6 +39,7 @@ hasnt "averaged: bob not accused" "$OUT" "ACCUSED Bob Smith"
 has "averaged: collusion of 2 said" "$OUT" "^  collusion: the suspect carries the marks of 2 registered copies, so at least 2 recipients"
 expect "trace the averaged copy, JSON" 0 "$TRACEMARK" trace -k "$K" -r "$R" --json "$T/avg.jpg"
 has "json: 2 colluders" "$OUT" '"colluders": 2,'
+has "json: candidates not accused (round 0)" "$OUT" '"candidates": \[\{[^]]*"round": 0\}'
 expect "rescaled, rotated leak" 0 "$TRACEMARK" attack "scale:0.8,rotate:4,jpeg:q=80" "$T/out/skimage_coffee.bob-smith.png" "$T/geo.jpg"
 expect "trace rescaled, rotated leak" 0 "$TRACEMARK" trace -k "$K" -r "$R" --json "$T/geo.jpg"
 has "geometry reported" "$OUT" '"transform": \{"scale": 0\.[78][0-9]*, "rotation_deg": [34](\.[0-9]+)?, "aspect": [0-9.]+, "flip": false'
