@@ -23,8 +23,11 @@ echo "== 3. bob's copy leaks: shrunk to 60%, turned 2 degrees, cropped to 80%, J
 "$TM" attack "scale:0.6,rotate:2,crop:0.8,jpeg:q=60" "$W/copies/plasma_EveningGlow.bob@example.com.jpg" "$W/leak.jpg"
 "$TM" inspect "$W/leak.jpg" | sed -n '2,3p'
 echo
-echo "== 4. trace the leak"
+echo "== 4. trace the leak (the registry knows where the original is: informed trace)"
 "$TM" trace -k "$W/team.key" -r "$W/registry.db" "$W/leak.jpg" || true
 echo
-echo "== 5. and the original, which carries no mark"
+echo "== 5. the same from the leak alone (blind trace)"
+"$TM" trace -k "$W/team.key" -r "$W/registry.db" --blind "$W/leak.jpg" || true
+echo
+echo "== 6. and the original, which carries no mark"
 "$TM" trace -k "$W/team.key" -r "$W/registry.db" "$PHOTO" || true

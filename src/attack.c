@@ -936,6 +936,12 @@ out:
     return st;
 }
 
+tm_status tm_resample(const tm_image *in, int ow, int oh, tm_image **out)
+{
+    if (!in || !out || ow < 1 || oh < 1) return TM_ERR_ARG;
+    return resample(in, ow, oh, (double)ow / in->width, (double)oh / in->height, &filters[0], out);
+}
+
 /* scale:F[:filter=...] resizes both sides by F (output round(w F) x round(h F)). */
 static tm_status a_scale(const step_args *a, const tm_image *in, tm_image **out, char *err, size_t errlen)
 {
@@ -967,7 +973,7 @@ static tm_status a_aspect(const step_args *a, const tm_image *in, tm_image **out
 
 /* Sample of plane p (w x h) at (x, y) with the given kernel (bicubic: 4x4
  * taps, bilinear: 2x2), borders clamped. */
-static double interp(const float *p, int w, int h, double x, double y, int cubic)
+double tm_interp(const float *p, int w, int h, double x, double y, int cubic)
 {
     int r = cubic ? 2 : 1;
     int x0 = (int)floor(x) - r + 1, y0 = (int)floor(y) - r + 1;
@@ -1040,7 +1046,7 @@ static tm_status a_rotate(const step_args *a, const tm_image *in, tm_image **out
             double sx = cx + u * ct - v * snt, sy = cy + u * snt + v * ct;
             int inside = sx >= -0.5 && sx <= w - 0.5 && sy >= -0.5 && sy <= h - 0.5;
             for (int c = 0; c < in->channels; c++) {
-                double val = inside || crop != 0 ? interp(in->plane[c], w, h, sx, sy, cubic) : c < nc ? 128 : 0;
+                double val = inside || crop != 0 ? tm_interp(in->plane[c], w, h, sx, sy, cubic) : c < nc ? 128 : 0;
                 (*out)->plane[c][(size_t)y * ow + x] = (float)fmin(255, fmax(0, val));
             }
         }
@@ -1225,7 +1231,7 @@ static tm_status a_bend(const step_args *a, const tm_image *in, tm_image **out, 
             bend_at(&bf, x, y, d);
             double sx = x + gain * d[0], sy = y + gain * d[1];
             for (int c = 0; c < in->channels; c++)
-                (*out)->plane[c][(size_t)y * w + x] = (float)fmin(255, fmax(0, interp(in->plane[c], w, h, sx, sy, 1)));
+                (*out)->plane[c][(size_t)y * w + x] = (float)fmin(255, fmax(0, tm_interp(in->plane[c], w, h, sx, sy, 1)));
         }
 out:
     free(bf.su);

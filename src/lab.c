@@ -1216,7 +1216,8 @@ static tm_status trace_one(sink *s, const tm_key *key, const tm_image *sus, cons
     tp.fpr = s->lab->params.fpr;
     tm_trace_result r;
     double t0 = now_ms();
-    tm_status st = tm_trace_run(key, sus, copies, n, &tp, &r);
+    tm_status st = s->lab->params.informed ? tm_trace_run_informed(key, sus, &orig, 1, copies, n, &tp, &r)
+                                           : tm_trace_run(key, sus, copies, n, &tp, &r);
     if (st != TM_OK) {
         tm_fail_arg(err, errlen, "%s: trace: %s", what, tm_strerror(st));
         return st;
@@ -1227,6 +1228,7 @@ static tm_status trace_one(sink *s, const tm_key *key, const tm_image *sus, cons
     t->width = sus->width;
     t->height = sus->height;
     classify(t, &r, leaker);
+    t->registered = r.informed && r.registration.found;
     tm_trace_result_clear(&r);
     return sink_trial(s, t);
 }

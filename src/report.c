@@ -143,8 +143,9 @@ tm_status tm_lab_write_json(const tm_lab *lab, const char *path)
     if (p->command) json_str(f, p->command);
     else fputs("null", f);
     fprintf(f, ",\n\"params\": {\"copies\": %zu, \"leakers\": %zu, \"fpr\": %g, \"min_pixels\": %llu, \"jobs\": %d, "
-               "\"null_traces\": %d, ",
-            p->n_copies, p->n_leakers, p->fpr, (unsigned long long)p->min_pixels, p->jobs, p->null_traces);
+               "\"null_traces\": %d, \"informed\": %s, ",
+            p->n_copies, p->n_leakers, p->fpr, (unsigned long long)p->min_pixels, p->jobs, p->null_traces,
+            p->informed ? "true" : "false");
     fputs("\"strength\": ", f);
     if (p->strength > 0) fprintf(f, "%g", p->strength);
     else fputs("null", f);
@@ -213,7 +214,8 @@ tm_status tm_lab_write_json(const tm_lab *lab, const char *path)
         fprintf(f, ", \"kind\": \"%s\", \"leaker\": ", tm_lab_kind_name(t->kind));
         if (t->leaker >= 0) fprintf(f, "\"leaker-%d\"", (int)t->leaker);
         else fputs("null", f);
-        fprintf(f, ", \"colluders\": %d, \"colluders_accused\": %d", t->colluders, t->colluders_accused);
+        fprintf(f, ", \"colluders\": %d, \"colluders_accused\": %d, \"registered\": %s", t->colluders,
+                t->colluders_accused, t->registered ? "true" : "false");
         static const char *const verdicts[] = {"none", "accused", "inconclusive"};
         fprintf(f, ", \"outcome\": \"%s\", \"verdict\": \"%s\", \"score\": ", tm_lab_outcome_name(t->outcome),
                 (unsigned)t->verdict < 3 ? verdicts[t->verdict] : "unknown");
@@ -281,6 +283,12 @@ static const char *null_plan_text(const tm_lab_params *p)
                                  : "no null traces";
 }
 
+/* How suspects were traced, in words. */
+static const char *trace_mode_text(const tm_lab_params *p)
+{
+    return p->informed ? "informed trace (with the original)" : "blind trace";
+}
+
 /* The per-image counts of leak trials: identified and all. */
 static void image_counts(const tm_lab *lab, size_t image, size_t *ident, size_t *n, size_t *false_acc)
 {
@@ -319,9 +327,9 @@ tm_status tm_lab_summary_markdown(const tm_lab *lab, char **text)
     tm_lab_tally all;
     tm_lab_tally_attack(lab, (size_t)-1, &all);
     fprintf(f, "%zu images swept (%zu skipped), %zu attacks; registry of %zu copies per image, %zu leaked; budget %g; "
-               "%s; %d worker%s, %.1f s\n\n",
-            swept, skipped, tm_lab_grid_size(g), p->n_copies, p->n_leakers, p->fpr, null_plan_text(p), p->jobs,
-            p->jobs == 1 ? "" : "s", tm_lab_wall_ms(lab) / 1e3);
+               "%s; %s; %d worker%s, %.1f s\n\n",
+            swept, skipped, tm_lab_grid_size(g), p->n_copies, p->n_leakers, p->fpr, null_plan_text(p),
+            trace_mode_text(p), p->jobs, p->jobs == 1 ? "" : "s", tm_lab_wall_ms(lab) / 1e3);
     fputs("| attack | identified | wrong accusation | missed none/inconclusive | weakest log10_p | null trials | "
           "null accusations | mean trace ms |\n|---|---|---|---|---|---|---|---|\n",
           f);
@@ -832,9 +840,9 @@ tm_status tm_lab_write_html(const tm_lab *lab, const char *path)
     fputs("<h1>tracemark robustness report</h1>\n", f);
     fprintf(f, "<p class=\"meta\">%zu images swept", swept);
     if (skipped) fprintf(f, " (%zu skipped as too small)", skipped);
-    fprintf(f, " &#215; %zu attacks; registry of %zu copies per image, %zu leaked; budget %g per trace; %s; "
+    fprintf(f, " &#215; %zu attacks; registry of %zu copies per image, %zu leaked; budget %g per trace; %s; %s; "
                "tracemark %s, key %s; %d worker%s, %.1f s.</p>\n",
-            tm_lab_grid_size(g), p->n_copies, p->n_leakers, p->fpr, null_plan_text(p), tm_version(),
+            tm_lab_grid_size(g), p->n_copies, p->n_leakers, p->fpr, null_plan_text(p), trace_mode_text(p), tm_version(),
             tm_lab_get_key_fingerprint(lab), p->jobs, p->jobs == 1 ? "" : "s", tm_lab_wall_ms(lab) / 1e3);
     if (p->command) {
         fputs("<p class=\"meta\"><code>", f);

@@ -185,6 +185,29 @@ double tm_scorer_log10_tail(const tm_scorer *s, double score);
  * costs a few percent of round 1. */
 #define TM_TRACE_RESCORE_Z 2.0
 
+/* ---- attack.c, for register.c ---- */
+
+/* in resampled to ow x oh: Lanczos-3, widened when shrinking, factors
+ * ow / width and oh / height, content centred, values clamped to 0..255. */
+tm_status tm_resample(const tm_image *in, int ow, int oh, tm_image **out);
+
+/* Sample of plane p (w x h) at (x, y): bicubic (Catmull-Rom) or bilinear,
+ * borders clamped. */
+double tm_interp(const float *p, int w, int h, double x, double y, int cubic);
+
+/* ---- register.c ---- */
+
+/* Registers suspect luminance s (sw x sh) to original luminance o (ow x oh):
+ * out->found says whether it was; the rest as in tm_registration. */
+tm_status tm_register(const float *o, int ow, int oh, const float *s, int sw, int sh, tm_registration *out);
+
+/* The suspect minus the tone-matched original, in the original's frame:
+ * a one-channel image (128 + difference; 128 where the suspect does not
+ * reach) of the original's pixels that the suspect covers (their bounding
+ * box). */
+tm_status tm_register_difference(const float *o, int ow, int oh, const float *s, int sw, int sh,
+                                 tm_registration *r, tm_image **out);
+
 /* ---- embed.c / detect.c ---- */
 
 /* Luminance (BT.601) of img's colour channels into y (width*height floats). */

@@ -86,6 +86,75 @@ tm_status tm_trace_run(const tm_key *key, const tm_image *suspect, const tm_reg_
     return st;
 }
 
+tm_status tm_trace_run_informed(const tm_key *key, const tm_image *suspect, const tm_image *const *originals,
+                                size_t n_originals, const tm_reg_copy *copies, size_t n,
+                                const tm_trace_params *params, tm_trace_result *out)
+{
+    if (!key || !suspect || !out || (n && !copies) || (n_originals && !originals)) return TM_ERR_ARG;
+    memset(out, 0, sizeof *out);
+    if (params && !(params->fpr > 0 && params->fpr < 1)) return TM_ERR_ARG;
+    float *ys = malloc(sizeof(float) * (size_t)suspect->width * suspect->height), *yo = NULL;
+    tm_detection *det = malloc(sizeof *det);
+    tm_image *diff = NULL;
+    tm_registration reg = {0}, tried = {0}; /* tried: the closest attempt */
+    const tm_image *used = NULL;
+    int used_k = -1;
+    tm_status st = TM_ERR_NOMEM;
+    if (!ys || !det) goto out;
+    tm_luma(suspect, ys);
+    for (size_t k = 0; k < n_originals && !used; k++) {
+        const tm_image *o = originals[k];
+        st = TM_ERR_NOMEM;
+        free(yo);
+        if (!o || !(yo = malloc(sizeof(float) * (size_t)o->width * o->height))) goto out;
+        tm_luma(o, yo);
+        st = tm_register(yo, o->width, o->height, ys, suspect->width, suspect->height, &reg);
+        if (st == TM_ERR_ARG) { /* too small to register */
+            memset(&reg, 0, sizeof reg);
+            st = TM_OK;
+        }
+        if (st != TM_OK) goto out;
+        if (reg.ncc > tried.ncc) tried = reg;
+        if (!reg.found) continue;
+        st = tm_register_difference(yo, o->width, o->height, ys, suspect->width, suspect->height, &reg, &diff);
+        if (st == TM_ERR_DIMENSIONS) reg.found = 0, st = TM_OK;
+        if (st != TM_OK) goto out;
+        if (reg.found) {
+            used = o;
+            used_k = (int)k;
+        }
+    }
+    free(ys);
+    free(yo);
+    ys = yo = NULL;
+    /* The difference is in the original's frame: its geometry is the marked
+     * one, which the search tries first. */
+    st = tm_detect_search(key, used ? diff : suspect, det);
+    /* A difference too flat to read says the suspect is the original, no
+     * mark: it is read (and finds none) when it covers enough pixels. */
+    if (st == TM_OK && used && !det->usable && det->activity < 0.01 &&
+        (size_t)diff->width * diff->height >= (size_t)TM_TILE * TM_TILE)
+        det->usable = 1;
+    if (st == TM_OK) st = tm_trace_score(key, det, copies, n, params, out);
+    if (st == TM_OK) {
+        out->informed = 1;
+        out->original = used_k;
+        out->registration = used ? reg : tried;
+        if (used) {
+            out->scale = reg.scale * tm_mark_tile_scale(used->width, used->height);
+            out->rotation_deg = reg.rotation_deg;
+            out->flip = reg.flip;
+            out->aspect = reg.aspect;
+        }
+    }
+out:
+    free(ys);
+    free(yo);
+    free(det);
+    tm_image_free(diff);
+    return st;
+}
+
 /* The level of accusation round r (1-based): fpr / 2^r, the last round at
  * the level of the one before, so that they add up to fpr. */
 static double round_level(double fpr, int r)
@@ -218,6 +287,7 @@ tm_status tm_trace_score(const tm_key *key, const tm_detection *det, const tm_re
         params = &defaults;
     }
     if (!(params->fpr > 0 && params->fpr < 1)) return TM_ERR_ARG;
+    out->original = -1;
     out->pilot_z = det->pilot_z;
     out->pilot_log10_p = det->pilot_log10_p;
     out->offset_x = det->offset_x;

@@ -498,6 +498,21 @@ typedef struct tm_accusation {
 
 #define TM_TRACE_TOP 5
 
+/* Where a suspect lies in the original (informed trace): the affine map
+ * from suspect pixel (x, y) to original pixel (a[0] + a[1] x + a[2] y,
+ * a[3] + a[4] x + a[5] y), pixel centres at integers. */
+typedef struct tm_registration {
+    int found;             /* the suspect was registered to the original */
+    double affine[6];
+    double scale;          /* suspect size / original size: 1 / sqrt|det| */
+    double rotation_deg;   /* counter-clockwise turn of the suspect, (-180, 180] */
+    double aspect;         /* then stretched: width factor / height factor */
+    int flip;              /* the suspect is mirrored (before the turn) */
+    double overlap;        /* share of the suspect that falls inside the original */
+    double ncc;            /* correlation of the suspect with the tone-matched original */
+    double residual;       /* RMS of their difference, 8-bit levels */
+} tm_registration;
+
 typedef struct tm_trace_result {
     tm_verdict verdict;
     const char *reason;            /* one English sentence (static) */
@@ -515,6 +530,9 @@ typedef struct tm_trace_result {
     double rotation_deg;           /* counter-clockwise turn of the suspect, (-180, 180] */
     int flip;                      /* the suspect is mirrored left-right (before the turn) */
     double aspect;                 /* then stretched: width factor / height factor (1 = none) */
+    int informed;                  /* traced by tm_trace_run_informed */
+    int original;                  /* the index of the original registered to, or -1 */
+    tm_registration registration;  /* where the suspect lies in it */
 } tm_trace_result;
 
 /* Reads suspect under key and scores copies[0..n) (e.g. from
@@ -523,6 +541,20 @@ typedef struct tm_trace_result {
 TM_API tm_status tm_trace_run(const tm_key *key, const tm_image *suspect,
                               const tm_reg_copy *copies, size_t n,
                               const tm_trace_params *params, tm_trace_result *out);
+
+/* tm_trace_run with the unmarked original(s) at hand: the suspect is
+ * registered to each in turn until one fits (Fourier-Mellin phase
+ * correlation for scale, rotation and shift, a sweep of scales when that
+ * finds nothing, mirrored suspects too, then an affine fit by GSL's simplex
+ * minimiser), brought back to that original's frame, the original taken out
+ * after matching its tones, and the rest read and scored as tm_trace_run
+ * does. When no original fits (out->registration.found 0), the suspect is
+ * traced blind. The bound is the same: what is read depends on the suspect
+ * and the originals only. out->original gets the index of the original
+ * used, -1 if none. */
+TM_API tm_status tm_trace_run_informed(const tm_key *key, const tm_image *suspect, const tm_image *const *originals,
+                                       size_t n_originals, const tm_reg_copy *copies, size_t n,
+                                       const tm_trace_params *params, tm_trace_result *out);
 
 /* Once the original is known (the accused copy's image in the registry),
  * turns r's scale into suspect size / original size (tm_mark_tile_scale). */
@@ -574,6 +606,7 @@ typedef struct tm_lab_params {
                               1 = one of the two, alternating over images and
                               attacks (half the cost); 0 = none; default 1 */
     double strength;       /* mark strength (tm_mark_params); 0 = the default */
+    int informed;          /* trace with the unmarked original (tm_trace_run_informed) */
     const char *tmp_dir;   /* where the scratch directory goes; NULL = "/tmp" */
     const char *showcase;  /* file name of the image shown side by side in the
                               report; NULL = the first of >= 1 MP by name */
@@ -662,6 +695,7 @@ typedef struct tm_lab_trial {
                                   C for a "collude:C:..." attack (copies leaker ..
                                   leaker + C - 1), 0 for a null */
     int colluders_accused;     /* how many of them were accused */
+    int registered;            /* informed: the suspect was registered to the original */
 } tm_lab_trial;
 
 /* One corpus image. */

@@ -6,6 +6,7 @@
  * atomically first, then all registry rows go in one short transaction; if
  * anything fails, the copies of this run are removed and no row is left, so
  * a failed run leaves the disk and the registry as they were. */
+#define _XOPEN_SOURCE 700 /* realpath */
 #include "config.h"
 
 #include <ctype.h>
@@ -424,7 +425,8 @@ int cmd_mark(int argc, char **argv)
         snprintf(ri.image_id, sizeof ri.image_id, "%s", tm_embedder_image_id(emb));
         tm_embedder_content_sha256(emb, ri.content_sha256);
         tm_embedder_size(emb, &ri.width, &ri.height);
-        ri.original_path = (char *)in;
+        char *where = realpath(in, NULL); /* so trace finds it from anywhere */
+        ri.original_path = where ? where : (char *)in;
         ri.phash = tm_embedder_phash(emb);
         ri.params = (char *)tm_scheme_params_json();
         int64_t now = (int64_t)time(NULL);
@@ -449,6 +451,7 @@ int cmd_mark(int argc, char **argv)
             tm_registry_rollback(reg);
             failed = 1;
         }
+        free(where);
     }
     if (failed) {
         for (size_t i = 0; i < job.n; i++)

@@ -88,6 +88,8 @@ static void robustness_help(void)
            "  -k, --key KEYFILE      mark under this key (default: a fixed built-in lab\n"
            "                         key, so runs are reproducible)\n"
            "      --strength S       mark strength, RMS luminance change (default 2.0)\n"
+           "      --informed         trace with the unmarked original, as 'trace --original'\n"
+           "                         does (its null traces too)\n"
            "      --json FILE        write every trial and the summary as JSON\n"
            "      --report FILE      write the HTML report (self-contained: no external\n"
            "                         resource; open it in any browser)\n"
@@ -219,7 +221,7 @@ static void catch_signal(int sig)
     sigaction(sig, &sa, NULL);
 }
 
-enum { OPT_GRID = 256, OPT_LIST_GRID, OPT_FPR, OPT_NULLS, OPT_STRENGTH, OPT_JSON, OPT_REPORT, OPT_SHOWCASE };
+enum { OPT_GRID = 256, OPT_LIST_GRID, OPT_FPR, OPT_NULLS, OPT_STRENGTH, OPT_INFORMED, OPT_JSON, OPT_REPORT, OPT_SHOWCASE };
 
 int cmd_robustness(int argc, char **argv)
 {
@@ -235,6 +237,7 @@ int cmd_robustness(int argc, char **argv)
         {"jobs", required_argument, NULL, 'j'},
         {"key", required_argument, NULL, 'k'},
         {"strength", required_argument, NULL, OPT_STRENGTH},
+        {"informed", no_argument, NULL, OPT_INFORMED},
         {"json", required_argument, NULL, OPT_JSON},
         {"report", required_argument, NULL, OPT_REPORT},
         {"showcase", required_argument, NULL, OPT_SHOWCASE},
@@ -292,6 +295,7 @@ int cmd_robustness(int argc, char **argv)
                 return cli_usage("robustness", "--strength wants 0 < S <= 50, not '%s'", optarg);
             lp.strength = v;
             break;
+        case OPT_INFORMED: lp.informed = 1; break;
         case OPT_JSON: json = optarg; break;
         case OPT_REPORT: report = optarg; break;
         case OPT_SHOWCASE: lp.showcase = optarg; break;

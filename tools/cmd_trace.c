@@ -14,6 +14,7 @@
 #include <string.h>
 #include <sys/stat.h>
 #include <time.h>
+#include <unistd.h>
 
 #include "cli.h"
 
@@ -36,10 +37,21 @@ static void trace_help(void)
            "rest again, up to four rounds ('round' in JSON); the rounds share the\n"
            "budget, so it holds over all of them.\n"
            "\n"
+           "With the unmarked original at hand the trace is far stronger (informed\n"
+           "trace): the suspect is registered to it (scale, turn, mirror, shift and\n"
+           "shear, found from the images alone), brought back to its frame, and the\n"
+           "original, tone-matched, is taken out before the mark is read. trace does\n"
+           "this with --original, and by itself when the registry records where the\n"
+           "originals are (up to 4 of them) and they are still there, unchanged. A\n"
+           "suspect that fits no original is traced blind. The bound holds either way.\n"
+           "\n"
            "Options:\n"
            "  -k, --key FILE        the key the copies were marked with\n"
            "  -r, --registry FILE   the registry the copies were recorded in\n"
            "      --fpr P           false-accusation budget per suspect (default 1e-6)\n"
+           "      --original FILE   the unmarked original (repeat for several: each is\n"
+           "                        tried in turn); replaces those the registry names\n"
+           "      --blind           never use an original\n"
            "      --json            one JSON object per suspect on stdout\n"
            "  -j, --jobs N          read N suspects at a time, on N threads (default 1, or\n"
            "                        TRACEMARK_THREADS); results still in the order given\n"
@@ -99,6 +111,82 @@ static int collect(suspects *s, const char *path)
     return rc;
 }
 
+/* The unmarked originals an informed trace tries, in order. */
+typedef struct originals {
+    const tm_image **img;
+    char **path;
+    size_t n;
+} originals;
+
+#define AUTO_ORIGINALS 4 /* the registry's originals used without --original, at most */
+
+static void originals_free(originals *os)
+{
+    for (size_t i = 0; i < os->n; i++) {
+        tm_image_free((tm_image *)os->img[i]);
+        free(os->path[i]);
+    }
+    free(os->img);
+    free(os->path);
+    memset(os, 0, sizeof *os);
+}
+
+/* Reads the original at path (luminance only, all registration uses). When
+ * want_id is given, the file must be the original of that registry image
+ * (its image id under key, which the content determines); otherwise it is
+ * skipped with a note. Returns -1 after an error message. */
+static int originals_add(originals *os, const tm_key *key, const char *path, const char *want_id,
+                         const tm_load_options *lo)
+{
+    if (want_id) {
+        tm_embedder *e = NULL;
+        tm_status st = tm_embedder_load(key, path, lo, NULL, &e, NULL);
+        int same = st == TM_OK && !strcmp(tm_embedder_image_id(e), want_id);
+        tm_embedder_free(e);
+        if (!same) {
+            fprintf(stderr, "tracemark: note: %s: %s; traced without it\n", path,
+                    st == TM_OK ? "not the original the registry recorded there (its content changed)"
+                                : tm_strerror(st));
+            return 0;
+        }
+    }
+    tm_image *img = NULL;
+    tm_status st = tm_image_load(path, lo, &img, NULL);
+    if (st != TM_OK) return cli_status(path, st), -1;
+    const tm_image **gi = realloc(os->img, (os->n + 1) * sizeof *gi);
+    if (gi) os->img = gi;
+    char **gp = gi ? realloc(os->path, (os->n + 1) * sizeof *gp) : NULL;
+    if (gp) os->path = gp;
+    char *dup = gp ? strdup(path) : NULL;
+    if (!dup) {
+        tm_image_free(img);
+        cli_error(NULL, "out of memory");
+        return -1;
+    }
+    os->img[os->n] = img;
+    os->path[os->n++] = dup;
+    return 0;
+}
+
+/* The registry's originals that are still where it recorded them. */
+typedef struct recorded {
+    char *id[AUTO_ORIGINALS], *path[AUTO_ORIGINALS];
+    size_t n, found;
+} recorded;
+
+static int recorded_one(void *ud, const tm_reg_image *img, uint64_t n_copies)
+{
+    recorded *r = ud;
+    (void)n_copies;
+    if (!img->original_path || access(img->original_path, R_OK) != 0) return 0;
+    if (r->found++ < AUTO_ORIGINALS) {
+        r->id[r->n] = strdup(img->image_id);
+        r->path[r->n] = strdup(img->original_path);
+        r->n++;
+    }
+    return 0;
+}
+
 static const char *verdict_name(tm_verdict v)
 {
     return v == TM_VERDICT_ACCUSED ? "accused" : v == TM_VERDICT_INCONCLUSIVE ? "inconclusive" : "none";
@@ -117,7 +205,8 @@ static void json_copy(const tm_reg_copy *c, const tm_accusation *a)
     printf(", \"round\": %d}", a->round);
 }
 
-static void print_json(const char *file, const tm_trace_result *r, const tm_reg_copy *copies, double fpr, double ms)
+static void print_json(const char *file, const tm_trace_result *r, const tm_reg_copy *copies, const originals *os,
+                       double fpr, double ms)
 {
     printf("{\"file\": ");
     cli_json_string(stdout, file);
@@ -135,6 +224,36 @@ static void print_json(const char *file, const tm_trace_result *r, const tm_reg_
     printf(", \"flip\": %s, \"offset\": [%d, %d]}, \"elapsed_ms\": %.0f, \"reason\": ", r->flip ? "true" : "false",
            r->offset_x, r->offset_y, ms);
     cli_json_string(stdout, r->reason);
+    printf(", \"informed\": ");
+    if (!r->informed) {
+        printf("null");
+    } else {
+        const tm_registration *g = &r->registration;
+        printf("{\"original\": ");
+        if (r->original >= 0) cli_json_string(stdout, os->path[r->original]);
+        else printf("null");
+        printf(", \"registered\": %s, \"ncc\": ", g->found ? "true" : "false");
+        cli_json_number(stdout, "%.4f", g->ncc);
+        if (g->found) {
+            printf(", \"overlap\": ");
+            cli_json_number(stdout, "%.3f", g->overlap);
+            printf(", \"residual\": ");
+            cli_json_number(stdout, "%.2f", g->residual);
+            printf(", \"scale\": ");
+            cli_json_number(stdout, "%.5g", g->scale);
+            printf(", \"rotation_deg\": ");
+            cli_json_number(stdout, "%.4g", g->rotation_deg);
+            printf(", \"aspect\": ");
+            cli_json_number(stdout, "%.4g", g->aspect);
+            printf(", \"flip\": %s, \"affine\": [", g->flip ? "true" : "false");
+            for (int i = 0; i < 6; i++) {
+                if (i) printf(", ");
+                cli_json_number(stdout, "%.6g", g->affine[i]);
+            }
+            printf("]");
+        }
+        printf("}");
+    }
     printf(", \"copies_scored\": %zu, \"pilot_z\": ", r->n_scored);
     cli_json_number(stdout, "%.2f", r->pilot_z);
     printf(", \"pilot_log10_p\": ");
@@ -155,7 +274,8 @@ static void fmt_prob(double log10_p, char *buf, size_t cap)
     else snprintf(buf, cap, "%.1fe%.0f", m, e);
 }
 
-static void print_text(const char *file, const tm_trace_result *r, const tm_reg_copy *copies, double fpr, double ms)
+static void print_text(const char *file, const tm_trace_result *r, const tm_reg_copy *copies, const originals *os,
+                       double fpr, double ms)
 {
     if (r->verdict == TM_VERDICT_ACCUSED) {
         for (size_t i = 0; i < r->n_accused; i++) {
@@ -193,6 +313,17 @@ static void print_text(const char *file, const tm_trace_result *r, const tm_reg_
         printf(", tile grid at (%d, %d)", r->offset_x, r->offset_y);
     }
     printf("; %.0f ms\n", ms);
+    if (r->informed && r->registration.found) {
+        const tm_registration *g = &r->registration;
+        printf("  informed: the suspect is %s at scale %.3g", os->path[r->original], g->scale);
+        if (fabs(g->rotation_deg) >= 0.05) printf(", turned %.1f deg", g->rotation_deg);
+        if (g->flip) printf(", mirrored");
+        printf(" (correlation %.3f, residual %.1f levels); the original was taken out before reading\n", g->ncc,
+               g->residual);
+    } else if (r->informed) {
+        printf("  informed: the suspect fits no original given (best correlation %.2f): traced blind\n",
+               r->registration.ncc);
+    }
 }
 
 static double now_ms(void)
@@ -211,6 +342,7 @@ typedef struct traced {
 
 typedef struct trace_run {
     const tm_key *key;
+    const originals *orig;
     const tm_load_options *lo;
     const tm_trace_params *tp;
     const tm_reg_copy *copies;
@@ -228,7 +360,11 @@ static void trace_one(void *ctx, size_t i)
     memset(t, 0, sizeof *t);
     t->st = tm_image_load(run->paths[i], run->lo, &img, NULL);
     if (t->st != TM_OK) return;
-    t->st = tm_trace_run(run->key, img, run->copies, run->n_copies, run->tp, &t->r);
+    if (run->orig->n)
+        t->st = tm_trace_run_informed(run->key, img, run->orig->img, run->orig->n, run->copies, run->n_copies,
+                                      run->tp, &t->r);
+    else
+        t->st = tm_trace_run(run->key, img, run->copies, run->n_copies, run->tp, &t->r);
     tm_image_free(img);
     t->ms = now_ms() - t0;
 }
@@ -242,11 +378,16 @@ int cmd_trace(int argc, char **argv)
         {"json", no_argument, NULL, 'J'},
         {"jobs", required_argument, NULL, 'j'},
         {"max-pixels", required_argument, NULL, 'M'},
+        {"original", required_argument, NULL, 'O'},
+        {"blind", no_argument, NULL, 'B'},
         {"help", no_argument, NULL, 'h'},
         {NULL, 0, NULL, 0},
     };
     const char *keyfile = NULL, *regfile = NULL;
-    int json = 0, jobs = 1, jobs_set = 0, c, rc = CLI_ERR;
+    int json = 0, jobs = 1, jobs_set = 0, blind = 0, c, rc = CLI_ERR;
+    suspects given = {0}; /* --original files */
+    originals orig = {0};
+    recorded rec = {0};
     tm_trace_params tp;
     tm_trace_params_init(&tp);
     tm_load_options lo;
@@ -278,6 +419,13 @@ int cmd_trace(int argc, char **argv)
         case 'M':
             if (cli_parse_max_pixels("trace", optarg, &lo)) goto out;
             break;
+        case 'O':
+            if (push(&given, optarg)) {
+                cli_error(NULL, "out of memory");
+                goto out;
+            }
+            break;
+        case 'B': blind = 1; break;
         case 'h':
             trace_help();
             rc = CLI_OK;
@@ -292,6 +440,10 @@ int cmd_trace(int argc, char **argv)
     }
     if (optind >= argc) {
         cli_usage("trace", "want at least one SUSPECT image");
+        goto out;
+    }
+    if (blind && given.n) {
+        cli_usage("trace", "--blind and --original exclude each other");
         goto out;
     }
     for (int i = optind; i < argc; i++)
@@ -314,6 +466,22 @@ int cmd_trace(int argc, char **argv)
         goto out;
     }
 
+    /* The originals: those given, or those the registry recorded, if few. */
+    for (size_t i = 0; i < given.n; i++)
+        if (originals_add(&orig, key, given.v[i], NULL, &lo)) goto out;
+    if (!blind && !given.n) {
+        if ((st = tm_registry_list_images(reg, recorded_one, &rec)) != TM_OK) {
+            cli_error(regfile, "%s: %s", tm_strerror(st), tm_registry_errmsg(reg));
+            goto out;
+        }
+        if (rec.found > AUTO_ORIGINALS)
+            fprintf(stderr, "tracemark: note: the registry names %zu originals that are at hand; give --original to "
+                            "trace with one\n", rec.found);
+        else
+            for (size_t i = 0; i < rec.n; i++)
+                if (rec.id[i] && rec.path[i] && originals_add(&orig, key, rec.path[i], rec.id[i], &lo)) goto out;
+    }
+
     /* Suspects are read CHUNK at a time on the threads, then reported in
      * the order given (the registry handle stays with this thread). */
     size_t chunk = jobs > 1 ? 8 * (size_t)jobs : 1;
@@ -322,7 +490,8 @@ int cmd_trace(int argc, char **argv)
         cli_error(NULL, "out of memory");
         goto out;
     }
-    trace_run run = {.key = key, .lo = &lo, .tp = &tp, .copies = copies, .n_copies = n_copies, .slot = slot};
+    trace_run run = {.key = key, .orig = &orig, .lo = &lo, .tp = &tp, .copies = copies, .n_copies = n_copies,
+                     .slot = slot};
     int any_error = 0, any_accused = 0;
     for (size_t base = 0; base < sus.n; base += chunk) {
         size_t m = sus.n - base < chunk ? sus.n - base : chunk;
@@ -357,8 +526,8 @@ int cmd_trace(int argc, char **argv)
             if (tampered) {
                 any_error = 1;
             } else {
-                if (json) print_json(path, r, copies, tp.fpr, slot[j].ms);
-                else print_text(path, r, copies, tp.fpr, slot[j].ms);
+                if (json) print_json(path, r, copies, &orig, tp.fpr, slot[j].ms);
+                else print_text(path, r, copies, &orig, tp.fpr, slot[j].ms);
                 if (r->verdict == TM_VERDICT_ACCUSED) any_accused = 1;
             }
             tm_trace_result_clear(r);
@@ -373,5 +542,9 @@ out:
     tm_key_free(key);
     for (size_t i = 0; i < sus.n; i++) free(sus.v[i]);
     free(sus.v);
+    for (size_t i = 0; i < given.n; i++) free(given.v[i]);
+    free(given.v);
+    for (size_t i = 0; i < rec.n; i++) free(rec.id[i]), free(rec.path[i]);
+    originals_free(&orig);
     return rc;
 }

@@ -26,9 +26,20 @@ has "json verdict accused" "$OUT" '"verdict": "accused"'
 has "json accused recipient" "$OUT" '"accused": \[\{"recipient": "Bob Smith", "image": "[0-9a-f]{32}"'
 has "json log10_p" "$OUT" '"log10_p": -[0-9]+\.[0-9]+'
 has "json bound" "$OUT" '"bound": 1e-06'
-has "json transform" "$OUT" '"transform": \{"scale": 1, "rotation_deg": 0, "aspect": 1, "flip": false, "offset": \[[0-9]+, [0-9]+\]\}'
+# the registry names the original, which is at hand: informed trace
+has "json transform (registered: to a hundredth of a degree)" "$OUT" '"transform": \{"scale": 1, "rotation_deg": -?(0|0\.00[0-9]*|[0-9.]+e-[0-9]+), "aspect": 1, "flip": false, "offset": \[[0-9]+, [0-9]+\]\}'
+has "json informed: registered to the recorded original" "$OUT" '"informed": \{"original": "[^"]*skimage_coffee.png", "registered": true, "ncc": 0\.9[0-9]+'
 has "json: one copy's mark" "$OUT" '"colluders": 1,'
 has "json: accused in round 1" "$OUT" '"log10_p": -[0-9.]+, "round": 1\}\]'
+expect "trace --blind" 0 "$TRACEMARK" trace -k "$K" -r "$R" --blind --json "$T/leak.jpg"
+has "blind: accused" "$OUT" '"accused": \[\{"recipient": "Bob Smith"'
+has "blind: transform read from the mark" "$OUT" '"transform": \{"scale": 1, "rotation_deg": 0, "aspect": 1, "flip": false, "offset": \[[0-9]+, [0-9]+\]\}'
+has "blind: informed null" "$OUT" '"informed": null'
+expect "trace --original with a text line" 0 "$TRACEMARK" trace -k "$K" -r "$R" --original "$IMG" "$T/leak.jpg"
+has "text: informed line" "$OUT" "^  informed: the suspect is .*skimage_coffee.png at scale 1 .*the original was taken out before reading"
+expect "--blind with --original refused" 2 "$TRACEMARK" trace -k "$K" -r "$R" --blind --original "$IMG" "$T/leak.jpg"
+expect "--original missing" 2 "$TRACEMARK" trace -k "$K" -r "$R" --original "$T/nonexistent.png" "$T/leak.jpg"
+has "--original missing: named" "$ERR" "nonexistent.png"
 # two recipients average their copies: both accused, and the count says so
 expect "average alice's and carol's copies" 0 "$TRACEMARK" attack "average,jpeg:q=90" \
     "$T/out/skimage_coffee.alice@example.com.png" "$T/out/skimage_coffee.carol@example.com.png" "$T/avg.jpg"

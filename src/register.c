@@ -1,0 +1,809 @@
+/* register.c -- informed trace: where a suspect lies in the unmarked
+ * original, and the suspect with the original taken out.
+ *
+ * Coarse: both images are shrunk by the same factor (the original to at most
+ * COARSE_SIDE a side), so a copy at its marked size has the same pixel scale.
+ * Fourier-Mellin: the magnitude spectra, resampled on log-radius x angle,
+ * turn a scaling and a turn into a shift, found by phase correlation; each
+ * of the strongest shifts (and no change at all, for plain crops) gives a
+ * scale and a turn, the turn also plus 180 degrees; the suspect is brought
+ * back by each and a second phase correlation finds the shift. The mirrored
+ * suspect gets the same when nothing fits. The candidate whose overlap
+ * correlates best is polished as a full affine map by GSL's Nelder-Mead
+ * simplex on 1 - NCC, at the coarse scale, then at up to FINE_SIDE.
+ *
+ * The difference: every original pixel the suspect covers gets the suspect
+ * sampled there (bicubic) minus the original through the tone curve that best
+ * predicts the suspect from it (least squares per tone bin: brightness,
+ * contrast, gamma or any monotone curve). The mark survives it, the host
+ * mostly does not. Nothing here looks at a key or a codeword. */
+#include "config.h"
+
+#include <fftw3.h>
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include <gsl/gsl_multimin.h>
+
+#include "scheme.h"
+
+#define COARSE_SIDE 512   /* the coarse search's long side (original) */
+#define FINE_SIDE 2048    /* the last polish's long side, at most */
+#define LP_RADII 256      /* log-polar samples: radii .. */
+#define LP_ANGLES 360     /* .. and angles over [0, 180) degrees */
+#define FMT_PEAKS 4       /* scale/turn peaks tried */
+#define COARSE_SAMPLES 16384 /* suspect samples in the cost, coarse .. */
+#define FINE_SAMPLES 65536   /* .. and fine */
+#define FOUND_NCC 0.8     /* registered: the overlap correlates at least this .. */
+#define FOUND_OVERLAP 0.5 /* .. over at least this share of the suspect */
+#define TONE_BINS 64
+#define SWEEP_MIN 0.2     /* scales (suspect / original) searched .. */
+#define SWEEP_MAX 5.0
+#define SWEEP_STEP 1.08   /* .. in steps of 8% when Fourier-Mellin finds nothing */
+
+typedef struct grey {
+    float *v;
+    int w, h;
+} grey;
+
+static void grey_free(grey *g)
+{
+    free(g->v);
+    g->v = NULL;
+}
+
+/* y (w x h) shrunk to nw x nh (Lanczos, antialiased), or copied. */
+static tm_status shrink(const float *y, int w, int h, int nw, int nh, grey *out)
+{
+    out->w = nw;
+    out->h = nh;
+    out->v = malloc(sizeof(float) * (size_t)nw * nh);
+    if (!out->v) return TM_ERR_NOMEM;
+    if (nw == w && nh == h) {
+        memcpy(out->v, y, sizeof(float) * (size_t)w * h);
+        return TM_OK;
+    }
+    tm_image in = {.width = w, .height = h, .channels = 1};
+    in.plane[0] = (float *)y;
+    tm_image *r;
+    tm_status st = tm_resample(&in, nw, nh, &r);
+    if (st != TM_OK) {
+        grey_free(out);
+        return st;
+    }
+    memcpy(out->v, r->plane[0], sizeof(float) * (size_t)nw * nh);
+    tm_image_free(r);
+    return TM_OK;
+}
+
+/* g smoothed by the binomial [1 2 1] / 4 along both axes. Bilinear sampling
+ * smooths the original by an amount that depends on the sub-pixel offset;
+ * against a suspect that compression has smoothed, that would pull the fit
+ * towards half-pixel offsets. Smoothing both first makes the extra amount
+ * small against what they share. */
+static tm_status soften(grey *g)
+{
+    int w = g->w, h = g->h;
+    float *t = malloc(sizeof(float) * (size_t)w * h);
+    if (!t) return TM_ERR_NOMEM;
+    for (int y = 0; y < h; y++) {
+        const float *r = g->v + (size_t)y * w;
+        float *o = t + (size_t)y * w;
+        for (int x = 0; x < w; x++) o[x] = 0.25f * (r[x > 0 ? x - 1 : 0] + 2 * r[x] + r[x < w - 1 ? x + 1 : w - 1]);
+    }
+    for (int y = 0; y < h; y++) {
+        const float *a = t + (size_t)(y > 0 ? y - 1 : 0) * w, *b = t + (size_t)y * w,
+                    *c = t + (size_t)(y < h - 1 ? y + 1 : h - 1) * w;
+        float *o = g->v + (size_t)y * w;
+        for (int x = 0; x < w; x++) o[x] = 0.25f * (a[x] + 2 * b[x] + c[x]);
+    }
+    free(t);
+    return TM_OK;
+}
+
+/* ---- affine maps: x' = m[0] + m[1] x + m[2] y, y' = m[3] + m[4] x + m[5] y ---- */
+
+static void aff_apply(const double *m, double x, double y, double *u, double *v)
+{
+    *u = m[0] + m[1] * x + m[2] * y;
+    *v = m[3] + m[4] * x + m[5] * y;
+}
+
+/* r = a after b */
+static void aff_compose(const double *a, const double *b, double *r)
+{
+    double t[6] = {a[0] + a[1] * b[0] + a[2] * b[3], a[1] * b[1] + a[2] * b[4], a[1] * b[2] + a[2] * b[5],
+                   a[3] + a[4] * b[0] + a[5] * b[3], a[4] * b[1] + a[5] * b[4], a[4] * b[2] + a[5] * b[5]};
+    memcpy(r, t, sizeof t);
+}
+
+static int aff_invert(const double *m, double *r)
+{
+    double det = m[1] * m[5] - m[2] * m[4];
+    if (!(fabs(det) > 1e-12)) return -1;
+    double t[6];
+    t[1] = m[5] / det;
+    t[2] = -m[2] / det;
+    t[4] = -m[4] / det;
+    t[5] = m[1] / det;
+    t[0] = -(t[1] * m[0] + t[2] * m[3]);
+    t[3] = -(t[4] * m[0] + t[5] * m[3]);
+    memcpy(r, t, sizeof t);
+    return 0;
+}
+
+/* Pixel-centre coordinates of an image shrunk by kx, ky into the full one
+ * (with factors below 1, full into shrunk). */
+static void aff_unshrink(double kx, double ky, double *m)
+{
+    double t[6] = {0.5 * kx - 0.5, kx, 0, 0.5 * ky - 0.5, 0, ky};
+    memcpy(m, t, sizeof t);
+}
+
+/* ---- phase correlation ---- */
+
+typedef struct pc {
+    int n0, n1;             /* rows, columns */
+    float *a, *b;           /* real inputs, then the correlation surface */
+    fftwf_complex *fa, *fb;
+    fftwf_plan fwd, inv;
+} pc;
+
+static void pc_free(pc *p)
+{
+    fftwf_free(p->a);
+    fftwf_free(p->b);
+    fftwf_free(p->fa);
+    fftwf_free(p->fb);
+}
+
+static tm_status pc_init(pc *p, int n0, int n1)
+{
+    memset(p, 0, sizeof *p);
+    p->n0 = n0;
+    p->n1 = n1;
+    size_t nr = (size_t)n0 * n1, nc = (size_t)n0 * (n1 / 2 + 1);
+    p->a = fftwf_malloc(sizeof(float) * nr);
+    p->b = fftwf_malloc(sizeof(float) * nr);
+    p->fa = fftwf_malloc(sizeof(fftwf_complex) * nc);
+    p->fb = fftwf_malloc(sizeof(fftwf_complex) * nc);
+    p->fwd = tm_fft_plan(TM_FFT_R2C, n0, n1);
+    p->inv = tm_fft_plan(TM_FFT_C2R, n0, n1);
+    if (!p->a || !p->b || !p->fa || !p->fb || !p->fwd || !p->inv) {
+        pc_free(p);
+        return TM_ERR_NOMEM;
+    }
+    return TM_OK;
+}
+
+/* Peaks of the phase correlation of p->a and p->b: shifts (dy, dx) with
+ * b(x) ~ a(x - d), wrapped to (-n/2, n/2], sub-pixel, strongest first; the
+ * surface is left in p->a. Returns how many (at most max). */
+static int pc_run(pc *p, double *dy, double *dx, double *height, int max)
+{
+    int n0 = p->n0, n1 = p->n1, nc = n1 / 2 + 1;
+    fftwf_execute_dft_r2c(p->fwd, p->a, p->fa);
+    fftwf_execute_dft_r2c(p->fwd, p->b, p->fb);
+    for (size_t i = 0; i < (size_t)n0 * nc; i++) {
+        double re = p->fb[i][0] * p->fa[i][0] + p->fb[i][1] * p->fa[i][1];
+        double im = p->fb[i][1] * p->fa[i][0] - p->fb[i][0] * p->fa[i][1];
+        double mag = hypot(re, im);
+        p->fa[i][0] = mag > 0 ? (float)(re / mag) : 0;
+        p->fa[i][1] = mag > 0 ? (float)(im / mag) : 0;
+    }
+    fftwf_execute_dft_c2r(p->inv, p->fa, p->a);
+    const float *c = p->a;
+    int n = 0;
+    for (int y = 0; y < n0; y++)
+        for (int x = 0; x < n1; x++) {
+            float v = c[(size_t)y * n1 + x];
+            if (n == max && v <= height[max - 1]) continue;
+            int peak = 1;
+            for (int j = -2; j <= 2 && peak; j++)
+                for (int i = -2; i <= 2 && peak; i++) {
+                    if (!i && !j) continue;
+                    float u = c[(size_t)((y + j + n0) % n0) * n1 + (x + i + n1) % n1];
+                    peak = v > u || (v == u && (j > 0 || (j == 0 && i > 0)));
+                }
+            if (!peak) continue;
+            int k = n < max ? n++ : max - 1;
+            while (k > 0 && height[k - 1] < v) {
+                height[k] = height[k - 1];
+                dy[k] = dy[k - 1];
+                dx[k] = dx[k - 1];
+                k--;
+            }
+            /* parabolic sub-pixel offsets */
+            float ym = c[(size_t)((y - 1 + n0) % n0) * n1 + x], yp = c[(size_t)((y + 1) % n0) * n1 + x];
+            float xm = c[(size_t)y * n1 + (x - 1 + n1) % n1], xp = c[(size_t)y * n1 + (x + 1) % n1];
+            double oy = (ym - yp) / (2.0 * (ym - 2 * v + yp)), ox = (xm - xp) / (2.0 * (xm - 2 * v + xp));
+            if (!isfinite(oy) || fabs(oy) > 1) oy = 0;
+            if (!isfinite(ox) || fabs(ox) > 1) ox = 0;
+            dy[k] = (y > n0 / 2 ? y - n0 : y) + oy;
+            dx[k] = (x > n1 / 2 ? x - n1 : x) + ox;
+            height[k] = v;
+        }
+    for (int k = 0; k < n; k++) height[k] /= (double)n0 * n1;
+    return n;
+}
+
+/* A cosine taper of width a fifth of the side at each border. */
+static double taper(double t, double n)
+{
+    double e = 0.2 * n;
+    if (t < 0 || t > n - 1) return 0;
+    double d = fmin(t, n - 1 - t);
+    return d >= e ? 1 : 0.5 - 0.5 * cos(M_PI * d / e);
+}
+
+static double grey_mean(const grey *g)
+{
+    double s = 0;
+    for (size_t i = 0; i < (size_t)g->w * g->h; i++) s += g->v[i];
+    return s / ((double)g->w * g->h);
+}
+
+/* g, mean removed and tapered, at the top left of the n0 x n1 array dst. */
+static void canvas_put(const grey *g, float *dst, int n0, int n1)
+{
+    double mu = grey_mean(g);
+    memset(dst, 0, sizeof(float) * (size_t)n0 * n1);
+    for (int y = 0; y < g->h && y < n0; y++) {
+        double ty = taper(y, g->h);
+        for (int x = 0; x < g->w && x < n1; x++)
+            dst[(size_t)y * n1 + x] = (float)((g->v[(size_t)y * g->w + x] - mu) * ty * taper(x, g->w));
+    }
+}
+
+/* The log-polar map (LP_RADII x LP_ANGLES) of the magnitude spectrum of g
+ * on an n x n canvas: log(1 + |F|) at radii r0 .. r1 (log spaced) and angles
+ * [0, 180), each radius' mean over the angles removed (the isotropic part
+ * says nothing of a turn and little of a scale), tapered along the radius. */
+static tm_status log_polar(pc *p, const grey *g, int n, double r0, double r1, float *lp)
+{
+    canvas_put(g, p->a, n, n);
+    fftwf_execute_dft_r2c(p->fwd, p->a, p->fa);
+    int nc = n / 2 + 1;
+    float *mag = p->b; /* n x nc magnitudes */
+    for (size_t i = 0; i < (size_t)n * nc; i++) mag[i] = (float)log1p(hypot(p->fa[i][0], p->fa[i][1]));
+    double lr = log(r1 / r0) / (LP_RADII - 1);
+    for (int i = 0; i < LP_RADII; i++) {
+        double r = r0 * exp(lr * i), sum = 0;
+        float *row = lp + (size_t)i * LP_ANGLES;
+        for (int j = 0; j < LP_ANGLES; j++) {
+            double th = M_PI * j / LP_ANGLES;
+            double u = r * cos(th), v = r * sin(th); /* u: column frequency, v: row frequency */
+            if (u < 0) {
+                u = -u;
+                v = -v;
+            }
+            int u0 = (int)floor(u), v0 = (int)floor(v);
+            double fu = u - u0, fv = v - v0, acc = 0;
+            for (int b = 0; b < 2; b++)
+                for (int a = 0; a < 2; a++) {
+                    int uu = u0 + a, vv = ((v0 + b) % n + n) % n;
+                    if (uu >= nc) uu = nc - 1;
+                    acc += (a ? fu : 1 - fu) * (b ? fv : 1 - fv) * mag[(size_t)vv * nc + uu];
+                }
+            row[j] = (float)acc;
+            sum += acc;
+        }
+        double mu = sum / LP_ANGLES, w = 0.5 - 0.5 * cos(2 * M_PI * (i + 0.5) / LP_RADII);
+        for (int j = 0; j < LP_ANGLES; j++) row[j] = (float)((row[j] - mu) * w);
+    }
+    return TM_OK;
+}
+
+/* Bilinear sample of g at (x, y), inside [0, w - 1) x [0, h - 1). */
+static inline double bilinear(const grey *g, double x, double y)
+{
+    int x0 = (int)x, y0 = (int)y;
+    double fx = x - x0, fy = y - y0;
+    const float *p = g->v + (size_t)y0 * g->w + x0;
+    return (1 - fy) * (p[0] + fx * (p[1] - p[0])) + fy * (p[g->w] + fx * (p[g->w + 1] - p[g->w]));
+}
+
+/* ---- the cost: 1 - NCC of suspect samples against the original ---- */
+
+typedef struct fit {
+    const grey *o;
+    const float *sx, *sy, *sv; /* suspect sample positions and values */
+    size_t n;
+} fit;
+
+/* NCC of the samples with the original sampled through m (suspect ->
+ * original, bilinear), over those that land inside; *overlap the share. */
+static double fit_ncc(const fit *f, const double *m, double *overlap)
+{
+    double s1 = 0, s2 = 0, v1 = 0, v2 = 0, sv = 0;
+    size_t k = 0;
+    const int w = f->o->w, h = f->o->h;
+    for (size_t i = 0; i < f->n; i++) {
+        double x, y;
+        aff_apply(m, f->sx[i], f->sy[i], &x, &y);
+        if (!(x >= 0 && y >= 0 && x < w - 1 && y < h - 1)) continue;
+        double v = bilinear(f->o, x, y), s = f->sv[i];
+        s1 += s;
+        s2 += s * s;
+        v1 += v;
+        v2 += v * v;
+        sv += s * v;
+        k++;
+    }
+    *overlap = f->n ? (double)k / f->n : 0;
+    if (k < 64) return 0;
+    double cs = s2 - s1 * s1 / k, cv = v2 - v1 * v1 / k, c = sv - s1 * v1 / k;
+    return cs > 0 && cv > 0 ? c / sqrt(cs * cv) : 0;
+}
+
+/* The simplex works on a map written about the suspect's centre (cx, cy),
+ * its linear part times the suspect's extent: all six numbers are then
+ * displacements in original pixels, of comparable sensitivity. */
+typedef struct polish_ctx {
+    const fit *f;
+    double cx, cy, ext;
+} polish_ctx;
+
+static void from_vars(const polish_ctx *c, const double *v, double *m)
+{
+    m[1] = v[1] / c->ext, m[2] = v[2] / c->ext, m[4] = v[4] / c->ext, m[5] = v[5] / c->ext;
+    m[0] = v[0] - m[1] * c->cx - m[2] * c->cy;
+    m[3] = v[3] - m[4] * c->cx - m[5] * c->cy;
+}
+
+static void to_vars(const polish_ctx *c, const double *m, double *v)
+{
+    v[0] = m[0] + m[1] * c->cx + m[2] * c->cy;
+    v[3] = m[3] + m[4] * c->cx + m[5] * c->cy;
+    v[1] = m[1] * c->ext, v[2] = m[2] * c->ext, v[4] = m[4] * c->ext, v[5] = m[5] * c->ext;
+}
+
+static double fit_cost(const gsl_vector *x, void *params)
+{
+    const polish_ctx *c = params;
+    double v[6], m[6], ov;
+    for (int i = 0; i < 6; i++) v[i] = gsl_vector_get(x, i);
+    from_vars(c, v, m);
+    double r = fit_ncc(c->f, m, &ov);
+    /* sliding off the original would raise the NCC of what is left */
+    return 1 - r * fmin(1.0, ov / FOUND_OVERLAP);
+}
+
+/* Samples of s on a grid of at most max points (positions in s's own
+ * pixels). */
+static tm_status fit_init(fit *f, const grey *o, const grey *s, size_t max)
+{
+    memset(f, 0, sizeof *f);
+    f->o = o;
+    int step = 1;
+    while ((size_t)(s->w / step) * (size_t)(s->h / step) > max) step++;
+    size_t n = (size_t)((s->w + step - 1) / step) * (size_t)((s->h + step - 1) / step);
+    float *buf = malloc(sizeof(float) * 3 * n);
+    if (!buf) return TM_ERR_NOMEM;
+    f->sx = buf;
+    f->sy = buf + n;
+    f->sv = buf + 2 * n;
+    size_t k = 0;
+    for (int y = step / 2; y < s->h; y += step)
+        for (int x = step / 2; x < s->w; x += step) {
+            buf[k] = (float)x;
+            buf[n + k] = (float)y;
+            buf[2 * n + k] = s->v[(size_t)y * s->w + x];
+            k++;
+        }
+    f->n = k;
+    return TM_OK;
+}
+
+static void fit_free(fit *f)
+{
+    free((void *)f->sx);
+}
+
+/* Nelder-Mead polish of m (suspect -> original) on f's cost, from steps of
+ * px suspect pixels down to a hundredth of that, restarted once from where
+ * it stopped (a simplex can collapse early). Returns the NCC reached. */
+static tm_status polish(const fit *f, int sw, int sh, double px, double *m, double *ncc, double *overlap)
+{
+    polish_ctx c = {f, 0.5 * (sw - 1), 0.5 * (sh - 1), fmax(sw, sh)};
+    gsl_multimin_function fn = {fit_cost, 6, &c};
+    gsl_vector *x = gsl_vector_alloc(6), *step = gsl_vector_alloc(6);
+    gsl_multimin_fminimizer *nm = gsl_multimin_fminimizer_alloc(gsl_multimin_fminimizer_nmsimplex2, 6);
+    tm_status st = TM_ERR_NOMEM;
+    if (!x || !step || !nm) goto out;
+    double scale = sqrt(fabs(m[1] * m[5] - m[2] * m[4])) * px, v[6];
+    double best = fit_ncc(f, m, overlap);
+    for (int pass = 0; pass < 2; pass++) {
+        to_vars(&c, m, v);
+        for (int i = 0; i < 6; i++) {
+            gsl_vector_set(x, i, v[i]);
+            gsl_vector_set(step, i, pass ? 0.25 * scale : scale);
+        }
+        st = TM_ERR_INTERNAL;
+        if (gsl_multimin_fminimizer_set(nm, &fn, x, step) != GSL_SUCCESS) goto out;
+        for (int it = 0; it < 800; it++) {
+            int rc = gsl_multimin_fminimizer_iterate(nm);
+            if (rc == GSL_ENOPROG) break;
+            if (rc != GSL_SUCCESS) goto out;
+            if (gsl_multimin_test_size(gsl_multimin_fminimizer_size(nm), 0.01 * scale) == GSL_SUCCESS) break;
+        }
+        const gsl_vector *b = gsl_multimin_fminimizer_x(nm);
+        double t[6], ov;
+        for (int i = 0; i < 6; i++) v[i] = gsl_vector_get(b, i);
+        from_vars(&c, v, t);
+        double r = fit_ncc(f, t, &ov);
+        if (r >= best) {
+            memcpy(m, t, sizeof t);
+            best = r;
+            *overlap = ov;
+        }
+    }
+    *ncc = best;
+    st = TM_OK;
+out:
+    gsl_vector_free(x);
+    gsl_vector_free(step);
+    if (nm) gsl_multimin_fminimizer_free(nm);
+    return st;
+}
+
+/* ---- coarse search ---- */
+
+/* The suspect s brought back by scale sc and turn th (radians) into the
+ * original's n x n canvas frame, centred: canvas(x) = s(M x + c), M the
+ * similarity. Fills pa->b (tapered by the distance to s's border) and c. */
+static void back_warp(const grey *s, double sc, double th, int n, float *dst, double *c)
+{
+    double m1 = sc * cos(th), m2 = -sc * sin(th), m4 = sc * sin(th), m5 = sc * cos(th);
+    double cx = 0.5 * (n - 1), cy = 0.5 * (n - 1);
+    c[0] = 0.5 * (s->w - 1) - (m1 * cx + m2 * cy);
+    c[1] = 0.5 * (s->h - 1) - (m4 * cx + m5 * cy);
+    double mu = grey_mean(s);
+    for (int y = 0; y < n; y++)
+        for (int x = 0; x < n; x++) {
+            double u = c[0] + m1 * x + m2 * y, v = c[1] + m4 * x + m5 * y;
+            double t = u >= 0 && v >= 0 && u < s->w - 1 && v < s->h - 1 ? taper(u, s->w) * taper(v, s->h) : 0;
+            dst[(size_t)y * n + x] = t > 0 ? (float)((bilinear(s, u, v) - mu) * t) : 0;
+        }
+}
+
+typedef struct cand {
+    double m[6]; /* suspect -> original, coarse pixels */
+    double ncc, overlap;
+} cand;
+
+/* The search's state: the original's canvas phase correlation, samples of
+ * the suspect, and the best candidate so far. */
+typedef struct search {
+    const grey *o, *s;
+    int n;
+    pc p;
+    fit f;
+    cand best;
+} search;
+
+/* Tries scale sc and turn th (radians): the suspect brought back by them,
+ * the shift by phase correlation, the candidate scored by NCC. */
+static void try_similarity(search *z, double sc, double th)
+{
+    int n = z->n;
+    double c[2], dy[1], dx[1], h[1];
+    canvas_put(z->o, z->p.a, n, n);
+    back_warp(z->s, sc, th, n, z->p.b, c);
+    if (pc_run(&z->p, dy, dx, h, 1) < 1) return;
+    /* canvas(x) = o(x - d) and canvas(x) = s(M x + c): s(y) = o(M^-1 (y - c) - d) */
+    double mm[6] = {c[0], sc * cos(th), -sc * sin(th), c[1], sc * sin(th), sc * cos(th)}, inv[6];
+    if (aff_invert(mm, inv)) return;
+    inv[0] -= dx[0];
+    inv[3] -= dy[0];
+    cand cd;
+    memcpy(cd.m, inv, sizeof inv);
+    cd.ncc = fit_ncc(&z->f, cd.m, &cd.overlap);
+    if (cd.overlap < FOUND_OVERLAP) cd.ncc *= cd.overlap / FOUND_OVERLAP;
+    if (cd.ncc > z->best.ncc) z->best = cd;
+}
+
+/* The sweep of scales at the quarter turns, at half the coarse resolution:
+ * candidates are told apart by their overlap's correlation, which needs no
+ * more. The winner is carried back to z's frame and kept if better. */
+static tm_status sweep_scales(search *z)
+{
+    grey o2 = {0}, s2 = {0};
+    search h = {.best = {.ncc = -2}};
+    tm_status st;
+    int w2 = (z->o->w + 1) / 2, h2 = (z->o->h + 1) / 2, sw2 = (z->s->w + 1) / 2, sh2 = (z->s->h + 1) / 2;
+    if ((st = shrink(z->o->v, z->o->w, z->o->h, w2, h2, &o2)) != TM_OK) goto out;
+    if ((st = shrink(z->s->v, z->s->w, z->s->h, sw2, sh2, &s2)) != TM_OK) goto out;
+    h.o = &o2;
+    h.s = &s2;
+    h.n = z->n / 2;
+    if ((st = pc_init(&h.p, h.n, h.n)) != TM_OK || (st = fit_init(&h.f, &o2, &s2, COARSE_SAMPLES)) != TM_OK) goto out;
+    for (double sc = SWEEP_MIN; sc <= SWEEP_MAX && h.best.ncc < FOUND_NCC; sc *= SWEEP_STEP)
+        for (int quarter = 0; quarter < 4 && h.best.ncc < FOUND_NCC; quarter++) try_similarity(&h, sc, quarter * M_PI / 2);
+    if (h.best.ncc > -2) {
+        double up[6], down[6], t[6];
+        aff_unshrink((double)z->o->w / w2, (double)z->o->h / h2, up); /* half original -> original */
+        aff_unshrink((double)sw2 / z->s->w, (double)sh2 / z->s->h, down); /* suspect -> half suspect */
+        cand cd;
+        aff_compose(h.best.m, down, t);
+        aff_compose(up, t, cd.m);
+        cd.ncc = fit_ncc(&z->f, cd.m, &cd.overlap);
+        if (cd.overlap < FOUND_OVERLAP) cd.ncc *= cd.overlap / FOUND_OVERLAP;
+        if (cd.ncc > z->best.ncc) z->best = cd;
+    }
+    st = TM_OK;
+out:
+    pc_free(&h.p);
+    fit_free(&h.f);
+    grey_free(&o2);
+    grey_free(&s2);
+    return st;
+}
+
+/* The best coarse candidate for s against o (both shrunk alike). First the
+ * Fourier-Mellin peaks, each turn also plus 180 degrees, and no change at
+ * all; when none fits and sweep is set, a sweep of scales at the quarter
+ * turns (an enlarged crop shares too little of the original's spectrum for
+ * Fourier-Mellin). */
+static tm_status coarse(const grey *o, const grey *s, int sweep, cand *best)
+{
+    search z = {.o = o, .s = s, .n = 64, .best = {.ncc = -2}};
+    while (z.n < o->w || z.n < o->h) z.n *= 2;
+    int n = z.n;
+    pc q = {0};
+    float *lpo = malloc(sizeof(float) * LP_RADII * LP_ANGLES), *lps = malloc(sizeof(float) * LP_RADII * LP_ANGLES);
+    tm_status st = TM_ERR_NOMEM;
+    if (!lpo || !lps) goto out;
+    if ((st = pc_init(&z.p, n, n)) != TM_OK || (st = pc_init(&q, LP_RADII, LP_ANGLES)) != TM_OK) goto out;
+    if ((st = fit_init(&z.f, o, s, COARSE_SAMPLES)) != TM_OK) goto out;
+    double r0 = 3, r1 = 0.45 * n;
+    log_polar(&z.p, o, n, r0, r1, lpo);
+    log_polar(&z.p, s, n, r0, r1, lps);
+    memcpy(q.a, lpo, sizeof(float) * LP_RADII * LP_ANGLES);
+    memcpy(q.b, lps, sizeof(float) * LP_RADII * LP_ANGLES);
+    double dr[FMT_PEAKS], da[FMT_PEAKS], ht[FMT_PEAKS];
+    int np = pc_run(&q, dr, da, ht, FMT_PEAKS);
+    double lr = log(r1 / r0) / (LP_RADII - 1);
+    for (int k = 0; k < np; k++) {
+        /* |F_s|(rho, phi) = |F_o|(rho + ln sc, phi - th): sc = exp(-d_rho), th = d_phi */
+        double sc = exp(-dr[k] * lr), th = M_PI * da[k] / LP_ANGLES;
+        if (sc < SWEEP_MIN || sc > SWEEP_MAX) continue;
+        try_similarity(&z, sc, th);
+        try_similarity(&z, sc, th + M_PI);
+    }
+    try_similarity(&z, 1, 0);
+    if (sweep && z.best.ncc < FOUND_NCC && (st = sweep_scales(&z)) != TM_OK) goto out;
+    *best = z.best;
+    st = TM_OK;
+out:
+    pc_free(&z.p);
+    pc_free(&q);
+    fit_free(&z.f);
+    free(lpo);
+    free(lps);
+    return st;
+}
+
+/* s mirrored left-right. */
+static tm_status mirror(const grey *s, grey *out)
+{
+    out->w = s->w;
+    out->h = s->h;
+    out->v = malloc(sizeof(float) * (size_t)s->w * s->h);
+    if (!out->v) return TM_ERR_NOMEM;
+    for (int y = 0; y < s->h; y++)
+        for (int x = 0; x < s->w; x++) out->v[(size_t)y * s->w + x] = s->v[(size_t)y * s->w + s->w - 1 - x];
+    return TM_OK;
+}
+
+static int fit_side(int w, int h, int side, int *nw, int *nh)
+{
+    double k = fmax(1.0, (double)(w > h ? w : h) / side);
+    *nw = (int)fmax(1, lround(w / k));
+    *nh = (int)fmax(1, lround(h / k));
+    return k > 1;
+}
+
+tm_status tm_register(const float *o, int ow, int oh, const float *s, int sw, int sh, tm_registration *out)
+{
+    if (!o || !s || !out || ow < 8 || oh < 8 || sw < 8 || sh < 8) return TM_ERR_ARG;
+    memset(out, 0, sizeof *out);
+    grey co = {0}, cs = {0}, cm = {0}, fo = {0}, fs = {0};
+    fit f = {0};
+    tm_status st;
+    /* coarse: the original to COARSE_SIDE, the suspect by the same factor */
+    int cow, coh;
+    fit_side(ow, oh, COARSE_SIDE, &cow, &coh);
+    double k = (double)ow / cow;
+    int csw = (int)fmax(8, lround(sw / k)), csh = (int)fmax(8, lround(sh / k));
+    int tw, th;
+    if (fit_side(csw, csh, COARSE_SIDE * 2, &tw, &th)) csw = tw, csh = th; /* enlarged suspects */
+    if ((st = shrink(o, ow, oh, cow, coh, &co)) != TM_OK) goto out;
+    if ((st = shrink(s, sw, sh, csw, csh, &cs)) != TM_OK) goto out;
+    cand best, alt;
+    if ((st = coarse(&co, &cs, 1, &best)) != TM_OK) goto out;
+    int flip = 0;
+    if (best.ncc < FOUND_NCC) {
+        if ((st = mirror(&cs, &cm)) != TM_OK || (st = coarse(&co, &cm, 0, &alt)) != TM_OK) goto out;
+        if (alt.ncc > best.ncc) {
+            /* mirrored coordinates: x_m = w - 1 - x */
+            double fl[6] = {csw - 1.0, -1, 0, 0, 0, 1};
+            aff_compose(alt.m, fl, best.m);
+            best.ncc = alt.ncc;
+            flip = 1;
+        }
+    }
+    double m[6], ncc, ov;
+    memcpy(m, best.m, sizeof m);
+    if ((st = fit_init(&f, &co, &cs, COARSE_SAMPLES)) != TM_OK) goto out;
+    if ((st = polish(&f, csw, csh, 1.0, m, &ncc, &ov)) != TM_OK) goto out;
+    fit_free(&f);
+    memset(&f, 0, sizeof f);
+    /* fine: both at up to FINE_SIDE, the map carried over */
+    int fow, foh, fsw, fsh;
+    fit_side(ow, oh, FINE_SIDE, &fow, &foh);
+    fit_side(sw, sh, FINE_SIDE, &fsw, &fsh);
+    double a[6], b[6], t[6];
+    aff_unshrink((double)fow / cow, (double)foh / coh, a); /* coarse original -> fine original */
+    aff_unshrink((double)csw / fsw, (double)csh / fsh, b); /* fine suspect -> coarse suspect */
+    aff_compose(m, b, t);
+    aff_compose(a, t, m);
+    if ((st = shrink(o, ow, oh, fow, foh, &fo)) != TM_OK) goto out;
+    if ((st = shrink(s, sw, sh, fsw, fsh, &fs)) != TM_OK) goto out;
+    if ((st = soften(&fo)) != TM_OK || (st = soften(&fs)) != TM_OK) goto out;
+    if ((st = fit_init(&f, &fo, &fs, FINE_SAMPLES)) != TM_OK) goto out;
+    if ((st = polish(&f, fsw, fsh, 0.5, m, &ncc, &ov)) != TM_OK) goto out;
+    /* full resolution */
+    aff_unshrink((double)ow / fow, (double)oh / foh, a);
+    aff_unshrink((double)fsw / sw, (double)fsh / sh, b);
+    aff_compose(m, b, t);
+    aff_compose(a, t, out->affine);
+    double det = out->affine[1] * out->affine[5] - out->affine[2] * out->affine[4];
+    out->flip = flip;
+    out->scale = 1 / sqrt(fabs(det));
+    /* the turn of the suspect: the original's x axis as seen in the suspect
+     * (y down, so counter-clockwise is a negative image angle) */
+    double inv[6];
+    if (aff_invert(out->affine, inv)) goto out;
+    /* inv's linear part is s D R (F when mirrored), D = diag(sqrt a, 1 / sqrt a)
+     * the stretch along the suspect's axes: its rows' lengths give a */
+    double r1 = hypot(inv[1], inv[2]), r2 = hypot(inv[4], inv[5]);
+    out->aspect = r2 > 0 ? r1 / r2 : 1;
+    double c = inv[1] / sqrt(out->aspect), sn = inv[4] * sqrt(out->aspect);
+    double ang = flip ? -atan2(-sn, -c) * 180 / M_PI : -atan2(sn, c) * 180 / M_PI;
+    out->rotation_deg = ang <= -180 ? ang + 360 : ang;
+    out->ncc = ncc;
+    out->overlap = ov;
+    out->found = ncc >= FOUND_NCC && ov >= FOUND_OVERLAP;
+    st = TM_OK;
+out:
+    grey_free(&co);
+    grey_free(&cs);
+    grey_free(&cm);
+    grey_free(&fo);
+    grey_free(&fs);
+    fit_free(&f);
+    return st;
+}
+
+/* ---- the difference ---- */
+
+/* The tone curve: the mean suspect value per original tone bin, bins with
+ * few samples from a straight-line fit over the others. */
+static void tone_curve(const float *sv, const float *ov, size_t n, double *curve)
+{
+    double sum[TONE_BINS] = {0}, cnt[TONE_BINS] = {0};
+    for (size_t i = 0; i < n; i++) {
+        if (isnan(sv[i])) continue;
+        int bin = (int)fmin(TONE_BINS - 1, fmax(0, ov[i] * TONE_BINS / 256.0));
+        sum[bin] += sv[i];
+        cnt[bin] += 1;
+    }
+    double sx = 0, sy = 0, sxx = 0, sxy = 0, k = 0;
+    for (int i = 0; i < TONE_BINS; i++) {
+        if (cnt[i] < 16) continue;
+        double xc = (i + 0.5) * 256.0 / TONE_BINS, yc = sum[i] / cnt[i];
+        sx += cnt[i] * xc, sy += cnt[i] * yc, sxx += cnt[i] * xc * xc, sxy += cnt[i] * xc * yc, k += cnt[i];
+    }
+    double den = k * sxx - sx * sx, slope = den > 0 ? (k * sxy - sx * sy) / den : 1;
+    double icpt = k > 0 ? (sy - slope * sx) / k : 0;
+    for (int i = 0; i < TONE_BINS; i++)
+        curve[i] = cnt[i] >= 16 ? sum[i] / cnt[i] : icpt + slope * (i + 0.5) * 256.0 / TONE_BINS;
+}
+
+static double tone_apply(const double *curve, double v)
+{
+    double t = v * TONE_BINS / 256.0 - 0.5;
+    int i = (int)floor(t);
+    if (i < 0) return curve[0];
+    if (i >= TONE_BINS - 1) return curve[TONE_BINS - 1];
+    return curve[i] + (t - i) * (curve[i + 1] - curve[i]);
+}
+
+/* The difference is made in the suspect's frame, where the original, brought
+ * there through the same loss of resolution (shrunk first when the suspect is
+ * smaller), has the suspect's band: subtracting the full-resolution original
+ * from an enlarged small suspect would leave every detail the suspect lost.
+ * It is then carried back to the original's frame, where the mark has its
+ * marked geometry. */
+tm_status tm_register_difference(const float *o, int ow, int oh, const float *s, int sw, int sh,
+                                 tm_registration *r, tm_image **out)
+{
+    if (!o || !s || !r || !out) return TM_ERR_ARG;
+    *out = NULL;
+    double a[6], b[6], u[6]; /* a: original -> suspect; b: suspect -> (shrunk) original */
+    if (aff_invert(r->affine, a)) return TM_ERR_ARG;
+    /* the original's pixels the suspect covers: its corners' box */
+    double x0 = ow, y0 = oh, x1 = -1, y1 = -1;
+    for (int c = 0; c < 4; c++) {
+        double x, y;
+        aff_apply(r->affine, c & 1 ? sw - 1 : 0, c & 2 ? sh - 1 : 0, &x, &y);
+        x0 = fmin(x0, x), y0 = fmin(y0, y), x1 = fmax(x1, x), y1 = fmax(y1, y);
+    }
+    int bx0 = (int)fmax(0, floor(x0)), by0 = (int)fmax(0, floor(y0));
+    int bx1 = (int)fmin(ow - 1, ceil(x1)), by1 = (int)fmin(oh - 1, ceil(y1));
+    if (bx1 - bx0 < 7 || by1 - by0 < 7) return TM_ERR_DIMENSIONS;
+
+    grey full = {.v = (float *)o, .w = ow, .h = oh}, small = {0};
+    const grey *src = &full;
+    tm_image *d = NULL;
+    size_t ns = (size_t)sw * sh;
+    float *os = malloc(sizeof(float) * ns), *ds = malloc(sizeof(float) * ns);
+    tm_status st = TM_ERR_NOMEM;
+    if (!os || !ds) goto out;
+    memcpy(b, r->affine, sizeof b);
+    if (r->scale < 0.9) {
+        int nw = (int)fmax(8, lround(ow * r->scale)), nh = (int)fmax(8, lround(oh * r->scale));
+        if ((st = shrink(o, ow, oh, nw, nh, &small)) != TM_OK) goto out;
+        aff_unshrink((double)nw / ow, (double)nh / oh, u); /* original -> shrunk original */
+        aff_compose(u, r->affine, b);
+        src = &small;
+    }
+    /* the original in the suspect's frame, and the tone curve between them */
+    for (int y = 0; y < sh; y++)
+        for (int x = 0; x < sw; x++) {
+            double px, py;
+            aff_apply(b, x, y, &px, &py);
+            int inside = px >= 0 && py >= 0 && px <= src->w - 1 && py <= src->h - 1;
+            os[(size_t)y * sw + x] = inside ? (float)tm_interp(src->v, src->w, src->h, px, py, 1) : NAN;
+            ds[(size_t)y * sw + x] = inside ? s[(size_t)y * sw + x] : NAN;
+        }
+    double curve[TONE_BINS], ss = 0, cnt = 0;
+    tone_curve(ds, os, ns, curve);
+    for (size_t i = 0; i < ns; i++) {
+        if (isnan(ds[i])) {
+            ds[i] = 0;
+            continue;
+        }
+        ds[i] = (float)(ds[i] - tone_apply(curve, os[i]));
+        ss += (double)ds[i] * ds[i];
+        cnt++;
+    }
+    if (cnt < 64) {
+        st = TM_ERR_DIMENSIONS;
+        goto out;
+    }
+    r->residual = sqrt(ss / cnt);
+    /* back to the original's frame */
+    int w = bx1 - bx0 + 1, h = by1 - by0 + 1;
+    if ((st = tm_image_create(w, h, 1, &d)) != TM_OK) goto out;
+    float *dv = d->plane[0];
+    for (int y = 0; y < h; y++)
+        for (int x = 0; x < w; x++) {
+            double qx, qy;
+            aff_apply(a, bx0 + x, by0 + y, &qx, &qy);
+            int inside = qx >= 0 && qy >= 0 && qx <= sw - 1 && qy <= sh - 1;
+            dv[(size_t)y * w + x] = (float)(128 + (inside ? tm_interp(ds, sw, sh, qx, qy, 1) : 0));
+        }
+    *out = d;
+    d = NULL;
+    st = TM_OK;
+out:
+    free(os);
+    free(ds);
+    grey_free(&small);
+    tm_image_free(d);
+    return st;
+}
