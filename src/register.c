@@ -1,27 +1,30 @@
 /* register.c -- informed trace: where a suspect lies in the unmarked
- * original, and the suspect with the original taken out.
+ * original, and the suspect with the original taken out (docs/scheme.md
+ * section 11).
  *
- * Coarse: both images are shrunk by the same factor (the original to at most
- * COARSE_SIDE a side), so a copy at its marked size has the same pixel scale.
+ * Coarse: both images are shrunk by the same factor (the original to
+ * COARSE_SIDE a side, less when the suspect would keep fewer than
+ * COARSE_SUSPECT), so a copy at its marked size has the same pixel scale.
  * Fourier-Mellin: the magnitude spectra, resampled on log-radius x angle,
- * turn a scaling and a turn into a shift, found by phase correlation; each
- * of the strongest shifts (and no change at all, for plain crops) gives a
- * scale and a turn, the turn also plus 180 degrees; the suspect is brought
- * back by each and a second phase correlation finds the shift. The mirrored
- * suspect gets the same when nothing fits. The candidate whose overlap
- * correlates best is polished as a full affine map by GSL's Nelder-Mead
- * simplex on 1 - NCC, at the coarse scale, then at up to FINE_SIDE.
+ * turn a scaling and a turn into a shift, found by phase correlation. Each of
+ * the strongest shifts (and no change at all, for plain crops) gives a scale
+ * and a turn, the turn also plus 180 degrees; the suspect is brought back by
+ * each and the shift is where its masked NCC with the original peaks (four
+ * FFT correlations). The mirrored suspect gets the same when nothing fits,
+ * then a sweep of scales. The best candidate is polished as a full affine
+ * map by GSL's Nelder-Mead simplex on 1 - NCC, at the coarse scale, then at
+ * up to FINE_SIDE.
  *
- * The difference: every original pixel the suspect covers gets the suspect
- * sampled there (bicubic) minus the original through the tone curve that best
- * predicts the suspect from it (least squares per tone bin: brightness,
- * contrast, gamma or any monotone curve). The mark survives it, the host
- * mostly does not. Nothing here looks at a key or a codeword. */
+ * The difference: in the suspect's frame, the suspect minus the original
+ * (brought there through the same loss of resolution) through the tone curve
+ * that best predicts the suspect from it (least squares per tone bin:
+ * brightness, contrast, gamma or any monotone curve); then carried back into
+ * the original's frame. The mark survives it, the host mostly does not.
+ * Nothing here looks at a key or a codeword. */
 #include "config.h"
 
 #include <fftw3.h>
 #include <math.h>
-#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -29,19 +32,21 @@
 
 #include "scheme.h"
 
-#define COARSE_SIDE 512   /* the coarse search's long side (original) */
-#define FINE_SIDE 2048    /* the last polish's long side, at most */
-#define LP_RADII 256      /* log-polar samples: radii .. */
-#define LP_ANGLES 360     /* .. and angles over [0, 180) degrees */
-#define FMT_PEAKS 4       /* scale/turn peaks tried */
+#define COARSE_SIDE 512      /* the coarse search's long side (original) .. */
+#define COARSE_SUSPECT 192   /* .. unless the suspect's would be shorter than this */
+#define FINE_SIDE 2048       /* the last polish's long side, at most */
+#define LP_RADII 256         /* log-polar samples: radii .. */
+#define LP_ANGLES 360        /* .. and angles over [0, 180) degrees */
+#define FMT_PEAKS 4          /* scale/turn peaks tried */
 #define COARSE_SAMPLES 16384 /* suspect samples in the cost, coarse .. */
 #define FINE_SAMPLES 65536   /* .. and fine */
-#define FOUND_NCC 0.8     /* registered: the overlap correlates at least this .. */
-#define FOUND_OVERLAP 0.5 /* .. over at least this share of the suspect */
+#define FOUND_NCC 0.8        /* registered: the overlap correlates at least this .. */
+#define FOUND_OVERLAP 0.5    /* .. over at least this share of the suspect */
 #define TONE_BINS 64
-#define SWEEP_MIN 0.2     /* scales (suspect / original) searched .. */
+#define SWEEP_MIN 0.1        /* scales (suspect / original) searched .. */
 #define SWEEP_MAX 5.0
-#define SWEEP_STEP 1.08   /* .. in steps of 8% when Fourier-Mellin finds nothing */
+#define SWEEP_STEP 1.08      /* .. in steps of 8% when Fourier-Mellin finds nothing */
+#define MAX_ANISO 1.5        /* largest stretch or shear fitted (singular value ratio) */
 
 typedef struct grey {
     float *v;
@@ -229,10 +234,12 @@ static int pc_run(pc *p, double *dy, double *dx, double *height, int max)
     return n;
 }
 
-/* A cosine taper of width a fifth of the side at each border. */
+/* A cosine taper at each border, 6% of the side wide: enough to keep the
+ * borders' jumps out of the spectrum, narrow enough to leave the corners in
+ * (a suspect cut from a corner must still find it). */
 static double taper(double t, double n)
 {
-    double e = 0.2 * n;
+    double e = fmax(2.0, 0.06 * n);
     if (t < 0 || t > n - 1) return 0;
     double d = fmin(t, n - 1 - t);
     return d >= e ? 1 : 0.5 - 0.5 * cos(M_PI * d / e);
@@ -360,12 +367,25 @@ static void to_vars(const polish_ctx *c, const double *m, double *v)
     v[1] = m[1] * c->ext, v[2] = m[2] * c->ext, v[4] = m[4] * c->ext, v[5] = m[5] * c->ext;
 }
 
+/* Whether m's linear part is a plausible copy's: the scale within the
+ * searched range and the stretch or shear at most MAX_ANISO (the ratio of
+ * its singular values). Without this a fit can squeeze the whole suspect
+ * onto a smooth patch of the original, which correlates with anything. */
+static int plausible(const double *m)
+{
+    double t = m[1] * m[1] + m[2] * m[2] + m[4] * m[4] + m[5] * m[5], det = fabs(m[1] * m[5] - m[2] * m[4]);
+    double disc = sqrt(fmax(0, t * t - 4 * det * det));
+    double s1 = sqrt(0.5 * (t + disc)), s2 = sqrt(fmax(0, 0.5 * (t - disc))), g = sqrt(det);
+    return s2 > 0 && s1 <= MAX_ANISO * s2 && g >= 1 / (SWEEP_MAX * 1.25) && g <= 1.25 / SWEEP_MIN;
+}
+
 static double fit_cost(const gsl_vector *x, void *params)
 {
     const polish_ctx *c = params;
     double v[6], m[6], ov;
     for (int i = 0; i < 6; i++) v[i] = gsl_vector_get(x, i);
     from_vars(c, v, m);
+    if (!plausible(m)) return 2;
     double r = fit_ncc(c->f, m, &ov);
     /* sliding off the original would raise the NCC of what is left */
     return 1 - r * fmin(1.0, ov / FOUND_OVERLAP);
@@ -451,11 +471,132 @@ out:
 
 /* ---- coarse search ---- */
 
-/* The suspect s brought back by scale sc and turn th (radians) into the
- * original's n x n canvas frame, centred: canvas(x) = s(M x + c), M the
- * similarity. Fills pa->b (tapered by the distance to s's border) and c. */
-static void back_warp(const grey *s, double sc, double th, int n, float *dst, double *c)
+/* ---- masked normalised cross-correlation over all shifts ---- */
+
+/* A template (the suspect brought back into the original's frame) is
+ * placed on an n x n canvas with its mask; its NCC with the original at
+ * every shift d (template(x) against o(x - d), over the template's mask)
+ * comes from four FFT correlations (Padfield's masked NCC). Phase
+ * correlation would whiten the spectrum, which lets a small template's noise
+ * win; the NCC is what the candidates are judged by anyway. */
+typedef struct matcher {
+    int n, nc;
+    float *t, *m;                  /* template and mask (real n x n) */
+    float *c[4];                   /* the correlations */
+    fftwf_complex *fo, *fo2, *fso; /* the original's spectra: values, squares, support */
+    fftwf_complex *ft, *fm, *prod;
+    fftwf_plan fwd, inv;
+} matcher;
+
+static void matcher_free(matcher *q)
 {
+    fftwf_free(q->t);
+    fftwf_free(q->m);
+    for (int i = 0; i < 4; i++) fftwf_free(q->c[i]);
+    fftwf_free(q->fo);
+    fftwf_free(q->fo2);
+    fftwf_free(q->fso);
+    fftwf_free(q->ft);
+    fftwf_free(q->fm);
+    fftwf_free(q->prod);
+}
+
+static tm_status matcher_init(matcher *q, const grey *o, int n)
+{
+    memset(q, 0, sizeof *q);
+    q->n = n;
+    q->nc = n / 2 + 1;
+    size_t nr = (size_t)n * n, nc = (size_t)n * q->nc;
+    q->t = fftwf_malloc(sizeof(float) * nr);
+    q->m = fftwf_malloc(sizeof(float) * nr);
+    int ok = q->t && q->m;
+    for (int i = 0; i < 4; i++) ok &= (q->c[i] = fftwf_malloc(sizeof(float) * nr)) != NULL;
+    fftwf_complex **spec[6] = {&q->fo, &q->fo2, &q->fso, &q->ft, &q->fm, &q->prod};
+    for (int i = 0; i < 6; i++) ok &= (*spec[i] = fftwf_malloc(sizeof(fftwf_complex) * nc)) != NULL;
+    q->fwd = tm_fft_plan(TM_FFT_R2C, n, n);
+    q->inv = tm_fft_plan(TM_FFT_C2R, n, n);
+    if (!ok || !q->fwd || !q->inv) {
+        matcher_free(q);
+        return TM_ERR_NOMEM;
+    }
+    /* the original, mean removed (smaller sums, less rounding), its squares
+     * and its support, each at the canvas' top left */
+    double mu = grey_mean(o);
+    for (int k = 0; k < 3; k++) {
+        memset(q->t, 0, sizeof(float) * nr);
+        for (int y = 0; y < o->h && y < n; y++)
+            for (int x = 0; x < o->w && x < n; x++) {
+                double v = o->v[(size_t)y * o->w + x] - mu;
+                q->t[(size_t)y * n + x] = (float)(k == 0 ? v : k == 1 ? v * v : 1);
+            }
+        fftwf_execute_dft_r2c(q->fwd, q->t, k == 0 ? q->fo : k == 1 ? q->fo2 : q->fso);
+    }
+    return TM_OK;
+}
+
+/* out = correlation of the spectrum a with the original's spectrum b:
+ * sum_x a(x) b(x - d), for every d. */
+static void matcher_corr(matcher *q, const fftwf_complex *a, const fftwf_complex *b, float *out)
+{
+    size_t nc = (size_t)q->n * q->nc;
+    for (size_t i = 0; i < nc; i++) {
+        q->prod[i][0] = a[i][0] * b[i][0] + a[i][1] * b[i][1];
+        q->prod[i][1] = a[i][1] * b[i][0] - a[i][0] * b[i][1];
+    }
+    fftwf_execute_dft_c2r(q->inv, q->prod, out);
+    float norm = 1.0f / ((float)q->n * q->n);
+    for (size_t i = 0; i < (size_t)q->n * q->n; i++) out[i] *= norm;
+}
+
+/* The shift (dx, dy) with the best NCC of the template in q->t / q->m,
+ * among those where at least FOUND_OVERLAP of the mask lies on the
+ * original, wrapped to (-n/2, n/2], sub-pixel. 0 when none qualifies. */
+static int matcher_run(matcher *q, double *dx, double *dy)
+{
+    int n = q->n;
+    double nm = 0, st = 0, stt = 0;
+    for (size_t i = 0; i < (size_t)n * n; i++) {
+        nm += q->m[i];
+        st += q->t[i];
+        stt += (double)q->t[i] * q->t[i];
+    }
+    if (nm < 16) return 0;
+    double vt = stt - st * st / nm;
+    if (!(vt > 0)) return 0;
+    fftwf_execute_dft_r2c(q->fwd, q->t, q->ft);
+    fftwf_execute_dft_r2c(q->fwd, q->m, q->fm);
+    matcher_corr(q, q->ft, q->fo, q->c[0]);  /* sum m t o */
+    matcher_corr(q, q->fm, q->fo, q->c[1]);  /* sum m o */
+    matcher_corr(q, q->fm, q->fo2, q->c[2]); /* sum m o^2 */
+    matcher_corr(q, q->fm, q->fso, q->c[3]); /* sum m (o's support) */
+    float *ncc = q->t; /* the template is no longer needed */
+    int bi = -1;
+    for (size_t i = 0; i < (size_t)n * n; i++) {
+        double s1 = q->c[0][i], s2 = q->c[1][i], s3 = q->c[2][i], cover = q->c[3][i];
+        double vo = s3 - s2 * s2 / nm, r = 0;
+        if (cover >= FOUND_OVERLAP * nm && vo > 1e-6 * nm) r = (s1 - st * s2 / nm) / sqrt(vt * vo);
+        ncc[i] = (float)r;
+        if (r > 0 && (bi < 0 || r > ncc[bi])) bi = (int)i;
+    }
+    if (bi < 0) return 0;
+    int y = bi / n, x = bi % n;
+    float v = ncc[bi];
+    float ym = ncc[(size_t)((y - 1 + n) % n) * n + x], yp = ncc[(size_t)((y + 1) % n) * n + x];
+    float xm = ncc[(size_t)y * n + (x - 1 + n) % n], xp = ncc[(size_t)y * n + (x + 1) % n];
+    double oy = (ym - yp) / (2.0 * (ym - 2 * v + yp)), ox = (xm - xp) / (2.0 * (xm - 2 * v + xp));
+    if (!isfinite(oy) || fabs(oy) > 1) oy = 0;
+    if (!isfinite(ox) || fabs(ox) > 1) ox = 0;
+    *dy = (y > n / 2 ? y - n : y) + oy;
+    *dx = (x > n / 2 ? x - n : x) + ox;
+    return 1;
+}
+
+/* The suspect s brought back by scale sc and turn th (radians) into the
+ * original's n x n canvas frame, centred: t(x) = s(M x + c) where it
+ * reaches, M the similarity, with the mask m; fills c. */
+static void back_warp(const grey *s, double sc, double th, matcher *q, double *c)
+{
+    int n = q->n;
     double m1 = sc * cos(th), m2 = -sc * sin(th), m4 = sc * sin(th), m5 = sc * cos(th);
     double cx = 0.5 * (n - 1), cy = 0.5 * (n - 1);
     c[0] = 0.5 * (s->w - 1) - (m1 * cx + m2 * cy);
@@ -464,8 +605,9 @@ static void back_warp(const grey *s, double sc, double th, int n, float *dst, do
     for (int y = 0; y < n; y++)
         for (int x = 0; x < n; x++) {
             double u = c[0] + m1 * x + m2 * y, v = c[1] + m4 * x + m5 * y;
-            double t = u >= 0 && v >= 0 && u < s->w - 1 && v < s->h - 1 ? taper(u, s->w) * taper(v, s->h) : 0;
-            dst[(size_t)y * n + x] = t > 0 ? (float)((bilinear(s, u, v) - mu) * t) : 0;
+            int in = u >= 0 && v >= 0 && u < s->w - 1 && v < s->h - 1;
+            q->t[(size_t)y * n + x] = in ? (float)(bilinear(s, u, v) - mu) : 0;
+            q->m[(size_t)y * n + x] = (float)in;
         }
 }
 
@@ -474,30 +616,27 @@ typedef struct cand {
     double ncc, overlap;
 } cand;
 
-/* The search's state: the original's canvas phase correlation, samples of
- * the suspect, and the best candidate so far. */
+/* The search's state: the matcher on the original, samples of the suspect,
+ * and the best candidate so far. */
 typedef struct search {
     const grey *o, *s;
-    int n;
-    pc p;
+    matcher q;
     fit f;
     cand best;
 } search;
 
 /* Tries scale sc and turn th (radians): the suspect brought back by them,
- * the shift by phase correlation, the candidate scored by NCC. */
+ * the shift by masked NCC, the candidate scored on the suspect's samples. */
 static void try_similarity(search *z, double sc, double th)
 {
-    int n = z->n;
-    double c[2], dy[1], dx[1], h[1];
-    canvas_put(z->o, z->p.a, n, n);
-    back_warp(z->s, sc, th, n, z->p.b, c);
-    if (pc_run(&z->p, dy, dx, h, 1) < 1) return;
-    /* canvas(x) = o(x - d) and canvas(x) = s(M x + c): s(y) = o(M^-1 (y - c) - d) */
+    double c[2], dx, dy;
+    back_warp(z->s, sc, th, &z->q, c);
+    if (!matcher_run(&z->q, &dx, &dy)) return;
+    /* t(x) = o(x - d) and t(x) = s(M x + c): s(y) = o(M^-1 (y - c) - d) */
     double mm[6] = {c[0], sc * cos(th), -sc * sin(th), c[1], sc * sin(th), sc * cos(th)}, inv[6];
     if (aff_invert(mm, inv)) return;
-    inv[0] -= dx[0];
-    inv[3] -= dy[0];
+    inv[0] -= dx;
+    inv[3] -= dy;
     cand cd;
     memcpy(cd.m, inv, sizeof inv);
     cd.ncc = fit_ncc(&z->f, cd.m, &cd.overlap);
@@ -518,8 +657,8 @@ static tm_status sweep_scales(search *z)
     if ((st = shrink(z->s->v, z->s->w, z->s->h, sw2, sh2, &s2)) != TM_OK) goto out;
     h.o = &o2;
     h.s = &s2;
-    h.n = z->n / 2;
-    if ((st = pc_init(&h.p, h.n, h.n)) != TM_OK || (st = fit_init(&h.f, &o2, &s2, COARSE_SAMPLES)) != TM_OK) goto out;
+    if ((st = matcher_init(&h.q, &o2, z->q.n / 2)) != TM_OK || (st = fit_init(&h.f, &o2, &s2, COARSE_SAMPLES)) != TM_OK)
+        goto out;
     for (double sc = SWEEP_MIN; sc <= SWEEP_MAX && h.best.ncc < FOUND_NCC; sc *= SWEEP_STEP)
         for (int quarter = 0; quarter < 4 && h.best.ncc < FOUND_NCC; quarter++) try_similarity(&h, sc, quarter * M_PI / 2);
     if (h.best.ncc > -2) {
@@ -535,7 +674,7 @@ static tm_status sweep_scales(search *z)
     }
     st = TM_OK;
 out:
-    pc_free(&h.p);
+    matcher_free(&h.q);
     fit_free(&h.f);
     grey_free(&o2);
     grey_free(&s2);
@@ -549,18 +688,18 @@ out:
  * Fourier-Mellin). */
 static tm_status coarse(const grey *o, const grey *s, int sweep, cand *best)
 {
-    search z = {.o = o, .s = s, .n = 64, .best = {.ncc = -2}};
-    while (z.n < o->w || z.n < o->h) z.n *= 2;
-    int n = z.n;
-    pc q = {0};
+    search z = {.o = o, .s = s, .best = {.ncc = -2}};
+    int n = 64;
+    while (n < o->w || n < o->h) n *= 2;
+    pc p = {0}, q = {0};
     float *lpo = malloc(sizeof(float) * LP_RADII * LP_ANGLES), *lps = malloc(sizeof(float) * LP_RADII * LP_ANGLES);
     tm_status st = TM_ERR_NOMEM;
     if (!lpo || !lps) goto out;
-    if ((st = pc_init(&z.p, n, n)) != TM_OK || (st = pc_init(&q, LP_RADII, LP_ANGLES)) != TM_OK) goto out;
-    if ((st = fit_init(&z.f, o, s, COARSE_SAMPLES)) != TM_OK) goto out;
+    if ((st = pc_init(&p, n, n)) != TM_OK || (st = pc_init(&q, LP_RADII, LP_ANGLES)) != TM_OK) goto out;
+    if ((st = matcher_init(&z.q, o, n)) != TM_OK || (st = fit_init(&z.f, o, s, COARSE_SAMPLES)) != TM_OK) goto out;
     double r0 = 3, r1 = 0.45 * n;
-    log_polar(&z.p, o, n, r0, r1, lpo);
-    log_polar(&z.p, s, n, r0, r1, lps);
+    log_polar(&p, o, n, r0, r1, lpo);
+    log_polar(&p, s, n, r0, r1, lps);
     memcpy(q.a, lpo, sizeof(float) * LP_RADII * LP_ANGLES);
     memcpy(q.b, lps, sizeof(float) * LP_RADII * LP_ANGLES);
     double dr[FMT_PEAKS], da[FMT_PEAKS], ht[FMT_PEAKS];
@@ -578,8 +717,9 @@ static tm_status coarse(const grey *o, const grey *s, int sweep, cand *best)
     *best = z.best;
     st = TM_OK;
 out:
-    pc_free(&z.p);
+    pc_free(&p);
     pc_free(&q);
+    matcher_free(&z.q);
     fit_free(&z.f);
     free(lpo);
     free(lps);
@@ -613,10 +753,16 @@ tm_status tm_register(const float *o, int ow, int oh, const float *s, int sw, in
     grey co = {0}, cs = {0}, cm = {0}, fo = {0}, fs = {0};
     fit f = {0};
     tm_status st;
-    /* coarse: the original to COARSE_SIDE, the suspect by the same factor */
-    int cow, coh;
-    fit_side(ow, oh, COARSE_SIDE, &cow, &coh);
-    double k = (double)ow / cow;
+    /* coarse: the original to COARSE_SIDE, the suspect by the same factor;
+     * less shrinking when that would leave a small suspect too few pixels
+     * (a screenshot of a large photo), the original then up to 4 times
+     * COARSE_SIDE */
+    int cow, coh, lo = ow > oh ? ow : oh, ls = sw > sh ? sw : sh;
+    double k = fmax(1.0, fmin((double)lo / COARSE_SIDE, (double)ls / COARSE_SUSPECT));
+    k = fmax(k, (double)lo / (4 * COARSE_SIDE));
+    cow = (int)fmax(8, lround(ow / k));
+    coh = (int)fmax(8, lround(oh / k));
+    k = (double)ow / cow;
     int csw = (int)fmax(8, lround(sw / k)), csh = (int)fmax(8, lround(sh / k));
     int tw, th;
     if (fit_side(csw, csh, COARSE_SIDE * 2, &tw, &th)) csw = tw, csh = th; /* enlarged suspects */
@@ -676,7 +822,7 @@ tm_status tm_register(const float *o, int ow, int oh, const float *s, int sw, in
     out->rotation_deg = ang <= -180 ? ang + 360 : ang;
     out->ncc = ncc;
     out->overlap = ov;
-    out->found = ncc >= FOUND_NCC && ov >= FOUND_OVERLAP;
+    out->found = ncc >= FOUND_NCC && ov >= FOUND_OVERLAP && plausible(out->affine);
     st = TM_OK;
 out:
     grey_free(&co);
@@ -722,16 +868,47 @@ static double tone_apply(const double *curve, double v)
     return curve[i] + (t - i) * (curve[i + 1] - curve[i]);
 }
 
+/* The NCC of the fine detail of a and b (w x h, NAN where undefined): each
+ * value less the mean of its 3 x 3 neighbours, where all nine are defined.
+ * Smooth content correlates between unrelated photos once a map is fitted to
+ * it; detail does only where the map is right. */
+static double detail_ncc(const float *a, const float *b, int w, int h)
+{
+    double s1 = 0, s2 = 0, t1 = 0, t2 = 0, st = 0, k = 0;
+    for (int y = 1; y < h - 1; y++)
+        for (int x = 1; x < w - 1; x++) {
+            double ma = 0, mb = 0;
+            int ok = 1;
+            for (int j = -1; j <= 1 && ok; j++)
+                for (int i = -1; i <= 1; i++) {
+                    size_t q = (size_t)(y + j) * w + x + i;
+                    if (isnan(a[q]) || isnan(b[q])) {
+                        ok = 0;
+                        break;
+                    }
+                    ma += a[q];
+                    mb += b[q];
+                }
+            if (!ok) continue;
+            size_t q = (size_t)y * w + x;
+            double u = a[q] - ma / 9, v = b[q] - mb / 9;
+            s1 += u, s2 += u * u, t1 += v, t2 += v * v, st += u * v, k++;
+        }
+    if (k < 64) return 0;
+    double vu = s2 - s1 * s1 / k, vv = t2 - t1 * t1 / k;
+    return vu > 0 && vv > 0 ? (st - s1 * t1 / k) / sqrt(vu * vv) : 0;
+}
+
 /* The difference is made in the suspect's frame, where the original, brought
  * there through the same loss of resolution (shrunk first when the suspect is
  * smaller), has the suspect's band: subtracting the full-resolution original
  * from an enlarged small suspect would leave every detail the suspect lost.
  * It is then carried back to the original's frame, where the mark has its
  * marked geometry. */
-tm_status tm_register_difference(const float *o, int ow, int oh, const float *s, int sw, int sh,
+tm_status tm_register_difference(const float *o, int ow, int oh, const float *s, int sw, int sh, double g,
                                  tm_registration *r, tm_image **out)
 {
-    if (!o || !s || !r || !out) return TM_ERR_ARG;
+    if (!o || !s || !r || !out || !(g > 0 && g <= 1)) return TM_ERR_ARG;
     *out = NULL;
     double a[6], b[6], u[6]; /* a: original -> suspect; b: suspect -> (shrunk) original */
     if (aff_invert(r->affine, a)) return TM_ERR_ARG;
@@ -770,6 +947,12 @@ tm_status tm_register_difference(const float *o, int ow, int oh, const float *s,
             os[(size_t)y * sw + x] = inside ? (float)tm_interp(src->v, src->w, src->h, px, py, 1) : NAN;
             ds[(size_t)y * sw + x] = inside ? s[(size_t)y * sw + x] : NAN;
         }
+    r->detail = detail_ncc(ds, os, sw, sh);
+    if (r->detail < TM_REG_DETAIL) { /* a fit of smooth content only: not the original */
+        r->found = 0;
+        st = TM_OK;
+        goto out;
+    }
     double curve[TONE_BINS], ss = 0, cnt = 0;
     tone_curve(ds, os, ns, curve);
     for (size_t i = 0; i < ns; i++) {
@@ -786,14 +969,15 @@ tm_status tm_register_difference(const float *o, int ow, int oh, const float *s,
         goto out;
     }
     r->residual = sqrt(ss / cnt);
-    /* back to the original's frame */
-    int w = bx1 - bx0 + 1, h = by1 - by0 + 1;
+    /* back to the original's frame shrunk by g: pixel (x, y) of the output
+     * is original pixel (bx0 + (x + 0.5) / g - 0.5, ...) */
+    int w = (int)fmax(8, floor((bx1 - bx0 + 1) * g)), h = (int)fmax(8, floor((by1 - by0 + 1) * g));
     if ((st = tm_image_create(w, h, 1, &d)) != TM_OK) goto out;
     float *dv = d->plane[0];
     for (int y = 0; y < h; y++)
         for (int x = 0; x < w; x++) {
             double qx, qy;
-            aff_apply(a, bx0 + x, by0 + y, &qx, &qy);
+            aff_apply(a, bx0 + (x + 0.5) / g - 0.5, by0 + (y + 0.5) / g - 0.5, &qx, &qy);
             int inside = qx >= 0 && qy >= 0 && qx <= sw - 1 && qy <= sh - 1;
             dv[(size_t)y * w + x] = (float)(128 + (inside ? tm_interp(ds, sw, sh, qx, qy, 1) : 0));
         }

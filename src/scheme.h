@@ -201,11 +201,15 @@ double tm_interp(const float *p, int w, int h, double x, double y, int cubic);
  * out->found says whether it was; the rest as in tm_registration. */
 tm_status tm_register(const float *o, int ow, int oh, const float *s, int sw, int sh, tm_registration *out);
 
-/* The suspect minus the tone-matched original, in the original's frame:
- * a one-channel image (128 + difference; 128 where the suspect does not
- * reach) of the original's pixels that the suspect covers (their bounding
- * box). */
-tm_status tm_register_difference(const float *o, int ow, int oh, const float *s, int sw, int sh,
+/* The suspect minus the tone-matched original, in the original's frame
+ * shrunk by g (0 < g <= 1): a one-channel image (128 + difference; 128
+ * where the suspect does not reach) of the original's pixels that the
+ * suspect covers (their bounding box). Sets r->detail, the correlation of
+ * the two images' fine detail in the suspect's frame: below TM_REG_DETAIL
+ * the fit is of smooth content only, r->found is cleared and *out stays
+ * NULL. Sets r->residual. */
+#define TM_REG_DETAIL 0.1
+tm_status tm_register_difference(const float *o, int ow, int oh, const float *s, int sw, int sh, double g,
                                  tm_registration *r, tm_image **out);
 
 /* ---- embed.c / detect.c ---- */

@@ -114,33 +114,60 @@ tm_status tm_trace_run_informed(const tm_key *key, const tm_image *suspect, cons
             st = TM_OK;
         }
         if (st != TM_OK) goto out;
-        if (reg.ncc > tried.ncc) tried = reg;
-        if (!reg.found) continue;
-        st = tm_register_difference(yo, o->width, o->height, ys, suspect->width, suspect->height, &reg, &diff);
+        if (!reg.found) {
+            if (reg.ncc > tried.ncc) tried = reg;
+            continue;
+        }
+        /* the difference in the marked frame of the base tile (the original
+         * shrunk by its tile scale), where the detector reads best */
+        double g = 1.0 / tm_mark_tile_scale(o->width, o->height);
+        st = tm_register_difference(yo, o->width, o->height, ys, suspect->width, suspect->height, g, &reg, &diff);
         if (st == TM_ERR_DIMENSIONS) reg.found = 0, st = TM_OK;
         if (st != TM_OK) goto out;
         if (reg.found) {
             used = o;
             used_k = (int)k;
+        } else if (reg.ncc > tried.ncc) {
+            tried = reg;
         }
     }
     free(ys);
     free(yo);
     ys = yo = NULL;
-    /* The difference is in the original's frame: its geometry is the marked
-     * one, which the search tries first. */
-    st = tm_detect_search(key, used ? diff : suspect, det);
-    /* A difference too flat to read says the suspect is the original, no
-     * mark: it is read (and finds none) when it covers enough pixels. */
-    if (st == TM_OK && used && !det->usable && det->activity < 0.01 &&
-        (size_t)diff->width * diff->height >= (size_t)TM_TILE * TM_TILE)
-        det->usable = 1;
-    if (st == TM_OK) st = tm_trace_score(key, det, copies, n, params, out);
+    /* The difference is in the original's frame (at most at the suspect's
+     * resolution). It is read, and so is the suspect itself, and the reading
+     * with more evidence of the mark (pilot and payload energy, no codeword)
+     * is scored: a registration that fits but leaves more of the host than
+     * it removes cannot make the trace weaker than a blind one. */
+    int from_diff = 0;
+    if ((st = tm_detect_search(key, suspect, det)) != TM_OK) goto out;
+    if (used) {
+        tm_detection *dd = malloc(sizeof *dd);
+        if (!dd) {
+            st = TM_ERR_NOMEM;
+            goto out;
+        }
+        if ((st = tm_detect_search(key, diff, dd)) != TM_OK) {
+            free(dd);
+            goto out;
+        }
+        /* A difference too flat to read says the suspect is the original,
+         * no mark: it is read (and finds none) when it covers enough pixels. */
+        if (!dd->usable && dd->activity < 0.01 && (size_t)diff->width * diff->height >= (size_t)TM_TILE * TM_TILE)
+            dd->usable = 1;
+        if (dd->usable && (!det->usable || dd->evidence >= det->evidence)) {
+            *det = *dd;
+            from_diff = 1;
+        }
+        free(dd);
+    }
+    st = tm_trace_score(key, det, copies, n, params, out);
     if (st == TM_OK) {
         out->informed = 1;
         out->original = used_k;
+        out->difference = from_diff;
         out->registration = used ? reg : tried;
-        if (used) {
+        if (from_diff) {
             out->scale = reg.scale * tm_mark_tile_scale(used->width, used->height);
             out->rotation_deg = reg.rotation_deg;
             out->flip = reg.flip;

@@ -509,7 +509,8 @@ typedef struct tm_registration {
     double aspect;         /* then stretched: width factor / height factor */
     int flip;              /* the suspect is mirrored (before the turn) */
     double overlap;        /* share of the suspect that falls inside the original */
-    double ncc;            /* correlation of the suspect with the tone-matched original */
+    double ncc;            /* correlation of the suspect with the original over the overlap */
+    double detail;         /* the same for their fine detail (what says the fit is right) */
     double residual;       /* RMS of their difference, 8-bit levels */
 } tm_registration;
 
@@ -532,6 +533,8 @@ typedef struct tm_trace_result {
     double aspect;                 /* then stretched: width factor / height factor (1 = none) */
     int informed;                  /* traced by tm_trace_run_informed */
     int original;                  /* the index of the original registered to, or -1 */
+    int difference;                /* the suspect minus that original was read (it showed
+                                      more evidence of the mark than the suspect alone) */
     tm_registration registration;  /* where the suspect lies in it */
 } tm_trace_result;
 

@@ -232,7 +232,8 @@ static void print_json(const char *file, const tm_trace_result *r, const tm_reg_
         printf("{\"original\": ");
         if (r->original >= 0) cli_json_string(stdout, os->path[r->original]);
         else printf("null");
-        printf(", \"registered\": %s, \"ncc\": ", g->found ? "true" : "false");
+        printf(", \"registered\": %s, \"read\": \"%s\", \"ncc\": ", g->found ? "true" : "false",
+               r->difference ? "difference" : "suspect");
         cli_json_number(stdout, "%.4f", g->ncc);
         if (g->found) {
             printf(", \"overlap\": ");
@@ -318,8 +319,9 @@ static void print_text(const char *file, const tm_trace_result *r, const tm_reg_
         printf("  informed: the suspect is %s at scale %.3g", os->path[r->original], g->scale);
         if (fabs(g->rotation_deg) >= 0.05) printf(", turned %.1f deg", g->rotation_deg);
         if (g->flip) printf(", mirrored");
-        printf(" (correlation %.3f, residual %.1f levels); the original was taken out before reading\n", g->ncc,
-               g->residual);
+        printf(" (correlation %.3f, residual %.1f levels); %s\n", g->ncc, g->residual,
+               r->difference ? "the original was taken out before reading"
+                             : "the suspect alone showed more of the mark, and was read");
     } else if (r->informed) {
         printf("  informed: the suspect fits no original given (best correlation %.2f): traced blind\n",
                r->registration.ncc);
