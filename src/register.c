@@ -899,6 +899,41 @@ static double detail_ncc(const float *a, const float *b, int w, int h)
     return vu > 0 && vv > 0 ? (st - s1 * t1 / k) / sqrt(vu * vv) : 0;
 }
 
+/* The largest detail_ncc of a and b (w x h) over 1x1, 2x2 and 4x4 block
+ * means (a block with an undefined value is undefined): heavy compression
+ * keeps no detail at the pixel scale, but keeps it at 8 pixels. */
+static tm_status detail_any_scale(const float *a, const float *b, int w, int h, double *out)
+{
+    *out = detail_ncc(a, b, w, h);
+    float *ra = malloc(sizeof(float) * ((size_t)w / 2 + 1) * ((size_t)h / 2 + 1));
+    float *rb = malloc(sizeof(float) * ((size_t)w / 2 + 1) * ((size_t)h / 2 + 1));
+    if (!ra || !rb) {
+        free(ra);
+        free(rb);
+        return TM_ERR_NOMEM;
+    }
+    for (int f = 2; f <= 4; f *= 2) {
+        int nw = w / f, nh = h / f;
+        if (nw < 8 || nh < 8) break;
+        for (int y = 0; y < nh; y++)
+            for (int x = 0; x < nw; x++) {
+                double sa = 0, sb = 0;
+                for (int j = 0; j < f; j++)
+                    for (int i = 0; i < f; i++) {
+                        size_t q = (size_t)(y * f + j) * w + x * f + i;
+                        sa += a[q];
+                        sb += b[q];
+                    }
+                ra[(size_t)y * nw + x] = (float)(sa / (f * f)); /* NAN stays NAN */
+                rb[(size_t)y * nw + x] = (float)(sb / (f * f));
+            }
+        *out = fmax(*out, detail_ncc(ra, rb, nw, nh));
+    }
+    free(ra);
+    free(rb);
+    return TM_OK;
+}
+
 /* The difference is made in the suspect's frame, where the original, brought
  * there through the same loss of resolution (shrunk first when the suspect is
  * smaller), has the suspect's band: subtracting the full-resolution original
@@ -947,7 +982,7 @@ tm_status tm_register_difference(const float *o, int ow, int oh, const float *s,
             os[(size_t)y * sw + x] = inside ? (float)tm_interp(src->v, src->w, src->h, px, py, 1) : NAN;
             ds[(size_t)y * sw + x] = inside ? s[(size_t)y * sw + x] : NAN;
         }
-    r->detail = detail_ncc(ds, os, sw, sh);
+    if ((st = detail_any_scale(ds, os, sw, sh, &r->detail)) != TM_OK) goto out;
     if (r->detail < TM_REG_DETAIL) { /* a fit of smooth content only: not the original */
         r->found = 0;
         st = TM_OK;

@@ -236,6 +236,8 @@ static void print_json(const char *file, const tm_trace_result *r, const tm_reg_
                r->difference ? "difference" : "suspect");
         cli_json_number(stdout, "%.4f", g->ncc);
         if (g->found) {
+            printf(", \"detail\": ");
+            cli_json_number(stdout, "%.3f", g->detail);
             printf(", \"overlap\": ");
             cli_json_number(stdout, "%.3f", g->overlap);
             printf(", \"residual\": ");
