@@ -644,7 +644,8 @@ static void try_similarity(search *z, double sc, double th)
     if (cd.ncc > z->best.ncc) z->best = cd;
 }
 
-/* The sweep of scales at the quarter turns, at half the coarse resolution:
+/* The sweep of scales at the quarter turns, at half the coarse resolution
+ * or less (the original at most COARSE_SIDE / 2 a side):
  * candidates are told apart by their overlap's correlation, which needs no
  * more. The winner is carried back to z's frame and kept if better. */
 static tm_status sweep_scales(search *z)
@@ -652,12 +653,14 @@ static tm_status sweep_scales(search *z)
     grey o2 = {0}, s2 = {0};
     search h = {.best = {.ncc = -2}};
     tm_status st;
-    int w2 = (z->o->w + 1) / 2, h2 = (z->o->h + 1) / 2, sw2 = (z->s->w + 1) / 2, sh2 = (z->s->h + 1) / 2;
+    int f = 2, lo = z->o->w > z->o->h ? z->o->w : z->o->h;
+    while (lo / f > COARSE_SIDE / 2) f *= 2;
+    int w2 = (z->o->w + f - 1) / f, h2 = (z->o->h + f - 1) / f, sw2 = (z->s->w + f - 1) / f, sh2 = (z->s->h + f - 1) / f;
     if ((st = shrink(z->o->v, z->o->w, z->o->h, w2, h2, &o2)) != TM_OK) goto out;
     if ((st = shrink(z->s->v, z->s->w, z->s->h, sw2, sh2, &s2)) != TM_OK) goto out;
     h.o = &o2;
     h.s = &s2;
-    if ((st = matcher_init(&h.q, &o2, z->q.n / 2)) != TM_OK || (st = fit_init(&h.f, &o2, &s2, COARSE_SAMPLES)) != TM_OK)
+    if ((st = matcher_init(&h.q, &o2, z->q.n / f)) != TM_OK || (st = fit_init(&h.f, &o2, &s2, COARSE_SAMPLES)) != TM_OK)
         goto out;
     for (double sc = SWEEP_MIN; sc <= SWEEP_MAX && h.best.ncc < FOUND_NCC; sc *= SWEEP_STEP)
         for (int quarter = 0; quarter < 4 && h.best.ncc < FOUND_NCC; quarter++) try_similarity(&h, sc, quarter * M_PI / 2);
@@ -755,11 +758,11 @@ tm_status tm_register(const float *o, int ow, int oh, const float *s, int sw, in
     tm_status st;
     /* coarse: the original to COARSE_SIDE, the suspect by the same factor;
      * less shrinking when that would leave a small suspect too few pixels
-     * (a screenshot of a large photo), the original then up to 4 times
+     * (a screenshot of a large photo), the original then up to twice
      * COARSE_SIDE */
     int cow, coh, lo = ow > oh ? ow : oh, ls = sw > sh ? sw : sh;
     double k = fmax(1.0, fmin((double)lo / COARSE_SIDE, (double)ls / COARSE_SUSPECT));
-    k = fmax(k, (double)lo / (4 * COARSE_SIDE));
+    k = fmax(k, (double)lo / (2 * COARSE_SIDE));
     cow = (int)fmax(8, lround(ow / k));
     coh = (int)fmax(8, lround(oh / k));
     k = (double)ow / cow;

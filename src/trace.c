@@ -102,7 +102,9 @@ tm_status tm_trace_run_informed(const tm_key *key, const tm_image *suspect, cons
     tm_status st = TM_ERR_NOMEM;
     if (!ys || !det) goto out;
     tm_luma(suspect, ys);
-    for (size_t k = 0; k < n_originals && !used; k++) {
+    /* a suspect too small to read a mark from is not worth registering */
+    int small = (size_t)suspect->width * suspect->height < (size_t)TM_TILE * TM_TILE;
+    for (size_t k = 0; k < n_originals && !used && !small; k++) {
         const tm_image *o = originals[k];
         st = TM_ERR_NOMEM;
         free(yo);

@@ -324,9 +324,12 @@ static void print_text(const char *file, const tm_trace_result *r, const tm_reg_
         printf(" (correlation %.3f, residual %.1f levels); %s\n", g->ncc, g->residual,
                r->difference ? "the original was taken out before reading"
                              : "the suspect alone showed more of the mark, and was read");
-    } else if (r->informed) {
+    } else if (r->informed && r->registration.ncc > 0) {
         printf("  informed: the suspect fits no original given (best correlation %.2f): traced blind\n",
                r->registration.ncc);
+    } else if (r->informed) {
+        printf("  informed: the suspect could not be registered to the original (too small or too flat): traced "
+               "blind\n");
     }
 }
 
