@@ -312,6 +312,31 @@ static inline double bilinear(const grey *g, double x, double y)
     return (1 - fy) * (p[0] + fx * (p[1] - p[0])) + fy * (p[g->w] + fx * (p[g->w + 1] - p[g->w]));
 }
 
+/* Catmull-Rom weights of the four taps around fraction t (the kernel of
+ * tm_interp's bicubic). */
+static inline void cubic_weights(double t, double *w)
+{
+    double t2 = t * t, t3 = t2 * t;
+    w[0] = 0.5 * (-t3 + 2 * t2 - t);
+    w[1] = 0.5 * (3 * t3 - 5 * t2 + 2);
+    w[2] = 0.5 * (-3 * t3 + 4 * t2 + t);
+    w[3] = 0.5 * (t3 - t2);
+}
+
+/* Bicubic sample of plane p (w x h) at (x, y): inline inside, tm_interp
+ * (borders clamped) near the edges. */
+static inline double cubic(const float *p, int w, int h, double x, double y)
+{
+    if (!(x >= 1 && y >= 1 && x < w - 2 && y < h - 2)) return tm_interp(p, w, h, x, y, 1);
+    int x0 = (int)x, y0 = (int)y;
+    double wx[4], wy[4], acc = 0;
+    cubic_weights(x - x0, wx);
+    cubic_weights(y - y0, wy);
+    const float *r = p + (size_t)(y0 - 1) * w + x0 - 1;
+    for (int j = 0; j < 4; j++, r += w) acc += wy[j] * (wx[0] * r[0] + wx[1] * r[1] + wx[2] * r[2] + wx[3] * r[3]);
+    return acc;
+}
+
 /* ---- the cost: 1 - NCC of suspect samples against the original ---- */
 
 typedef struct fit {
@@ -982,7 +1007,7 @@ tm_status tm_register_difference(const float *o, int ow, int oh, const float *s,
             double px, py;
             aff_apply(b, x, y, &px, &py);
             int inside = px >= 0 && py >= 0 && px <= src->w - 1 && py <= src->h - 1;
-            os[(size_t)y * sw + x] = inside ? (float)tm_interp(src->v, src->w, src->h, px, py, 1) : NAN;
+            os[(size_t)y * sw + x] = inside ? (float)cubic(src->v, src->w, src->h, px, py) : NAN;
             ds[(size_t)y * sw + x] = inside ? s[(size_t)y * sw + x] : NAN;
         }
     if ((st = detail_any_scale(ds, os, sw, sh, &r->detail)) != TM_OK) goto out;
@@ -1017,7 +1042,7 @@ tm_status tm_register_difference(const float *o, int ow, int oh, const float *s,
             double qx, qy;
             aff_apply(a, bx0 + (x + 0.5) / g - 0.5, by0 + (y + 0.5) / g - 0.5, &qx, &qy);
             int inside = qx >= 0 && qy >= 0 && qx <= sw - 1 && qy <= sh - 1;
-            dv[(size_t)y * w + x] = (float)(128 + (inside ? tm_interp(ds, sw, sh, qx, qy, 1) : 0));
+            dv[(size_t)y * w + x] = (float)(128 + (inside ? cubic(ds, sw, sh, qx, qy) : 0));
         }
     *out = d;
     d = NULL;
