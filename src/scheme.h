@@ -168,8 +168,13 @@ double tm_scorer_log10_tail(const tm_scorer *s, double score);
 
 /* Scores below this many standard deviations get only the fast bound in
  * trace: no bound can take them to an accusation (the Gaussian tail at 3 sd
- * is 1.3e-3), and the exact one costs too much to spend on every copy. */
+ * is 1.3e-3), and the exact one costs too much to spend on every copy. With
+ * many copies the start moves up to TM_EXACT_BOUND_MARGIN below the
+ * Gaussian z of the accusation level per copy (7.1 sd for 10^6 copies at
+ * the default budget, so from 4.6): at 10^6 copies the exact bound for the
+ * 0.13% of innocents above 3 sd cost more than scoring them all. */
 #define TM_EXACT_BOUND_Z 3.0
+#define TM_EXACT_BOUND_MARGIN 2.5
 
 /* Accusation rounds: round r (1-based) accuses at fpr / 2^r, the last at the
  * same level as the one before, so the rounds' levels add up to fpr. */

@@ -3,8 +3,8 @@
  * The suspect is read once (detect.c) into m soft values; every copy is then
  * scored with a table lookup per codeword byte (code.c), O(pixels + N m).
  * Each score gets an upper bound on the chance that an innocent copy scores
- * that high (Bernstein/Hoeffding, and for scores of TM_EXACT_BOUND_Z standard
- * deviations or more the exact Chernoff bound; valid whatever the suspect is, because an innocent codeword is
+ * that high (Bernstein/Hoeffding, and for scores that could reach the level
+ * the exact Chernoff bound; valid whatever the suspect is, because an innocent codeword is
  * independent of it), multiplied by the number of copies scored (Bonferroni).
  * A copy is accused only when that corrected bound is within its round's
  * share of the budget. Copies combined by several colluders share the
@@ -18,6 +18,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include <gsl/gsl_cdf.h>
 #include <gsl/gsl_multifit.h>
 
 #include "scheme.h"
@@ -197,14 +198,16 @@ static int scorable(const tm_reg_copy *c)
 }
 
 /* acc for copy c under scorer s, with the bound corrected by log10 of the
- * number of copies scored. */
-static void assess(const tm_scorer *s, const tm_reg_copy *c, size_t i, double correction, tm_accusation *acc)
+ * number of copies scored; the exact bound from z_exact standard deviations
+ * on (exact_from). */
+static void assess(const tm_scorer *s, const tm_reg_copy *c, size_t i, double correction, double z_exact,
+                   tm_accusation *acc)
 {
     acc->index = i;
     acc->score = tm_scorer_score(s, c->codeword);
     acc->z = s->var > 0 ? acc->score / sqrt(s->var) : 0;
     double tail = tm_scorer_log10_tail_fast(s, acc->score);
-    if (acc->z >= TM_EXACT_BOUND_Z) tail = tm_scorer_log10_tail(s, acc->score);
+    if (acc->z >= z_exact) tail = tm_scorer_log10_tail(s, acc->score);
     acc->log10_p = fmin(0.0, tail + correction);
     acc->round = 0;
 }
@@ -222,6 +225,17 @@ static tm_status accuse(tm_trace_result *out, size_t *cap, const tm_accusation *
     return TM_OK;
 }
 
+/* Where the exact bound starts: TM_EXACT_BOUND_MARGIN standard deviations
+ * below the Gaussian z of round 1's level per copy (log10 level, correction
+ * the log10 of the number of copies), and never below TM_EXACT_BOUND_Z.
+ * Under it no bound could reach the level; skipping the exact one there only
+ * costs tightness in the reported bound of copies not accused. */
+static double exact_from(double log10_level, double correction)
+{
+    double q = pow(10, log10_level - correction);
+    return fmax(TM_EXACT_BOUND_Z, q > 0 && q < 0.5 ? gsl_cdf_ugaussian_Qinv(q) - TM_EXACT_BOUND_MARGIN : 0);
+}
+
 /* Rounds 2..TM_TRACE_ROUNDS, once round 1 has accused someone. Each takes the
  * marks of the copies accused so far, of the strongest one's image, out of
  * the soft values: y' = y - A b with A's columns the copies' bit signs
@@ -235,7 +249,8 @@ static tm_status accuse(tm_trace_result *out, size_t *cap, const tm_accusation *
  * within fpr. Choosing whom to rescore by their round-1 score can only drop
  * accusations, never add one, so it keeps the bound too. */
 static tm_status later_rounds(const tm_key *key, const tm_detection *det, const tm_reg_copy *copies,
-                              const size_t *cand, size_t n_cand, double fpr, tm_trace_result *out, size_t *cap)
+                              const size_t *cand, size_t n_cand, double fpr, double z_exact, tm_trace_result *out,
+                              size_t *cap)
 {
     const size_t m = TM_CODE_BITS;
     gsl_matrix *a = NULL;
@@ -287,7 +302,7 @@ static tm_status later_rounds(const tm_key *key, const tm_detection *det, const 
             for (size_t j = 0; j < before && !done; j++) done = out->accused[j].index == i;
             if (done) continue;
             tm_accusation acc;
-            assess(s, c, i, out->log10_correction, &acc);
+            assess(s, c, i, out->log10_correction, z_exact, &acc);
             acc.round = r;
             if (acc.log10_p <= level && (st = accuse(out, cap, &acc)) != TM_OK) goto out;
         }
@@ -346,7 +361,7 @@ tm_status tm_trace_score(const tm_key *key, const tm_detection *det, const tm_re
     for (size_t i = 0; i < n; i++) n_scorable += scorable(&copies[i]);
     out->n_scored = n_scorable;
     out->log10_correction = n_scorable > 0 ? log10((double)n_scorable) : 0;
-    double level = log10(round_level(params->fpr, 1));
+    double level = log10(round_level(params->fpr, 1)), z_exact = exact_from(level, out->log10_correction);
 
     const char *last_id = NULL;
     const tm_scorer *last = NULL;
@@ -377,7 +392,7 @@ tm_status tm_trace_score(const tm_key *key, const tm_detection *det, const tm_re
             last = slots[h].scorer;
         }
         tm_accusation acc;
-        assess(last, c, i, out->log10_correction, &acc);
+        assess(last, c, i, out->log10_correction, z_exact, &acc);
         if (acc.log10_p <= level && det->usable) {
             acc.round = 1;
             if (accuse(out, &acc_cap, &acc) != TM_OK) goto out;
@@ -397,7 +412,7 @@ tm_status tm_trace_score(const tm_key *key, const tm_detection *det, const tm_re
     }
     if (out->n_accused > 1) qsort(out->accused, out->n_accused, sizeof *out->accused, cmp_accusation);
     if (out->n_accused) {
-        if ((st = later_rounds(key, det, copies, cand, n_cand, params->fpr, out, &acc_cap)) != TM_OK) goto out;
+        if ((st = later_rounds(key, det, copies, cand, n_cand, params->fpr, z_exact, out, &acc_cap)) != TM_OK) goto out;
         /* The top list holds copies not accused. */
         size_t kept = 0;
         for (size_t t = 0; t < out->n_top; t++) {
