@@ -149,6 +149,20 @@ static void aff_unshrink(double kx, double ky, double *m)
 
 /* ---- phase correlation ---- */
 
+/* The shift of the peak at (y, x) of the periodic surface c (n0 x n1):
+ * wrapped to (-n/2, n/2], refined by a parabola through its neighbours. */
+static void peak_shift(const float *c, int n0, int n1, int y, int x, double *dy, double *dx)
+{
+    float v = c[(size_t)y * n1 + x];
+    float ym = c[(size_t)((y - 1 + n0) % n0) * n1 + x], yp = c[(size_t)((y + 1) % n0) * n1 + x];
+    float xm = c[(size_t)y * n1 + (x - 1 + n1) % n1], xp = c[(size_t)y * n1 + (x + 1) % n1];
+    double oy = (ym - yp) / (2.0 * (ym - 2 * v + yp)), ox = (xm - xp) / (2.0 * (xm - 2 * v + xp));
+    if (!isfinite(oy) || fabs(oy) > 1) oy = 0;
+    if (!isfinite(ox) || fabs(ox) > 1) ox = 0;
+    *dy = (y > n0 / 2 ? y - n0 : y) + oy;
+    *dx = (x > n1 / 2 ? x - n1 : x) + ox;
+}
+
 typedef struct pc {
     int n0, n1;             /* rows, columns */
     float *a, *b;           /* real inputs, then the correlation surface */
@@ -220,14 +234,7 @@ static int pc_run(pc *p, double *dy, double *dx, double *height, int max)
                 dx[k] = dx[k - 1];
                 k--;
             }
-            /* parabolic sub-pixel offsets */
-            float ym = c[(size_t)((y - 1 + n0) % n0) * n1 + x], yp = c[(size_t)((y + 1) % n0) * n1 + x];
-            float xm = c[(size_t)y * n1 + (x - 1 + n1) % n1], xp = c[(size_t)y * n1 + (x + 1) % n1];
-            double oy = (ym - yp) / (2.0 * (ym - 2 * v + yp)), ox = (xm - xp) / (2.0 * (xm - 2 * v + xp));
-            if (!isfinite(oy) || fabs(oy) > 1) oy = 0;
-            if (!isfinite(ox) || fabs(ox) > 1) ox = 0;
-            dy[k] = (y > n0 / 2 ? y - n0 : y) + oy;
-            dx[k] = (x > n1 / 2 ? x - n1 : x) + ox;
+            peak_shift(c, n0, n1, y, x, &dy[k], &dx[k]);
             height[k] = v;
         }
     for (int k = 0; k < n; k++) height[k] /= (double)n0 * n1;
@@ -604,15 +611,7 @@ static int matcher_run(matcher *q, double *dx, double *dy)
         if (r > 0 && (bi < 0 || r > ncc[bi])) bi = (int)i;
     }
     if (bi < 0) return 0;
-    int y = bi / n, x = bi % n;
-    float v = ncc[bi];
-    float ym = ncc[(size_t)((y - 1 + n) % n) * n + x], yp = ncc[(size_t)((y + 1) % n) * n + x];
-    float xm = ncc[(size_t)y * n + (x - 1 + n) % n], xp = ncc[(size_t)y * n + (x + 1) % n];
-    double oy = (ym - yp) / (2.0 * (ym - 2 * v + yp)), ox = (xm - xp) / (2.0 * (xm - 2 * v + xp));
-    if (!isfinite(oy) || fabs(oy) > 1) oy = 0;
-    if (!isfinite(ox) || fabs(ox) > 1) ox = 0;
-    *dy = (y > n / 2 ? y - n : y) + oy;
-    *dx = (x > n / 2 ? x - n : x) + ox;
+    peak_shift(ncc, n, n, bi / n, bi % n, dy, dx);
     return 1;
 }
 
