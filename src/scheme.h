@@ -179,6 +179,8 @@ double tm_scorer_log10_tail(const tm_scorer *s, double score);
 /* Accusation rounds: round r (1-based) accuses at fpr / 2^r, the last at the
  * same level as the one before, so the rounds' levels add up to fpr. */
 #define TM_TRACE_ROUNDS 4
+/* Originals tm_trace_run_informed tries at most (the rest are ignored). */
+#define TM_TRACE_ORIGINALS_MAX 64
 /* Copies whose marks a later round takes out at most. */
 #define TM_TRACE_REMOVE_MAX 16
 /* A later round rescores only the copies that reached this z in round 1.

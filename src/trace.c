@@ -105,7 +105,22 @@ tm_status tm_trace_run_informed(const tm_key *key, const tm_image *suspect, cons
     tm_luma(suspect, ys);
     /* a suspect too small to read a mark from is not worth registering */
     int small = (size_t)suspect->width * suspect->height < (size_t)TM_TILE * TM_TILE;
-    for (size_t k = 0; k < n_originals && !used && !small; k++) {
+    /* the originals tried nearest first by perceptual hash: a copy that was
+     * only recompressed or rescaled fits the first one tried */
+    size_t order[TM_TRACE_ORIGINALS_MAX];
+    if (n_originals > TM_TRACE_ORIGINALS_MAX) n_originals = TM_TRACE_ORIGINALS_MAX;
+    int dist[TM_TRACE_ORIGINALS_MAX];
+    uint64_t hs = 0, ho;
+    tm_plane sp = tm_plane_float(ys, suspect->width, suspect->height);
+    int have_hash = !small && n_originals > 1 && tm_phash_luma(&sp, &hs) == TM_OK;
+    for (size_t k = 0; k < n_originals; k++) {
+        dist[k] = have_hash && originals[k] && tm_image_phash(originals[k], &ho) == TM_OK ? __builtin_popcountll(hs ^ ho) : 0;
+        size_t j = k;
+        for (; j > 0 && dist[order[j - 1]] > dist[k]; j--) order[j] = order[j - 1];
+        order[j] = k;
+    }
+    for (size_t q = 0; q < n_originals && !used && !small; q++) {
+        size_t k = order[q];
         const tm_image *o = originals[k];
         st = TM_ERR_NOMEM;
         free(yo);

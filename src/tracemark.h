@@ -546,15 +546,16 @@ TM_API tm_status tm_trace_run(const tm_key *key, const tm_image *suspect,
                               const tm_trace_params *params, tm_trace_result *out);
 
 /* tm_trace_run with the unmarked original(s) at hand: the suspect is
- * registered to each in turn until one fits (Fourier-Mellin phase
- * correlation for scale, rotation and shift, a sweep of scales when that
- * finds nothing, mirrored suspects too, then an affine fit by GSL's simplex
- * minimiser), brought back to that original's frame, the original taken out
- * after matching its tones, and the rest read and scored as tm_trace_run
- * does. When no original fits (out->registration.found 0), the suspect is
- * traced blind. The bound is the same: what is read depends on the suspect
- * and the originals only. out->original gets the index of the original
- * used, -1 if none. */
+ * registered to each in turn, nearest first by perceptual hash (at most 64
+ * of them), until one fits (Fourier-Mellin phase correlation for scale and
+ * rotation, masked NCC for the shift, a sweep of scales when that finds
+ * nothing, mirrored suspects too, then an affine fit by GSL's simplex
+ * minimiser); the difference from that original, tone-matched, is read in
+ * its frame beside the suspect itself, and the reading with more evidence
+ * of the mark is scored as tm_trace_run does. When no original fits
+ * (out->registration.found 0), the suspect is traced blind. The bound is
+ * the same: what is read depends on the suspect and the originals only.
+ * out->original gets the index of the original used, -1 if none. */
 TM_API tm_status tm_trace_run_informed(const tm_key *key, const tm_image *suspect, const tm_image *const *originals,
                                        size_t n_originals, const tm_reg_copy *copies, size_t n,
                                        const tm_trace_params *params, tm_trace_result *out);
