@@ -383,7 +383,9 @@ enum {
     M_MARK_ALL, M_MARK_CLI, M_START, M_PIPE, M_DJPEG_PROG, M_CJPEG_PROG, M_MARK20_CLI,
     /* tracing */
     T_DJPEG, T_FFT_WIN, T_FFT_125, T_DECODE, T_DECODE_LUMA, T_LUMA, T_TILE_FWD, T_DETECT, T_SYNC, T_SEARCH, T_SCORE, T_TRACE,
-    T_TRACE_ALL, T_TRACE_CLI, T_DJPEG_RS, T_TRACE_RS, T_TRACE_RS_CLI, T_DJPEG_PROG, T_DJPEG_PROG_RS, N_STAGES
+    T_TRACE_ALL, T_TRACE_CLI, T_DJPEG_RS, T_TRACE_RS, T_TRACE_RS_CLI, T_DJPEG_PROG, T_DJPEG_PROG_RS,
+    /* informed tracing, with the original */
+    T_ORIGINAL, T_REGISTER, T_DIFFERENCE, T_INFORMED, T_INFORMED_CLI, T_INFORMED_RS, T_INFORMED_RS_CLI, N_STAGES
 };
 
 typedef struct bench {
@@ -786,6 +788,48 @@ static int program_refs(bench *b, int r)
     return 0;
 }
 
+/* Runs argv (a `tracemark trace`) into *ms; a verdict other than the
+ * leaker alone counts as a wrong result. */
+static int trace_program(bench *b, char **argv, double *ms, const char *what)
+{
+    int status;
+    if (bench_run_program(argv, b->env, bench_scratch(F_OUT), ms, &status) != 0) {
+        fprintf(stderr, "stages: %s: %s\n", b->program, strerror(errno));
+        return 2;
+    }
+    if (status != 0 && status != 1) {
+        fprintf(stderr, "stages: %s: %s exited %d\n", b->name, what, status);
+        return 2;
+    }
+    if (status != 0 || !bench_output_accuses_leaker(bench_scratch(F_OUT))) {
+        fprintf(stderr, "stages: %s: %s exited %d and did not accuse the leaker alone\n", b->name, what, status);
+        b->wrong++;
+    }
+    return 0;
+}
+
+/* The copy's registration to ref and its difference, timed apart. */
+static int bench_informed(bench *b, const tm_original *ref, double *reg_ms, double *diff_ms)
+{
+    tm_reg_suspect rs;
+    tm_registration reg;
+    tm_image *d = NULL;
+    double t0 = bench_now_ms();
+    tm_status st = tm_reg_suspect_init(b->ys, b->w, b->h, &rs);
+    if (st == TM_OK) st = tm_register(ref, &rs, &reg);
+    *reg_ms = bench_now_ms() - t0;
+    if (st == TM_OK && !reg.found) {
+        fprintf(stderr, "stages: %s: the copy was not registered to its original\n", b->name);
+        b->wrong++;
+    }
+    t0 = bench_now_ms();
+    if (st == TM_OK && reg.found) st = tm_register_difference(ref, &rs, &reg, &d);
+    *diff_ms = bench_now_ms() - t0;
+    tm_image_free(d);
+    tm_reg_suspect_free(&rs);
+    return st == TM_OK ? 0 : fail("registration", st);
+}
+
 /* One pass over every stage, the times into column r; 0, 1 (a check
  * failed) or 2 (error). */
 static int bench_pass(bench *b, int r)
@@ -993,20 +1037,39 @@ static int bench_pass(bench *b, int r)
     leaker_alone(b, &res, "decode + tm_trace_run");
     tm_trace_result_clear(&res);
 
-    char *trace_argv[] = {(char *)b->program, "trace", "-k", bench_scratch(F_KEY), "-r", bench_scratch(F_REG),
-                          bench_scratch(F_COPY), NULL};
-    if (bench_run_program(trace_argv, b->env, bench_scratch(F_OUT), &t[T_TRACE_CLI][r], &status) != 0) {
-        fprintf(stderr, "stages: %s: %s\n", b->program, strerror(errno));
-        return 2;
+    /* ---- informed: the original prepared, the copy registered to it, the
+     * difference; then the whole informed trace (the original prepared
+     * once, as `trace` does for all its suspects) */
+    tm_original *ref = NULL;
+    t0 = bench_now_ms();
+    st = tm_original_load(bench_scratch(F_INPUT), NULL, &ref, NULL);
+    t[T_ORIGINAL][r] = bench_now_ms() - t0;
+    if (st != TM_OK) return fail("tm_original_load", st);
+    if ((rc = bench_informed(b, ref, &t[T_REGISTER][r], &t[T_DIFFERENCE][r]))) {
+        tm_original_free(ref);
+        return rc;
     }
-    if (status != 0 && status != 1) {
-        fprintf(stderr, "stages: %s: `%s trace` exited %d\n", b->name, b->program, status);
-        return 2;
+    t0 = bench_now_ms();
+    st = tm_image_decode(b->copy_jpg, b->copy_len, &b->luma_only, &img, NULL);
+    if (st == TM_OK)
+        st = tm_trace_run_informed(b->key, img, (const tm_original *const *)&ref, 1, b->copies, N_COPIES, &b->tp, &res);
+    t[T_INFORMED][r] = bench_now_ms() - t0;
+    tm_image_free(img);
+    if (st != TM_OK) {
+        tm_original_free(ref);
+        return fail("decode + tm_trace_run_informed", st);
     }
-    if (status != 0 || !bench_output_accuses_leaker(bench_scratch(F_OUT))) {
-        fprintf(stderr, "stages: %s: `%s trace` exited %d and did not accuse the leaker alone\n", b->name,
-                b->program, status);
-        b->wrong++;
+    leaker_alone(b, &res, "decode + tm_trace_run_informed");
+    tm_trace_result_clear(&res);
+
+    /* the program: blind (the geometric search alone), then as it runs by
+     * default, informed by the original the registry recorded */
+    char *trace_argv[] = {(char *)b->program, "trace", "--blind", "-k", bench_scratch(F_KEY), "-r",
+                          bench_scratch(F_REG), bench_scratch(F_COPY), NULL};
+    if ((rc = trace_program(b, trace_argv, &t[T_TRACE_CLI][r], "`trace --blind`")) ||
+        (rc = trace_program(b, trace_argv + 1, &t[T_INFORMED_CLI][r], "`trace`"))) {
+        tm_original_free(ref);
+        return rc;
     }
 
     /* ---- the resized copy: the search runs */
@@ -1019,16 +1082,20 @@ static int bench_pass(bench *b, int r)
     if (st != TM_OK) return fail("decode + trace of the resized copy", st);
     leaker_alone(b, &res, "decode + tm_trace_run of the resized copy");
     tm_trace_result_clear(&res);
-    trace_argv[6] = bench_scratch(F_RESIZED);
-    if (bench_run_program(trace_argv, b->env, bench_scratch(F_OUT), &t[T_TRACE_RS_CLI][r], &status) != 0) {
-        fprintf(stderr, "stages: %s: %s\n", b->program, strerror(errno));
-        return 2;
-    }
-    if (status != 0 || !bench_output_accuses_leaker(bench_scratch(F_OUT))) {
-        fprintf(stderr, "stages: %s: `%s trace` of the resized copy exited %d and did not accuse the leaker alone\n",
-                b->name, b->program, status);
-        b->wrong++;
-    }
+    t0 = bench_now_ms();
+    st = tm_image_decode(b->resized_jpg, b->resized_len, &b->luma_only, &img, NULL);
+    if (st == TM_OK)
+        st = tm_trace_run_informed(b->key, img, (const tm_original *const *)&ref, 1, b->copies, N_COPIES, &b->tp, &res);
+    t[T_INFORMED_RS][r] = bench_now_ms() - t0;
+    tm_image_free(img);
+    tm_original_free(ref);
+    if (st != TM_OK) return fail("decode + tm_trace_run_informed of the resized copy", st);
+    leaker_alone(b, &res, "decode + tm_trace_run_informed of the resized copy");
+    tm_trace_result_clear(&res);
+    trace_argv[7] = bench_scratch(F_RESIZED);
+    if ((rc = trace_program(b, trace_argv, &t[T_TRACE_RS_CLI][r], "`trace --blind` of the resized copy")) ||
+        (rc = trace_program(b, trace_argv + 1, &t[T_INFORMED_RS_CLI][r], "`trace` of the resized copy")))
+        return rc;
     return b->wrong ? 1 : 0;
 }
 
@@ -1172,18 +1239,33 @@ static void print_tables(bench *b)
     row("registry scoring: tm_trace_score", b->t[T_SCORE], runs, 0, djpeg_copy, "djpeg");
     row("tm_trace_run", b->t[T_TRACE], runs, mp, djpeg_copy, "djpeg");
     row("**trace in process**: luminance decode + tm_trace_run", b->t[T_TRACE_ALL], runs, mp, djpeg_copy, "djpeg");
-    row("**`tracemark trace`**, file to verdict", b->t[T_TRACE_CLI], runs, mp, djpeg_copy, "djpeg");
+    row("**`tracemark trace --blind`**, file to verdict", b->t[T_TRACE_CLI], runs, mp, djpeg_copy, "djpeg");
     double djpeg_rs = med(b, T_DJPEG_RS), mp_rs = mp * RESIZE_AREA;
     row("djpeg of the copy resized by " RESIZE_FACTOR " (reference)", b->t[T_DJPEG_RS], runs, mp_rs, 0, "");
     row("**trace in process**, the resized copy (the search runs)", b->t[T_TRACE_RS], runs, mp_rs, djpeg_rs, "djpeg");
-    row("**`tracemark trace`**, the resized copy", b->t[T_TRACE_RS_CLI], runs, mp_rs, djpeg_rs, "djpeg");
+    row("**`tracemark trace --blind`**, the resized copy", b->t[T_TRACE_RS_CLI], runs, mp_rs, djpeg_rs, "djpeg");
+    row("informed: the original prepared, tm_original_load (once per `trace`)", b->t[T_ORIGINAL], runs, mp,
+        djpeg_copy, "djpeg");
+    row("informed: registration of the copy, tm_register", b->t[T_REGISTER], runs, mp, djpeg_copy, "djpeg");
+    row("informed: the difference, tm_register_difference", b->t[T_DIFFERENCE], runs, mp, djpeg_copy, "djpeg");
+    row("**informed trace in process**: luminance decode + tm_trace_run_informed", b->t[T_INFORMED], runs, mp,
+        djpeg_copy, "djpeg");
+    row("**informed trace in process**, the resized copy", b->t[T_INFORMED_RS], runs, mp_rs, djpeg_rs, "djpeg");
+    row("**`tracemark trace`** (informed: the registry's original), file to verdict", b->t[T_INFORMED_CLI], runs,
+        mp, djpeg_copy, "djpeg");
+    row("**`tracemark trace`** (informed), the resized copy", b->t[T_INFORMED_RS_CLI], runs, mp_rs, djpeg_rs,
+        "djpeg");
     if (djpeg_prog[0] && cjpeg_prog[0]) {
         row("`djpeg` program of the copy (reference)", b->t[T_DJPEG_PROG], runs, mp, 0, "");
-        row("**`tracemark trace`**, the copy, against the program", b->t[T_TRACE_CLI], runs, mp,
+        row("**`tracemark trace --blind`**, the copy, against the program", b->t[T_TRACE_CLI], runs, mp,
+            med(b, T_DJPEG_PROG), "`djpeg`");
+        row("**`tracemark trace`** (informed), the copy, against the program", b->t[T_INFORMED_CLI], runs, mp,
             med(b, T_DJPEG_PROG), "`djpeg`");
         row("`djpeg` program of the resized copy (reference)", b->t[T_DJPEG_PROG_RS], runs, mp_rs, 0, "");
-        row("**`tracemark trace`**, the resized copy, against the program", b->t[T_TRACE_RS_CLI], runs, mp_rs,
-            med(b, T_DJPEG_PROG_RS), "`djpeg`");
+        row("**`tracemark trace --blind`**, the resized copy, against the program", b->t[T_TRACE_RS_CLI], runs,
+            mp_rs, med(b, T_DJPEG_PROG_RS), "`djpeg`");
+        row("**`tracemark trace`** (informed), the resized copy, against the program", b->t[T_INFORMED_RS_CLI],
+            runs, mp_rs, med(b, T_DJPEG_PROG_RS), "`djpeg`");
     }
     fflush(stdout);
 }
@@ -1224,13 +1306,18 @@ static int batch_and_bars(bench *b, const int *batch, int n_batch)
         x = med(b, T_TRACE_ALL) / djpeg_copy;
         y = med(b, T_TRACE_CLI) / djpeg_copy;
         printf("- trace, decode + tm_trace_run (%d copies): %.2f x djpeg, bar 6: %s\n", N_COPIES, x, verdict(x, 6));
-        printf("- trace, `tracemark trace` (%d copies): %.2f x djpeg, bar 6: %s\n", N_COPIES, y, verdict(y, 6));
+        printf("- trace, `tracemark trace --blind` (%d copies): %.2f x djpeg, bar 6: %s\n", N_COPIES, y,
+               verdict(y, 6));
         x = med(b, T_TRACE_RS) / med(b, T_DJPEG_RS);
         y = med(b, T_TRACE_RS_CLI) / med(b, T_DJPEG_RS);
         printf("- trace of the copy resized by %s (the search runs), in process: %.2f x djpeg, bar 6: %s\n",
                RESIZE_FACTOR, x, verdict(x, 6));
-        printf("- trace of the copy resized by %s, `tracemark trace`: %.2f x djpeg, bar 6: %s\n", RESIZE_FACTOR, y,
-               verdict(y, 6));
+        printf("- trace of the copy resized by %s, `tracemark trace --blind`: %.2f x djpeg, bar 6: %s\n",
+               RESIZE_FACTOR, y, verdict(y, 6));
+        x = med(b, T_INFORMED_CLI) / djpeg_copy;
+        y = med(b, T_INFORMED_RS_CLI) / med(b, T_DJPEG_RS);
+        printf("- (informed, `tracemark trace` as it runs by default: the copy %.2f x djpeg, the resized copy "
+               "%.2f x djpeg)\n", x, y);
         if (batch20 > 0)
             printf("- 20 copies: %.2f x (djpeg + 20 cjpeg), bar 1.3: %s\n", batch20, verdict(batch20, 1.3));
         else printf("- 20 copies: not measured (add 20 to -R)\n");
@@ -1239,10 +1326,14 @@ static int batch_and_bars(bench *b, const int *batch, int n_batch)
             x = med(b, M_MARK_CLI) / med(b, M_PIPE);
             printf("- `tracemark mark`, file to file: %.2f x `djpeg | cjpeg`, bar 1.5: %s\n", x, verdict(x, 1.5));
             x = med(b, T_TRACE_CLI) / med(b, T_DJPEG_PROG);
-            printf("- `tracemark trace` of the copy: %.2f x `djpeg`, bar 6: %s\n", x, verdict(x, 6));
+            printf("- `tracemark trace --blind` of the copy: %.2f x `djpeg`, bar 6: %s\n", x, verdict(x, 6));
             x = med(b, T_TRACE_RS_CLI) / med(b, T_DJPEG_PROG_RS);
-            printf("- `tracemark trace` of the resized copy (the search runs): %.2f x `djpeg`, bar 6: %s\n", x,
-                   verdict(x, 6));
+            printf("- `tracemark trace --blind` of the resized copy (the search runs): %.2f x `djpeg`, bar 6: %s\n",
+                   x, verdict(x, 6));
+            x = med(b, T_INFORMED_CLI) / med(b, T_DJPEG_PROG);
+            double y2 = med(b, T_INFORMED_RS_CLI) / med(b, T_DJPEG_PROG_RS);
+            printf("- (informed `tracemark trace`: the copy %.2f x `djpeg`, the resized copy %.2f x `djpeg`)\n", x,
+                   y2);
             x = med(b, M_MARK20_CLI) / (med(b, M_DJPEG_PROG) + 20 * med(b, M_CJPEG_PROG));
             printf("- `tracemark mark` of 20 copies: %.2f x (`djpeg` + 20 `cjpeg`), bar 1.3: %s\n", x,
                    verdict(x, 1.3));

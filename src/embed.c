@@ -146,9 +146,7 @@ tm_status tm_image_content_hash(const tm_image *img, uint8_t sha[32])
     return hash_end(&h, sha);
 }
 
-/* The content hash of a JPEG original read as stored: its components'
- * samples, each at its own sampling (docs/scheme.md section 5). */
-static tm_status planes_content_hash(const tm_jpeg_planes *p, uint8_t sha[32])
+tm_status tm_planes_content_hash(const tm_jpeg_planes *p, uint8_t sha[32])
 {
     char header[32];
     snprintf(header, sizeof header, "tm1y %d %d %d", p->width, p->height, p->ncomp);
@@ -162,6 +160,11 @@ static tm_status planes_content_hash(const tm_jpeg_planes *p, uint8_t sha[32])
     return hash_end(&h, sha);
 }
 
+void tm_image_id_hex(const uint8_t sha[32], char *id)
+{
+    for (int i = 0; i < TM_IMAGE_ID_LEN / 2; i++) snprintf(id + 2 * i, 3, "%02x", sha[i]);
+}
+
 /* Everything that follows from the original's content hash (e->sha) and
  * luminance y (e->width x e->height): the code's biases, the layout, the
  * tile workspace, the per-pixel gain and strength, the perceptual hash. */
@@ -169,7 +172,7 @@ static tm_status analyse(tm_embedder *e, const tm_plane *y)
 {
     size_t n = (size_t)e->width * e->height;
     tm_status st;
-    for (int i = 0; i < 16; i++) snprintf(e->id + 2 * i, 3, "%02x", e->sha[i]);
+    tm_image_id_hex(e->sha, e->id);
     if ((st = tm_code_bias(e->key, e->id, e->p)) != TM_OK) return st;
     if ((st = tm_layout_create(e->key, &e->layout)) != TM_OK) return st;
     e->side = TM_TILE * tm_mark_tile_scale(e->width, e->height);
@@ -263,7 +266,7 @@ tm_status tm_embedder_create_data(const tm_key *key, const void *data, size_t le
     if (!e->src) goto out;
     memcpy(e->src, data, len);
     e->src_len = len;
-    if ((st = planes_content_hash(p, e->sha)) != TM_OK) goto out;
+    if ((st = tm_planes_content_hash(p, e->sha)) != TM_OK) goto out;
     tm_plane y = {.u8 = p->plane[0], .stride = p->stride[0], .w = p->width, .h = p->height};
     st = analyse(e, &y);
 out:

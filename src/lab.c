@@ -1206,18 +1206,19 @@ static void classify(tm_lab_trial *t, const tm_trace_result *r, int32_t leaker)
     t->offset_y = r->offset_y;
 }
 
-/* Traces sus under key against the copies and sends the trial. */
+/* Traces sus under key against the copies (informed when ref, orig's
+ * prepared form, is given) and sends the trial. */
 static tm_status trace_one(sink *s, const tm_key *key, const tm_image *sus, const tm_image *orig,
-                           const tm_reg_copy *copies, size_t n, tm_lab_trial *t, int32_t leaker, char *err,
-                           size_t errlen, const char *what)
+                           const tm_original *ref, const tm_reg_copy *copies, size_t n, tm_lab_trial *t,
+                           int32_t leaker, char *err, size_t errlen, const char *what)
 {
     tm_trace_params tp;
     tm_trace_params_init(&tp);
     tp.fpr = s->lab->params.fpr;
     tm_trace_result r;
     double t0 = now_ms();
-    tm_status st = s->lab->params.informed ? tm_trace_run_informed(key, sus, &orig, 1, copies, n, &tp, &r)
-                                           : tm_trace_run(key, sus, copies, n, &tp, &r);
+    tm_status st = ref ? tm_trace_run_informed(key, sus, &ref, 1, copies, n, &tp, &r)
+                       : tm_trace_run(key, sus, copies, n, &tp, &r);
     if (st != TM_OK) {
         tm_fail_arg(err, errlen, "%s: trace: %s", what, tm_strerror(st));
         return st;
@@ -1243,6 +1244,7 @@ static tm_status run_image(tm_lab *lab, uint32_t idx, const char *dir, sink *s, 
     tm_image *orig = NULL, *marked = NULL, *sus = NULL;
     tm_image *coll[MAX_COLLUDERS] = {NULL}; /* coll[0] is marked, borrowed */
     tm_embedder *emb = NULL;
+    tm_original *ref = NULL; /* informed sweeps: the original prepared once */
     tm_reg_copy *copies = NULL;
     uint8_t(*words)[TM_CODEWORD_BYTES] = NULL;
     char(*names)[32] = NULL;
@@ -1264,6 +1266,10 @@ static tm_status run_image(tm_lab *lab, uint32_t idx, const char *dir, sink *s, 
     double t0 = now_ms();
     if ((st = tm_embedder_create(lab->key, orig, &mp, &emb)) != TM_OK) {
         tm_fail_arg(err, errlen, "%s: analysing the original: %s", im->name, tm_strerror(st));
+        goto out;
+    }
+    if (p->informed && (st = tm_original_create(orig, &ref)) != TM_OK) {
+        tm_fail_arg(err, errlen, "%s: preparing the original: %s", im->name, tm_strerror(st));
         goto out;
     }
     copies = calloc(nc, sizeof *copies);
@@ -1325,13 +1331,13 @@ static tm_status run_image(tm_lab *lab, uint32_t idx, const char *dir, sink *s, 
             t.attack_ms = now_ms() - ta;
             t.kind = TM_LAB_LEAK;
             t.colluders = c;
-            if ((st = trace_one(s, lab->key, sus, orig, copies, nc, &t, (int32_t)l, err, errlen, what)) != TM_OK) goto out;
+            if ((st = trace_one(s, lab->key, sus, orig, ref, copies, nc, &t, (int32_t)l, err, errlen, what)) != TM_OK) goto out;
             int wrong_key, unmarked;
             null_plan(lab, idx, a, l, &wrong_key, &unmarked);
             t.kind = TM_LAB_NULL_WRONG_KEY;
             t.colluders = 0;
             if (wrong_key &&
-                (st = trace_one(s, lab->wrong_key, sus, orig, copies, nc, &t, -1, err, errlen, what)) != TM_OK)
+                (st = trace_one(s, lab->wrong_key, sus, orig, ref, copies, nc, &t, -1, err, errlen, what)) != TM_OK)
                 goto out;
             tm_image_free(sus);
             sus = NULL;
@@ -1343,7 +1349,7 @@ static tm_status run_image(tm_lab *lab, uint32_t idx, const char *dir, sink *s, 
                 }
                 t.attack_ms = now_ms() - ta;
                 t.kind = TM_LAB_NULL_UNMARKED;
-                if ((st = trace_one(s, lab->key, sus, orig, copies, nc, &t, -1, err, errlen, what)) != TM_OK) goto out;
+                if ((st = trace_one(s, lab->key, sus, orig, ref, copies, nc, &t, -1, err, errlen, what)) != TM_OK) goto out;
                 tm_image_free(sus);
                 sus = NULL;
             }
@@ -1358,6 +1364,7 @@ out:
     tm_image_free(marked);
     for (int k = 1; k < MAX_COLLUDERS; k++) tm_image_free(coll[k]);
     tm_embedder_free(emb);
+    tm_original_free(ref);
     tm_image_free(orig);
     free(copies);
     free(words);

@@ -1,9 +1,11 @@
 /* register.c -- informed trace: where a suspect lies in the unmarked
  * original, and the suspect with the original taken out (docs/scheme.md
- * section 11).
+ * section 11). The original comes prepared (original.c): its frame and its
+ * fine level; the suspect's levels are made once per trace
+ * (tm_reg_suspect_init), whatever the number of originals tried.
  *
- * Coarse: both images are shrunk by the same factor (the original to
- * COARSE_SIDE a side, less when the suspect would keep fewer than
+ * Coarse: both images shrunk by the same factor from their fine levels (the
+ * original to COARSE_SIDE, less when the suspect would keep fewer than
  * COARSE_SUSPECT), so a copy at its marked size has the same pixel scale.
  * Fourier-Mellin: the magnitude spectra, resampled on log-radius x angle,
  * turn a scaling and a turn into a shift, found by phase correlation. Each of
@@ -13,13 +15,15 @@
  * FFT correlations). The mirrored suspect gets the same when nothing fits,
  * then a sweep of scales. The best candidate is polished as a full affine
  * map by GSL's Nelder-Mead simplex on 1 - NCC, at the coarse scale, then at
- * up to FINE_SIDE.
+ * the fine levels (softened).
  *
- * The difference: in the suspect's frame, the suspect minus the original
- * (brought there through the same loss of resolution) through the tone curve
+ * The difference: the suspect minus the original through the tone curve
  * that best predicts the suspect from it (least squares per tone bin:
- * brightness, contrast, gamma or any monotone curve); then carried back into
- * the original's frame. The mark survives it, the host mostly does not.
+ * brightness, contrast, gamma or any monotone curve), in the original's
+ * frame. A suspect with more pixels than the frame covers is first shrunk to
+ * the frame's density; one with fewer is compared in its own frame, with the
+ * original brought there through the same loss of resolution, and the
+ * difference carried back. The mark survives it, the host mostly does not.
  * Nothing here looks at a key or a codeword. */
 #include "config.h"
 
@@ -28,13 +32,13 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include <gsl/gsl_multilarge_nlinear.h>
 #include <gsl/gsl_multimin.h>
 
 #include "scheme.h"
 
 #define COARSE_SIDE 512      /* the coarse search's long side (original) .. */
 #define COARSE_SUSPECT 192   /* .. unless the suspect's would be shorter than this */
-#define FINE_SIDE 2048       /* the last polish's long side, at most */
 #define LP_RADII 256         /* log-polar samples: radii .. */
 #define LP_ANGLES 360        /* .. and angles over [0, 180) degrees */
 #define FMT_PEAKS 4          /* scale/turn peaks tried */
@@ -42,6 +46,7 @@
 #define FINE_SAMPLES 65536   /* .. and fine */
 #define FOUND_NCC 0.8        /* registered: the overlap correlates at least this .. */
 #define FOUND_OVERLAP 0.5    /* .. over at least this share of the suspect */
+#define SURE_NCC 0.98        /* a coarse fit this good ends the coarse search */
 #define TONE_BINS 64
 #define SWEEP_MIN 0.1        /* scales (suspect / original) searched .. */
 #define SWEEP_MAX 5.0
@@ -80,31 +85,6 @@ static tm_status shrink(const float *y, int w, int h, int nw, int nh, grey *out)
     }
     memcpy(out->v, r->plane[0], sizeof(float) * (size_t)nw * nh);
     tm_image_free(r);
-    return TM_OK;
-}
-
-/* g smoothed by the binomial [1 2 1] / 4 along both axes. Bilinear sampling
- * smooths the original by an amount that depends on the sub-pixel offset;
- * against a suspect that compression has smoothed, that would pull the fit
- * towards half-pixel offsets. Smoothing both first makes the extra amount
- * small against what they share. */
-static tm_status soften(grey *g)
-{
-    int w = g->w, h = g->h;
-    float *t = malloc(sizeof(float) * (size_t)w * h);
-    if (!t) return TM_ERR_NOMEM;
-    for (int y = 0; y < h; y++) {
-        const float *r = g->v + (size_t)y * w;
-        float *o = t + (size_t)y * w;
-        for (int x = 0; x < w; x++) o[x] = 0.25f * (r[x > 0 ? x - 1 : 0] + 2 * r[x] + r[x < w - 1 ? x + 1 : w - 1]);
-    }
-    for (int y = 0; y < h; y++) {
-        const float *a = t + (size_t)(y > 0 ? y - 1 : 0) * w, *b = t + (size_t)y * w,
-                    *c = t + (size_t)(y < h - 1 ? y + 1 : h - 1) * w;
-        float *o = g->v + (size_t)y * w;
-        for (int x = 0; x < w; x++) o[x] = 0.25f * (a[x] + 2 * b[x] + c[x]);
-    }
-    free(t);
     return TM_OK;
 }
 
@@ -423,9 +403,33 @@ static double fit_cost(const gsl_vector *x, void *params)
     return 1 - r * fmin(1.0, ov / FOUND_OVERLAP);
 }
 
+/* s at (x, y), smoothed by the binomial [1 2 1] / 4 along both axes
+ * (borders clamped). */
+static float soft_at(const grey *s, int x, int y)
+{
+    float acc = 0;
+    static const float w[3] = {0.25f, 0.5f, 0.25f};
+    for (int j = -1; j <= 1; j++) {
+        int yy = y + j < 0 ? 0 : y + j >= s->h ? s->h - 1 : y + j;
+        const float *r = s->v + (size_t)yy * s->w;
+        float row = 0;
+        for (int i = -1; i <= 1; i++) {
+            int xx = x + i < 0 ? 0 : x + i >= s->w ? s->w - 1 : x + i;
+            row += w[i + 1] * r[xx];
+        }
+        acc += w[j + 1] * row;
+    }
+    return acc;
+}
+
 /* Samples of s on a grid of at most max points (positions in s's own
- * pixels). */
-static tm_status fit_init(fit *f, const grey *o, const grey *s, size_t max)
+ * pixels), softened when soft is set. At the fine level both sides are
+ * softened (the original's level comes so): bilinear sampling smooths the
+ * original by an amount that depends on the sub-pixel offset, and against a
+ * suspect that compression has smoothed that would pull the fit towards
+ * half-pixel offsets; smoothing both first makes the extra amount small
+ * against what they share. */
+static tm_status fit_init(fit *f, const grey *o, const grey *s, size_t max, int soft)
 {
     memset(f, 0, sizeof *f);
     f->o = o;
@@ -442,7 +446,7 @@ static tm_status fit_init(fit *f, const grey *o, const grey *s, size_t max)
         for (int x = step / 2; x < s->w; x += step) {
             buf[k] = (float)x;
             buf[n + k] = (float)y;
-            buf[2 * n + k] = s->v[(size_t)y * s->w + x];
+            buf[2 * n + k] = soft ? soft_at(s, x, y) : s->v[(size_t)y * s->w + x];
             k++;
         }
     f->n = k;
@@ -498,6 +502,185 @@ out:
     gsl_vector_free(x);
     gsl_vector_free(step);
     if (nm) gsl_multimin_fminimizer_free(nm);
+    return st;
+}
+
+/* ---- the fine polish: Gauss-Newton on the pixels ---- */
+
+/* The least-squares form of the same fit, for the fine level: the suspect
+ * samples s_i against gain * o(M x_i) + bias, M in polish_ctx's variables,
+ * so the six map numbers and the two tone numbers come out together. Where
+ * a sample lands off the original its residual is 0. At the optimum over
+ * gain and bias the sum of squares is (1 - NCC^2) times the suspect's
+ * variance, so this finds the map fit_ncc would (there with bilinear
+ * samples, here bicubic). */
+typedef struct lm_ctx {
+    polish_ctx c;
+} lm_ctx;
+
+
+/* Bicubic (Catmull-Rom) sample of g at (x, y) and its gradient; 0 where
+ * the taps fall outside. The bilinear sample the coarse fit uses has a
+ * derivative that jumps at every pixel boundary (where an unattacked copy's
+ * samples all land), which stalls Gauss-Newton; Catmull-Rom's is
+ * continuous. */
+static int cubic_grad(const grey *g, double x, double y, double *v, double *dx, double *dy)
+{
+    if (!(x >= 1 && y >= 1 && x < g->w - 2 && y < g->h - 2)) return 0;
+    int x0 = (int)x, y0 = (int)y;
+    double tx = x - x0, ty = y - y0, wx[4], wy[4], dwx[4], dwy[4];
+    cubic_weights(tx, wx);
+    cubic_weights(ty, wy);
+    double tx2 = tx * tx, ty2 = ty * ty;
+    dwx[0] = 0.5 * (-3 * tx2 + 4 * tx - 1), dwx[1] = 0.5 * (9 * tx2 - 10 * tx);
+    dwx[2] = 0.5 * (-9 * tx2 + 8 * tx + 1), dwx[3] = 0.5 * (3 * tx2 - 2 * tx);
+    dwy[0] = 0.5 * (-3 * ty2 + 4 * ty - 1), dwy[1] = 0.5 * (9 * ty2 - 10 * ty);
+    dwy[2] = 0.5 * (-9 * ty2 + 8 * ty + 1), dwy[3] = 0.5 * (3 * ty2 - 2 * ty);
+    const float *r = g->v + (size_t)(y0 - 1) * g->w + x0 - 1;
+    double val = 0, gx = 0, gy = 0;
+    for (int j = 0; j < 4; j++, r += g->w) {
+        double a = wx[0] * r[0] + wx[1] * r[1] + wx[2] * r[2] + wx[3] * r[3];
+        double d = dwx[0] * r[0] + dwx[1] * r[1] + dwx[2] * r[2] + dwx[3] * r[3];
+        val += wy[j] * a;
+        gx += wy[j] * d;
+        gy += dwy[j] * a;
+    }
+    *v = val, *dx = gx, *dy = gy;
+    return 1;
+}
+
+/* Sample i's residual and Jacobian row under map m, gain and bias; 0 when
+ * it lands off the original. */
+static int lm_row(const lm_ctx *l, const double *m, double gain, double bias, size_t i, double *res, double *row)
+{
+    const fit *f = l->c.f;
+    double px, py, o, gx, gy;
+    aff_apply(m, f->sx[i], f->sy[i], &px, &py);
+    if (!cubic_grad(f->o, px, py, &o, &gx, &gy)) return 0;
+    *res = gain * o + bias - f->sv[i];
+    if (row) {
+        double ux = (f->sx[i] - l->c.cx) / l->c.ext, uy = (f->sy[i] - l->c.cy) / l->c.ext;
+        gx *= gain, gy *= gain;
+        row[0] = gx, row[1] = gx * ux, row[2] = gx * uy;
+        row[3] = gy, row[4] = gy * ux, row[5] = gy * uy;
+        row[6] = o, row[7] = 1;
+    }
+    return 1;
+}
+
+static void lm_unpack(const lm_ctx *l, const gsl_vector *x, double *m, double *gain, double *bias)
+{
+    double v[6];
+    for (int i = 0; i < 6; i++) v[i] = gsl_vector_get(x, i);
+    from_vars(&l->c, v, m);
+    *gain = gsl_vector_get(x, 6);
+    *bias = gsl_vector_get(x, 7);
+}
+
+static int lm_f(const gsl_vector *x, void *params, gsl_vector *fv)
+{
+    const lm_ctx *l = params;
+    double m[6], gain, bias;
+    lm_unpack(l, x, m, &gain, &bias);
+    for (size_t i = 0; i < l->c.f->n; i++) {
+        double r = 0;
+        lm_row(l, m, gain, bias, i, &r, NULL);
+        gsl_vector_set(fv, i, r);
+    }
+    return GSL_SUCCESS;
+}
+
+/* GSL's large-problem interface: v = J u or J^T u, and J^T J (lower
+ * triangle) when asked, one sample at a time: the n x 8 Jacobian is never
+ * stored. */
+static int lm_df(CBLAS_TRANSPOSE_t trans, const gsl_vector *x, const gsl_vector *u, void *params, gsl_vector *v,
+                 gsl_matrix *jtj)
+{
+    const lm_ctx *l = params;
+    double m[6], gain, bias, acc[8][8] = {{0}}, jt[8] = {0};
+    lm_unpack(l, x, m, &gain, &bias);
+    for (size_t i = 0; i < l->c.f->n; i++) {
+        double r, row[8];
+        int in = lm_row(l, m, gain, bias, i, &r, row);
+        if (trans == CblasNoTrans && v) {
+            double d = 0;
+            if (in)
+                for (int k = 0; k < 8; k++) d += row[k] * gsl_vector_get(u, k);
+            gsl_vector_set(v, i, d);
+        }
+        if (!in) continue;
+        if (trans == CblasTrans && v) {
+            double ui = gsl_vector_get(u, i);
+            for (int k = 0; k < 8; k++) jt[k] += row[k] * ui;
+        }
+        if (jtj)
+            for (int a = 0; a < 8; a++)
+                for (int b = 0; b <= a; b++) acc[a][b] += row[a] * row[b];
+    }
+    if (trans == CblasTrans && v)
+        for (int k = 0; k < 8; k++) gsl_vector_set(v, k, jt[k]);
+    if (jtj)
+        for (int a = 0; a < 8; a++)
+            for (int b = 0; b <= a; b++) gsl_matrix_set(jtj, a, b, acc[a][b]);
+    return GSL_SUCCESS;
+}
+
+/* Levenberg-Marquardt (GSL's trust-region solver) polish of m (suspect ->
+ * original) on f's samples; kept only when the NCC improves and the map
+ * stays plausible. */
+static tm_status polish_lm(const fit *f, int sw, int sh, double *m, double *ncc, double *overlap)
+{
+    lm_ctx l = {{f, 0.5 * (sw - 1), 0.5 * (sh - 1), fmax(sw, sh)}};
+    double best = fit_ncc(f, m, overlap);
+    *ncc = best;
+    if (f->n < 64) return TM_OK;
+    /* the starting gain and bias: the regression of the samples on the
+     * original through m */
+    double s1 = 0, s2 = 0, o1 = 0, o2 = 0, so = 0, k = 0;
+    for (size_t i = 0; i < f->n; i++) {
+        double px, py, o, gx, gy;
+        aff_apply(m, f->sx[i], f->sy[i], &px, &py);
+        if (!cubic_grad(f->o, px, py, &o, &gx, &gy)) continue;
+        s1 += f->sv[i], s2 += (double)f->sv[i] * f->sv[i], o1 += o, o2 += o * o, so += o * f->sv[i], k++;
+    }
+    if (k < 64 || !(o2 - o1 * o1 / k > 0)) return TM_OK;
+    double gain = (so - s1 * o1 / k) / (o2 - o1 * o1 / k), bias = (s1 - gain * o1) / k;
+
+    gsl_multilarge_nlinear_parameters prm = gsl_multilarge_nlinear_default_parameters();
+    prm.trs = gsl_multilarge_nlinear_trs_lm;
+    prm.solver = gsl_multilarge_nlinear_solver_cholesky;
+    gsl_multilarge_nlinear_workspace *w = gsl_multilarge_nlinear_alloc(gsl_multilarge_nlinear_trust, &prm, f->n, 8);
+    gsl_vector *x = gsl_vector_alloc(8);
+    tm_status st = TM_ERR_NOMEM;
+    if (!w || !x) goto out;
+    double v[6];
+    to_vars(&l.c, m, v);
+    for (int i = 0; i < 6; i++) gsl_vector_set(x, i, v[i]);
+    gsl_vector_set(x, 6, gain);
+    gsl_vector_set(x, 7, bias);
+    gsl_multilarge_nlinear_fdf fdf = {.f = lm_f, .df = lm_df, .fvv = NULL, .n = f->n, .p = 8, .params = &l};
+    st = TM_ERR_INTERNAL;
+    if (gsl_multilarge_nlinear_init(x, &fdf, w) != GSL_SUCCESS) goto out;
+    int info = 0;
+    /* steps of a hundredth of a pixel (the variables are hundreds of
+     * pixels), no progress, or a dozen steps end it: from the coarse fit
+     * the first few steps take it there */
+    int rc = gsl_multilarge_nlinear_driver(12, 1e-5, 1e-10, 1e-10, NULL, NULL, &info, w);
+    st = TM_OK;
+    if (rc != GSL_SUCCESS && rc != GSL_EMAXITER && rc != GSL_ENOPROG) goto out;
+    const gsl_vector *b = gsl_multilarge_nlinear_position(w);
+    double t[6], ov;
+    for (int i = 0; i < 6; i++) v[i] = gsl_vector_get(b, i);
+    from_vars(&l.c, v, t);
+    double r = fit_ncc(f, t, &ov);
+    if (plausible(t) && r >= best && ov >= fmin(*overlap, FOUND_OVERLAP)) {
+        memcpy(m, t, sizeof t);
+        *ncc = r;
+        *overlap = ov;
+    }
+out:
+    gsl_vector_free(x);
+    if (w) gsl_multilarge_nlinear_free(w);
     return st;
 }
 
@@ -684,7 +867,7 @@ static tm_status sweep_scales(search *z)
     if ((st = shrink(z->s->v, z->s->w, z->s->h, sw2, sh2, &s2)) != TM_OK) goto out;
     h.o = &o2;
     h.s = &s2;
-    if ((st = matcher_init(&h.q, &o2, z->q.n / f)) != TM_OK || (st = fit_init(&h.f, &o2, &s2, COARSE_SAMPLES)) != TM_OK)
+    if ((st = matcher_init(&h.q, &o2, tm_fft_good_size(w2 > h2 ? w2 : h2))) != TM_OK || (st = fit_init(&h.f, &o2, &s2, COARSE_SAMPLES, 0)) != TM_OK)
         goto out;
     for (double sc = SWEEP_MIN; sc <= SWEEP_MAX && h.best.ncc < FOUND_NCC; sc *= SWEEP_STEP)
         for (int quarter = 0; quarter < 4 && h.best.ncc < FOUND_NCC; quarter++) try_similarity(&h, sc, quarter * M_PI / 2);
@@ -708,22 +891,28 @@ out:
     return st;
 }
 
-/* The best coarse candidate for s against o (both shrunk alike). First the
- * Fourier-Mellin peaks, each turn also plus 180 degrees, and no change at
- * all; when none fits and sweep is set, a sweep of scales at the quarter
- * turns (an enlarged crop shares too little of the original's spectrum for
- * Fourier-Mellin). */
+/* The best coarse candidate for s against o (both shrunk alike). First no
+ * change at all, then the Fourier-Mellin peaks, strongest first, each turn
+ * also plus 180 degrees (the first fit of SURE_NCC ends it); when none fits and
+ * sweep is set, a sweep of scales at the quarter turns (an enlarged crop
+ * shares too little of the original's spectrum for Fourier-Mellin). */
 static tm_status coarse(const grey *o, const grey *s, int sweep, cand *best)
 {
     search z = {.o = o, .s = s, .best = {.ncc = -2}};
-    int n = 64;
-    while (n < o->w || n < o->h) n *= 2;
+    int n = tm_fft_good_size(o->w > o->h ? o->w : o->h);
     pc p = {0}, q = {0};
     float *lpo = malloc(sizeof(float) * LP_RADII * LP_ANGLES), *lps = malloc(sizeof(float) * LP_RADII * LP_ANGLES);
     tm_status st = TM_ERR_NOMEM;
     if (!lpo || !lps) goto out;
+    if ((st = matcher_init(&z.q, o, n)) != TM_OK || (st = fit_init(&z.f, o, s, COARSE_SAMPLES, 0)) != TM_OK) goto out;
+    /* no change of scale or turn first: a copy cropped or only
+     * recompressed fits at once */
+    try_similarity(&z, 1, 0);
+    if (z.best.ncc >= SURE_NCC) {
+        *best = z.best;
+        goto out;
+    }
     if ((st = pc_init(&p, n, n)) != TM_OK || (st = pc_init(&q, LP_RADII, LP_ANGLES)) != TM_OK) goto out;
-    if ((st = matcher_init(&z.q, o, n)) != TM_OK || (st = fit_init(&z.f, o, s, COARSE_SAMPLES)) != TM_OK) goto out;
     double r0 = 3, r1 = 0.45 * n;
     log_polar(&p, o, n, r0, r1, lpo);
     log_polar(&p, s, n, r0, r1, lps);
@@ -732,14 +921,13 @@ static tm_status coarse(const grey *o, const grey *s, int sweep, cand *best)
     double dr[FMT_PEAKS], da[FMT_PEAKS], ht[FMT_PEAKS];
     int np = pc_run(&q, dr, da, ht, FMT_PEAKS);
     double lr = log(r1 / r0) / (LP_RADII - 1);
-    for (int k = 0; k < np; k++) {
+    for (int k = 0; k < np && z.best.ncc < SURE_NCC; k++) {
         /* |F_s|(rho, phi) = |F_o|(rho + ln sc, phi - th): sc = exp(-d_rho), th = d_phi */
         double sc = exp(-dr[k] * lr), th = M_PI * da[k] / LP_ANGLES;
         if (sc < SWEEP_MIN || sc > SWEEP_MAX) continue;
         try_similarity(&z, sc, th);
-        try_similarity(&z, sc, th + M_PI);
+        if (z.best.ncc < SURE_NCC) try_similarity(&z, sc, th + M_PI);
     }
-    try_similarity(&z, 1, 0);
     if (sweep && z.best.ncc < FOUND_NCC && (st = sweep_scales(&z)) != TM_OK) goto out;
     *best = z.best;
     st = TM_OK;
@@ -773,17 +961,80 @@ static int fit_side(int w, int h, int side, int *nw, int *nh)
     return k > 1;
 }
 
-tm_status tm_register(const float *o, int ow, int oh, const float *s, int sw, int sh, tm_registration *out)
+tm_status tm_reg_suspect_init(const float *y, int w, int h, tm_reg_suspect *out)
 {
-    if (!o || !s || !out || ow < 8 || oh < 8 || sw < 8 || sh < 8) return TM_ERR_ARG;
     memset(out, 0, sizeof *out);
-    grey co = {0}, cs = {0}, cm = {0}, fo = {0}, fs = {0};
+    if (!y || w < 8 || h < 8) return TM_ERR_ARG;
+    out->full = tm_plane_float(y, w, h);
+    /* box means down to the fine level's side, or just above it; one more
+     * when that alone lands close enough below it (cheaper than Lanczos) */
+    const int side = TM_REG_FINE_SIDE, most = TM_REG_FINE_SIDE * 11 / 10;
+    int lo = w > h ? w : h, b = lo / side > 1 ? lo / side : 1;
+    if (lo / b > most && lo / (b + 1) >= side * 85 / 100) b++;
+    out->box_b = b;
+    tm_status st = TM_OK;
+    tm_level base = tm_level_view(y, w, h);
+    if (b > 1) {
+        if ((st = tm_level_box(&out->full, b, &out->box)) != TM_OK) return st;
+        base = out->box;
+        base.owned = 0;
+    }
+    if ((base.w > base.h ? base.w : base.h) > most) st = tm_level_fit(&base, side, &out->fine);
+    else out->fine = base; /* borrowed */
+    if (st != TM_OK) tm_reg_suspect_free(out);
+    return st;
+}
+
+void tm_reg_suspect_free(tm_reg_suspect *s)
+{
+    tm_level_free(&s->fine);
+    tm_level_free(&s->box);
+}
+
+static grey grey_of(const tm_level *l)
+{
+    return (grey){.v = l->v, .w = l->w, .h = l->h};
+}
+
+/* m (level a's pixels -> level b's) as a map of a's full-size pixels to
+ * b's: to_b_full = B m A^-1. Returns -1 when a's map cannot be inverted. */
+static int aff_level_to_full(const tm_level *a, const tm_level *b, const double *m, double *out)
+{
+    double la[6], lb[6], ia[6], t[6];
+    tm_level_to_full(a, la);
+    tm_level_to_full(b, lb);
+    if (aff_invert(la, ia)) return -1;
+    aff_compose(m, ia, t);
+    aff_compose(lb, t, out);
+    return 0;
+}
+
+/* The inverse: a full-size map as one of level a's pixels to level b's. */
+static int aff_full_to_level(const tm_level *a, const tm_level *b, const double *full, double *out)
+{
+    double la[6], lb[6], ib[6], t[6];
+    tm_level_to_full(a, la);
+    tm_level_to_full(b, lb);
+    if (aff_invert(lb, ib)) return -1;
+    aff_compose(full, la, t);
+    aff_compose(ib, t, out);
+    return 0;
+}
+
+tm_status tm_register(const tm_original *o, const tm_reg_suspect *s, tm_registration *out)
+{
+    if (!o || !s || !out) return TM_ERR_ARG;
+    memset(out, 0, sizeof *out);
+    int ow = o->width, oh = o->height, sw = s->full.w, sh = s->full.h;
+    if (ow < 8 || oh < 8 || sw < 8 || sh < 8) return TM_ERR_ARG;
+    tm_level lco = {0}, lcs = {0}, lfb = {0};
+    grey cm = {0};
     fit f = {0};
     tm_status st;
     /* coarse: the original to COARSE_SIDE, the suspect by the same factor;
      * less shrinking when that would leave a small suspect too few pixels
      * (a screenshot of a large photo), the original then up to twice
-     * COARSE_SIDE */
+     * COARSE_SIDE; both made from the fine levels, which are larger */
     int cow, coh, lo = ow > oh ? ow : oh, ls = sw > sh ? sw : sh;
     double k = fmax(1.0, fmin((double)lo / COARSE_SIDE, (double)ls / COARSE_SUSPECT));
     k = fmax(k, (double)lo / (2 * COARSE_SIDE));
@@ -793,8 +1044,11 @@ tm_status tm_register(const float *o, int ow, int oh, const float *s, int sw, in
     int csw = (int)fmax(8, lround(sw / k)), csh = (int)fmax(8, lround(sh / k));
     int tw, th;
     if (fit_side(csw, csh, COARSE_SIDE * 2, &tw, &th)) csw = tw, csh = th; /* enlarged suspects */
-    if ((st = shrink(o, ow, oh, cow, coh, &co)) != TM_OK) goto out;
-    if ((st = shrink(s, sw, sh, csw, csh, &cs)) != TM_OK) goto out;
+    if (csw > s->fine.w || csh > s->fine.h) csw = s->fine.w, csh = s->fine.h;
+    if ((st = tm_level_resize(&o->fine, cow < o->fine.w ? cow : o->fine.w, coh < o->fine.h ? coh : o->fine.h, &lco)) != TM_OK)
+        goto out;
+    if ((st = tm_level_resize(&s->fine, csw, csh, &lcs)) != TM_OK) goto out;
+    grey co = grey_of(&lco), cs = grey_of(&lcs);
     cand best, alt;
     if ((st = coarse(&co, &cs, 1, &best)) != TM_OK) goto out;
     int flip = 0;
@@ -802,37 +1056,46 @@ tm_status tm_register(const float *o, int ow, int oh, const float *s, int sw, in
         if ((st = mirror(&cs, &cm)) != TM_OK || (st = coarse(&co, &cm, 0, &alt)) != TM_OK) goto out;
         if (alt.ncc > best.ncc) {
             /* mirrored coordinates: x_m = w - 1 - x */
-            double fl[6] = {csw - 1.0, -1, 0, 0, 0, 1};
+            double fl[6] = {cs.w - 1.0, -1, 0, 0, 0, 1};
             aff_compose(alt.m, fl, best.m);
             best.ncc = alt.ncc;
             flip = 1;
         }
     }
-    double m[6], ncc, ov;
+    double m[6], full[6], ncc, ov;
     memcpy(m, best.m, sizeof m);
-    if ((st = fit_init(&f, &co, &cs, COARSE_SAMPLES)) != TM_OK) goto out;
-    if ((st = polish(&f, csw, csh, 1.0, m, &ncc, &ov)) != TM_OK) goto out;
+    if ((st = fit_init(&f, &co, &cs, COARSE_SAMPLES, 0)) != TM_OK) goto out;
+    if ((st = polish(&f, cs.w, cs.h, 1.0, m, &ncc, &ov)) != TM_OK) goto out;
     fit_free(&f);
     memset(&f, 0, sizeof f);
-    /* fine: both at up to FINE_SIDE, the map carried over */
-    int fow, foh, fsw, fsh;
-    fit_side(ow, oh, FINE_SIDE, &fow, &foh);
-    fit_side(sw, sh, FINE_SIDE, &fsw, &fsh);
-    double a[6], b[6], t[6];
-    aff_unshrink((double)fow / cow, (double)foh / coh, a); /* coarse original -> fine original */
-    aff_unshrink((double)csw / fsw, (double)csh / fsh, b); /* fine suspect -> coarse suspect */
-    aff_compose(m, b, t);
-    aff_compose(a, t, m);
-    if ((st = shrink(o, ow, oh, fow, foh, &fo)) != TM_OK) goto out;
-    if ((st = shrink(s, sw, sh, fsw, fsh, &fs)) != TM_OK) goto out;
-    if ((st = soften(&fo)) != TM_OK || (st = soften(&fs)) != TM_OK) goto out;
-    if ((st = fit_init(&f, &fo, &fs, FINE_SAMPLES)) != TM_OK) goto out;
-    if ((st = polish(&f, fsw, fsh, 0.5, m, &ncc, &ov)) != TM_OK) goto out;
-    /* full resolution */
-    aff_unshrink((double)ow / fow, (double)oh / foh, a);
-    aff_unshrink((double)fsw / sw, (double)fsh / sh, b);
-    aff_compose(m, b, t);
-    aff_compose(a, t, out->affine);
+    /* fine: the map carried over to the fine levels, both softened; the
+     * one with many more pixels to the same area shrunk to the other's
+     * density (a screenshot of a large photo, a crop of one), so that the
+     * two have one band and the fit's residual is not the detail only one
+     * of them has */
+    st = TM_ERR_INTERNAL;
+    if (aff_level_to_full(&lcs, &lco, m, full) || aff_full_to_level(&s->fine, &o->fine, full, m)) goto out;
+    const tm_level *lfo = &o->fine, *lfs = &s->fine;
+    double dens = sqrt(fabs(m[1] * m[5] - m[2] * m[4])); /* original fine pixels per suspect fine pixel */
+    if (dens > 1.25 || dens < 0.8) {
+        const tm_level *big = dens > 1 ? &o->fine : &s->fine;
+        double kb = dens > 1 ? dens : 1 / dens;
+        int nw = (int)fmax(8, lround(big->w / kb)), nh = (int)fmax(8, lround(big->h / kb));
+        if ((st = tm_level_resize(big, nw, nh, &lfb)) != TM_OK) goto out;
+        if (dens > 1) {
+            if ((st = tm_level_soften(&lfb)) != TM_OK) goto out; /* softened at the suspect's scale, as it is */
+            lfo = &lfb;
+        } else {
+            lfs = &lfb;
+        }
+        st = TM_ERR_INTERNAL;
+        if (aff_full_to_level(lfs, lfo, full, m)) goto out;
+    }
+    grey fo = grey_of(lfo), fs = grey_of(lfs);
+    if ((st = fit_init(&f, &fo, &fs, FINE_SAMPLES, 1)) != TM_OK) goto out;
+    if ((st = polish_lm(&f, fs.w, fs.h, m, &ncc, &ov)) != TM_OK) goto out;
+    st = TM_ERR_INTERNAL;
+    if (aff_level_to_full(lfs, lfo, m, out->affine)) goto out;
     double det = out->affine[1] * out->affine[5] - out->affine[2] * out->affine[4];
     out->flip = flip;
     out->scale = 1 / sqrt(fabs(det));
@@ -852,28 +1115,31 @@ tm_status tm_register(const float *o, int ow, int oh, const float *s, int sw, in
     out->found = ncc >= FOUND_NCC && ov >= FOUND_OVERLAP && plausible(out->affine);
     st = TM_OK;
 out:
-    grey_free(&co);
-    grey_free(&cs);
+    tm_level_free(&lco);
+    tm_level_free(&lcs);
+    tm_level_free(&lfb);
     grey_free(&cm);
-    grey_free(&fo);
-    grey_free(&fs);
     fit_free(&f);
     return st;
 }
 
 /* ---- the difference ---- */
 
-/* The tone curve: the mean suspect value per original tone bin, bins with
- * few samples from a straight-line fit over the others. */
-static void tone_curve(const float *sv, const float *ov, size_t n, double *curve)
+/* The tone curve of suspect values sv (w x h, NAN where undefined) against
+ * original values ov (rows ostride apart): the mean suspect value per
+ * original tone bin, bins with few samples from a straight-line fit over
+ * the others. */
+static void tone_curve(const float *sv, const float *ov, int w, int h, size_t ostride, double *curve)
 {
     double sum[TONE_BINS] = {0}, cnt[TONE_BINS] = {0};
-    for (size_t i = 0; i < n; i++) {
-        if (isnan(sv[i])) continue;
-        int bin = (int)fmin(TONE_BINS - 1, fmax(0, ov[i] * TONE_BINS / 256.0));
-        sum[bin] += sv[i];
-        cnt[bin] += 1;
-    }
+    for (int y = 0; y < h; y++)
+        for (int x = 0; x < w; x++) {
+            float v = sv[(size_t)y * w + x];
+            if (isnan(v)) continue;
+            int bin = (int)fminf(TONE_BINS - 1, fmaxf(0, ov[(size_t)y * ostride + x] * (TONE_BINS / 256.0f)));
+            sum[bin] += v;
+            cnt[bin] += 1;
+        }
     double sx = 0, sy = 0, sxx = 0, sxy = 0, k = 0;
     for (int i = 0; i < TONE_BINS; i++) {
         if (cnt[i] < 16) continue;
@@ -898,40 +1164,52 @@ static double tone_apply(const double *curve, double v)
 /* The NCC of the fine detail of a and b (w x h, NAN where undefined): each
  * value less the mean of its 3 x 3 neighbours, where all nine are defined.
  * Smooth content correlates between unrelated photos once a map is fitted to
- * it; detail does only where the map is right. */
-static double detail_ncc(const float *a, const float *b, int w, int h)
+ * it; detail does only where the map is right. The 3 x 3 sums are made from
+ * sums of three along each row (a NAN makes a row sum NAN, and so the
+ * whole). */
+static double detail_ncc(const float *a, const float *b, int w, int h, size_t bstride)
 {
+    if (w < 3 || h < 3) return 0;
+    float *ra = malloc(sizeof(float) * 3 * (size_t)w), *rb = malloc(sizeof(float) * 3 * (size_t)w);
+    if (!ra || !rb) {
+        free(ra);
+        free(rb);
+        return 0;
+    }
     double s1 = 0, s2 = 0, t1 = 0, t2 = 0, st = 0, k = 0;
-    for (int y = 1; y < h - 1; y++)
+    for (int y = 0; y < h; y++) {
+        /* row y's sums of three into slot y % 3 */
+        const float *pa = a + (size_t)y * w, *pb = b + (size_t)y * bstride;
+        float *qa = ra + (size_t)(y % 3) * w, *qb = rb + (size_t)(y % 3) * w;
         for (int x = 1; x < w - 1; x++) {
-            double ma = 0, mb = 0;
-            int ok = 1;
-            for (int j = -1; j <= 1 && ok; j++)
-                for (int i = -1; i <= 1; i++) {
-                    size_t q = (size_t)(y + j) * w + x + i;
-                    if (isnan(a[q]) || isnan(b[q])) {
-                        ok = 0;
-                        break;
-                    }
-                    ma += a[q];
-                    mb += b[q];
-                }
-            if (!ok) continue;
-            size_t q = (size_t)y * w + x;
-            double u = a[q] - ma / 9, v = b[q] - mb / 9;
+            qa[x] = pa[x - 1] + pa[x] + pa[x + 1];
+            qb[x] = pb[x - 1] + pb[x] + pb[x + 1];
+        }
+        if (y < 2) continue;
+        int c = y - 1; /* the centre row */
+        const float *a0 = ra, *a1 = ra + w, *a2 = ra + 2 * (size_t)w, *b0 = rb, *b1 = rb + w, *b2 = rb + 2 * (size_t)w;
+        const float *ca = a + (size_t)c * w, *cb = b + (size_t)c * bstride;
+        for (int x = 1; x < w - 1; x++) {
+            float ma = a0[x] + a1[x] + a2[x], mb = b0[x] + b1[x] + b2[x];
+            if (isnan(ma) || isnan(mb)) continue;
+            double u = ca[x] - ma / 9.0, v = cb[x] - mb / 9.0;
             s1 += u, s2 += u * u, t1 += v, t2 += v * v, st += u * v, k++;
         }
+    }
+    free(ra);
+    free(rb);
     if (k < 64) return 0;
     double vu = s2 - s1 * s1 / k, vv = t2 - t1 * t1 / k;
     return vu > 0 && vv > 0 ? (st - s1 * t1 / k) / sqrt(vu * vv) : 0;
 }
 
-/* The largest detail_ncc of a and b (w x h) over 1x1, 2x2 and 4x4 block
- * means (a block with an undefined value is undefined): heavy compression
- * keeps no detail at the pixel scale, but keeps it at 8 pixels. */
-static tm_status detail_any_scale(const float *a, const float *b, int w, int h, double *out)
+/* The largest detail_ncc of a and b (w x h, b's rows bstride apart) over
+ * 1x1, 2x2 and 4x4 block means (a block with an undefined value is
+ * undefined): heavy compression keeps no detail at the pixel scale, but
+ * keeps it at 8 pixels. */
+static tm_status detail_any_scale(const float *a, const float *b, int w, int h, size_t bstride, double *out)
 {
-    *out = detail_ncc(a, b, w, h);
+    *out = detail_ncc(a, b, w, h, bstride);
     float *ra = malloc(sizeof(float) * ((size_t)w / 2 + 1) * ((size_t)h / 2 + 1));
     float *rb = malloc(sizeof(float) * ((size_t)w / 2 + 1) * ((size_t)h / 2 + 1));
     if (!ra || !rb) {
@@ -947,109 +1225,181 @@ static tm_status detail_any_scale(const float *a, const float *b, int w, int h, 
                 double sa = 0, sb = 0;
                 for (int j = 0; j < f; j++)
                     for (int i = 0; i < f; i++) {
-                        size_t q = (size_t)(y * f + j) * w + x * f + i;
-                        sa += a[q];
-                        sb += b[q];
+                        sa += a[(size_t)(y * f + j) * w + x * f + i];
+                        sb += b[(size_t)(y * f + j) * bstride + x * f + i];
                     }
                 ra[(size_t)y * nw + x] = (float)(sa / (f * f)); /* NAN stays NAN */
                 rb[(size_t)y * nw + x] = (float)(sb / (f * f));
             }
-        *out = fmax(*out, detail_ncc(ra, rb, nw, nh));
+        *out = fmax(*out, detail_ncc(ra, rb, nw, nh, (size_t)nw));
     }
     free(ra);
     free(rb);
     return TM_OK;
 }
 
-/* The difference is made in the suspect's frame, where the original, brought
- * there through the same loss of resolution (shrunk first when the suspect is
- * smaller), has the suspect's band: subtracting the full-resolution original
- * from an enlarged small suspect would leave every detail the suspect lost.
- * It is then carried back to the original's frame, where the mark has its
- * marked geometry. */
-tm_status tm_register_difference(const float *o, int ow, int oh, const float *s, int sw, int sh, double g,
-                                 tm_registration *r, tm_image **out)
+/* ds (w x h, NAN where the suspect does not reach) less the original os
+ * (rows ostride apart) through their tone curve, 0 where undefined;
+ * r->detail and r->residual set. Returns TM_ERR_DIMENSIONS when too little
+ * overlaps; r->found is cleared when the detail does not correlate. */
+static tm_status difference_core(float *ds, const float *os, int w, int h, size_t ostride, tm_registration *r)
 {
-    if (!o || !s || !r || !out || !(g > 0 && g <= 1)) return TM_ERR_ARG;
+    tm_status st = detail_any_scale(ds, os, w, h, ostride, &r->detail);
+    if (st != TM_OK) return st;
+    if (r->detail < TM_REG_DETAIL) { /* a fit of smooth content only: not the original */
+        r->found = 0;
+        return TM_OK;
+    }
+    double curve[TONE_BINS], ss = 0, cnt = 0;
+    tone_curve(ds, os, w, h, ostride, curve);
+    for (int y = 0; y < h; y++) {
+        float *d = ds + (size_t)y * w;
+        const float *o = os + (size_t)y * ostride;
+        for (int x = 0; x < w; x++) {
+            if (isnan(d[x])) {
+                d[x] = 0;
+                continue;
+            }
+            d[x] = (float)(d[x] - tone_apply(curve, o[x]));
+            ss += (double)d[x] * d[x];
+            cnt++;
+        }
+    }
+    if (cnt < 64) return TM_ERR_DIMENSIONS;
+    r->residual = sqrt(ss / cnt);
+    return TM_OK;
+}
+
+/* dst[y * w + x] = cubic sample of src at m(x0 + x, y0 + y), or outside
+ * (a value or NAN) where that falls off src. The position steps by m's
+ * columns along a row; inside the border the taps are read directly. */
+static void warp_cubic(const tm_level *src, const double *m, int x0, int y0, int w, int h, float outside, float *dst)
+{
+    const int sw = src->w, sh = src->h;
+    for (int y = 0; y < h; y++) {
+        double px = m[0] + m[1] * x0 + m[2] * (y0 + y), py = m[3] + m[4] * x0 + m[5] * (y0 + y);
+        float *o = dst + (size_t)y * w;
+        for (int x = 0; x < w; x++, px += m[1], py += m[4]) {
+            if (!(px >= 0 && py >= 0 && px <= sw - 1 && py <= sh - 1)) {
+                o[x] = outside;
+                continue;
+            }
+            if (!(px >= 1 && py >= 1 && px < sw - 2 && py < sh - 2)) {
+                o[x] = (float)tm_interp(src->v, sw, sh, px, py, 1);
+                continue;
+            }
+            int ix = (int)px, iy = (int)py;
+            float fx = (float)(px - ix), fy = (float)(py - iy), wx[4], wy[4];
+            float fx2 = fx * fx, fy2 = fy * fy;
+            wx[0] = 0.5f * (-fx2 * fx + 2 * fx2 - fx), wx[1] = 0.5f * (3 * fx2 * fx - 5 * fx2 + 2);
+            wx[2] = 0.5f * (-3 * fx2 * fx + 4 * fx2 + fx), wx[3] = 0.5f * (fx2 * fx - fx2);
+            wy[0] = 0.5f * (-fy2 * fy + 2 * fy2 - fy), wy[1] = 0.5f * (3 * fy2 * fy - 5 * fy2 + 2);
+            wy[2] = 0.5f * (-3 * fy2 * fy + 4 * fy2 + fy), wy[3] = 0.5f * (fy2 * fy - fy2);
+            const float *r = src->v + (size_t)(iy - 1) * sw + ix - 1;
+            float acc = 0;
+            for (int j = 0; j < 4; j++, r += sw) acc += wy[j] * (wx[0] * r[0] + wx[1] * r[1] + wx[2] * r[2] + wx[3] * r[3]);
+            o[x] = acc;
+        }
+    }
+}
+
+/* The suspect at about the frame's density (dens suspect pixels to a frame
+ * pixel, 1 or more): box means (s's own when they are those), Lanczos for
+ * what is left of the factor beyond 10%; or the suspect itself. */
+static tm_status suspect_at_density(const tm_reg_suspect *s, double dens, tm_level *out)
+{
+    memset(out, 0, sizeof *out);
+    int b = (int)fmax(1, floor(dens + 1e-6));
+    tm_level base = tm_level_view(s->full.f, s->full.w, s->full.h), box = {0};
+    tm_status st;
+    if (b > 1 && b == s->box_b) {
+        base = s->box;
+        base.owned = 0;
+    } else if (b > 1) {
+        if ((st = tm_level_box(&s->full, b, &box)) != TM_OK) return st;
+        base = box;
+    }
+    double rem = dens / b;
+    if (rem > 1.1) {
+        st = tm_level_resize(&base, (int)fmax(8, lround(base.w / rem)), (int)fmax(8, lround(base.h / rem)), out);
+        tm_level_free(&box);
+        return st;
+    }
+    *out = base; /* owns box's pixels, or borrows */
+    return TM_OK;
+}
+
+tm_status tm_register_difference(const tm_original *o, const tm_reg_suspect *s, tm_registration *r, tm_image **out)
+{
+    if (!o || !s || !r || !out) return TM_ERR_ARG;
     *out = NULL;
-    double a[6], b[6], u[6]; /* a: original -> suspect; b: suspect -> (shrunk) original */
+    const tm_level *fr = &o->frame;
+    int sw = s->full.w, sh = s->full.h;
+    double a[6], lf[6], t[6]; /* a: original -> suspect; lf: frame -> original */
     if (aff_invert(r->affine, a)) return TM_ERR_ARG;
-    /* the original's pixels the suspect covers: its corners' box */
-    double x0 = ow, y0 = oh, x1 = -1, y1 = -1;
+    tm_level_to_full(fr, lf);
+    /* the frame pixels the suspect covers: its corners' box */
+    double x0 = fr->w, y0 = fr->h, x1 = -1, y1 = -1;
     for (int c = 0; c < 4; c++) {
         double x, y;
         aff_apply(r->affine, c & 1 ? sw - 1 : 0, c & 2 ? sh - 1 : 0, &x, &y);
+        x = (x - fr->ox) / fr->kx, y = (y - fr->oy) / fr->ky;
         x0 = fmin(x0, x), y0 = fmin(y0, y), x1 = fmax(x1, x), y1 = fmax(y1, y);
     }
     int bx0 = (int)fmax(0, floor(x0)), by0 = (int)fmax(0, floor(y0));
-    int bx1 = (int)fmin(ow - 1, ceil(x1)), by1 = (int)fmin(oh - 1, ceil(y1));
+    int bx1 = (int)fmin(fr->w - 1, ceil(x1)), by1 = (int)fmin(fr->h - 1, ceil(y1));
     if (bx1 - bx0 < 7 || by1 - by0 < 7) return TM_ERR_DIMENSIONS;
+    int w = bx1 - bx0 + 1, h = by1 - by0 + 1;
 
-    grey full = {.v = (float *)o, .w = ow, .h = oh}, small = {0};
-    const grey *src = &full;
+    double dens = r->scale * fr->kx; /* suspect pixels per frame pixel, along a side */
     tm_image *d = NULL;
-    size_t ns = (size_t)sw * sh;
-    float *os = malloc(sizeof(float) * ns), *ds = malloc(sizeof(float) * ns);
-    tm_status st = TM_ERR_NOMEM;
-    if (!os || !ds) goto out;
-    memcpy(b, r->affine, sizeof b);
-    if (r->scale < 0.9) {
-        int nw = (int)fmax(8, lround(ow * r->scale)), nh = (int)fmax(8, lround(oh * r->scale));
-        if ((st = shrink(o, ow, oh, nw, nh, &small)) != TM_OK) goto out;
-        aff_unshrink((double)nw / ow, (double)nh / oh, u); /* original -> shrunk original */
-        aff_compose(u, r->affine, b);
-        src = &small;
-    }
-    /* the original in the suspect's frame, and the tone curve between them */
-    for (int y = 0; y < sh; y++)
-        for (int x = 0; x < sw; x++) {
-            double px, py;
-            aff_apply(b, x, y, &px, &py);
-            int inside = px >= 0 && py >= 0 && px <= src->w - 1 && py <= src->h - 1;
-            os[(size_t)y * sw + x] = inside ? (float)cubic(src->v, src->w, src->h, px, py) : NAN;
-            ds[(size_t)y * sw + x] = inside ? s[(size_t)y * sw + x] : NAN;
-        }
-    if ((st = detail_any_scale(ds, os, sw, sh, &r->detail)) != TM_OK) goto out;
-    if (r->detail < TM_REG_DETAIL) { /* a fit of smooth content only: not the original */
-        r->found = 0;
-        st = TM_OK;
-        goto out;
-    }
-    double curve[TONE_BINS], ss = 0, cnt = 0;
-    tone_curve(ds, os, ns, curve);
-    for (size_t i = 0; i < ns; i++) {
-        if (isnan(ds[i])) {
-            ds[i] = 0;
-            continue;
-        }
-        ds[i] = (float)(ds[i] - tone_apply(curve, os[i]));
-        ss += (double)ds[i] * ds[i];
-        cnt++;
-    }
-    if (cnt < 64) {
-        st = TM_ERR_DIMENSIONS;
-        goto out;
-    }
-    r->residual = sqrt(ss / cnt);
-    /* back to the original's frame shrunk by g: pixel (x, y) of the output
-     * is original pixel (bx0 + (x + 0.5) / g - 0.5, ...) */
-    int w = (int)fmax(8, floor((bx1 - bx0 + 1) * g)), h = (int)fmax(8, floor((by1 - by0 + 1) * g));
-    if ((st = tm_image_create(w, h, 1, &d)) != TM_OK) goto out;
+    tm_level lv = {0};
+    float *os = NULL, *ds = NULL;
+    tm_status st = tm_image_create(w, h, 1, &d);
+    if (st != TM_OK) return st;
     float *dv = d->plane[0];
-    for (int y = 0; y < h; y++)
-        for (int x = 0; x < w; x++) {
-            double qx, qy;
-            aff_apply(a, bx0 + (x + 0.5) / g - 0.5, by0 + (y + 0.5) / g - 0.5, &qx, &qy);
-            int inside = qx >= 0 && qy >= 0 && qx <= sw - 1 && qy <= sh - 1;
-            dv[(size_t)y * w + x] = (float)(128 + (inside ? cubic(ds, sw, sh, qx, qy) : 0));
-        }
+    double m[6];
+    if (dens >= 0.9) {
+        /* in the frame: the suspect brought there at its density, against
+         * the frame's pixels */
+        if ((st = suspect_at_density(s, dens, &lv)) != TM_OK) goto out;
+        double ls[6], is[6];
+        tm_level_to_full(&lv, ls);
+        st = TM_ERR_ARG;
+        if (aff_invert(ls, is)) goto out;
+        aff_compose(a, lf, t);
+        aff_compose(is, t, m); /* frame -> suspect level */
+        warp_cubic(&lv, m, bx0, by0, w, h, NAN, dv);
+        st = difference_core(dv, fr->v + (size_t)by0 * fr->w + bx0, w, h, (size_t)fr->w, r);
+        if (st != TM_OK || !r->found) goto out;
+    } else {
+        /* in the suspect's frame, the original brought there through the
+         * same loss of resolution, then carried back */
+        size_t ns = (size_t)sw * sh;
+        st = TM_ERR_NOMEM;
+        if (!(os = tm_big_alloc(sizeof(float) * ns)) || !(ds = tm_big_alloc(sizeof(float) * ns))) goto out;
+        int nw = (int)fmax(8, lround(fr->w * dens)), nh = (int)fmax(8, lround(fr->h * dens));
+        if ((st = tm_level_resample(fr, nw, nh, &lv)) != TM_OK) goto out;
+        double lo[6], io[6];
+        tm_level_to_full(&lv, lo);
+        st = TM_ERR_ARG;
+        if (aff_invert(lo, io)) goto out;
+        aff_compose(io, r->affine, m); /* suspect -> original level */
+        warp_cubic(&lv, m, 0, 0, sw, sh, NAN, os);
+        for (size_t i = 0; i < ns; i++) ds[i] = isnan(os[i]) ? NAN : s->full.f[i];
+        if ((st = difference_core(ds, os, sw, sh, (size_t)sw, r)) != TM_OK || !r->found) goto out;
+        aff_compose(a, lf, m); /* frame -> suspect */
+        tm_level dl = tm_level_view(ds, sw, sh);
+        warp_cubic(&dl, m, bx0, by0, w, h, 0, dv);
+    }
+    for (size_t i = 0; i < (size_t)w * h; i++) dv[i] += 128;
     *out = d;
     d = NULL;
     st = TM_OK;
 out:
-    free(os);
-    free(ds);
-    grey_free(&small);
+    tm_big_free(os);
+    tm_big_free(ds);
+    tm_level_free(&lv);
     tm_image_free(d);
     return st;
 }

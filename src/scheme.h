@@ -54,6 +54,11 @@ typedef enum tm_fft_kind {
  * planned layout, from any thread. */
 fftwf_plan tm_fft_plan(tm_fft_kind kind, int n0, int n1);
 
+/* The least size >= n (and >= 16) of the form 2^k, 5 * 2^k or 3 * 2^k:
+ * transforms FFTW runs fast, three to an octave, so that canvases fitted
+ * to images share a few cached plans. */
+int tm_fft_good_size(int n);
+
 /* ---- pattern.c ---- */
 
 /* One real dimension of the tile spectrum in FFTW's r2c layout, index
@@ -202,24 +207,85 @@ tm_status tm_resample(const tm_image *in, int ow, int oh, tm_image **out);
  * borders clamped. */
 double tm_interp(const float *p, int w, int h, double x, double y, int cubic);
 
+/* ---- original.c ---- */
+
+/* A luminance image at a reduced scale, with its map back to the full-size
+ * image: its pixel (x, y) is full-size pixel (ox + kx x, oy + ky y), pixel
+ * centres at integers. v is tm_big_alloc'd when owned, borrowed otherwise. */
+typedef struct tm_level {
+    float *v;
+    int w, h;
+    double kx, ky, ox, oy;
+    int owned;
+} tm_level;
+
+void tm_level_free(tm_level *l);                        /* and zeroes *l */
+tm_level tm_level_view(const float *v, int w, int h);   /* borrowed, at full size */
+/* p's means over b x b boxes (the last partial row and column dropped). */
+tm_status tm_level_box(const tm_plane *p, int b, tm_level *out);
+/* in resized to w x h (box means over the whole part of the factor, then
+ * Lanczos for the rest), its map carried over; always a new, owned level. */
+tm_status tm_level_resize(const tm_level *in, int w, int h, tm_level *out);
+/* in resampled to w x h by Lanczos alone, as tm_resample does: the band a
+ * resampler leaves, for comparing with a resampled copy. */
+tm_status tm_level_resample(const tm_level *in, int w, int h, tm_level *out);
+/* in resized to at most side pixels a side, aspect kept (a copy when it is
+ * at most 10% larger: resampling by so little buys nothing). */
+tm_status tm_level_fit(const tm_level *in, int side, tm_level *out);
+/* [1 2 1] / 4 along both axes, in place. */
+tm_status tm_level_soften(tm_level *l);
+/* The map of l's pixels to full-size pixels as an affine map (register.c's
+ * layout: x' = m[0] + m[1] x + m[2] y, y' = m[3] + m[4] x + m[5] y). */
+void tm_level_to_full(const tm_level *l, double m[6]);
+
+#define TM_REG_FINE_SIDE 2048 /* registration's fine level, at most this long a side (+10% for box means alone) */
+
+struct tm_original {
+    int width, height;   /* full size */
+    int tile_scale;      /* f = tm_mark_tile_scale */
+    tm_level frame;      /* f x f box means: the mark's tile is TM_TILE pixels here */
+    tm_level fine;       /* the frame at most TM_REG_FINE_SIDE a side, softened */
+    uint64_t phash;      /* of the frame */
+};
+
 /* ---- register.c ---- */
 
-/* Registers suspect luminance s (sw x sh) to original luminance o (ow x oh):
- * out->found says whether it was; the rest as in tm_registration. */
-tm_status tm_register(const float *o, int ow, int oh, const float *s, int sw, int sh, tm_registration *out);
+/* A suspect's luminance prepared for registration: box means over
+ * box_b x box_b (none when box_b is 1) and the fine level, at most about
+ * TM_REG_FINE_SIDE a side (the box level itself when that is small enough,
+ * or the suspect itself when it is). full is borrowed. */
+typedef struct tm_reg_suspect {
+    tm_plane full;
+    int box_b;
+    tm_level box;
+    tm_level fine;       /* unsoftened; may borrow box's or full's pixels */
+} tm_reg_suspect;
 
-/* The suspect minus the tone-matched original, in the original's frame
- * shrunk by g (0 < g <= 1): a one-channel image (128 + difference; 128
- * where the suspect does not reach) of the original's pixels that the
- * suspect covers (their bounding box). Sets r->detail, the correlation of
- * the two images' fine detail in the suspect's frame: below TM_REG_DETAIL
- * the fit is of smooth content only, r->found is cleared and *out stays
- * NULL. Sets r->residual. */
+tm_status tm_reg_suspect_init(const float *y, int w, int h, tm_reg_suspect *out);
+void tm_reg_suspect_free(tm_reg_suspect *s);
+
+/* Registers suspect s to original o: out->found says whether it was; the
+ * rest as in tm_registration. */
+tm_status tm_register(const tm_original *o, const tm_reg_suspect *s, tm_registration *out);
+
+/* The suspect minus the tone-matched original, in the original's frame (f x
+ * f box means, f its tile scale): a one-channel image (128 + difference; 128
+ * where the suspect does not reach) of the frame pixels the suspect covers
+ * (their bounding box). Sets
+ * r->detail, the correlation of the two images' fine detail: below
+ * TM_REG_DETAIL the fit is of smooth content only, r->found is cleared and
+ * *out stays NULL. Sets r->residual. */
 #define TM_REG_DETAIL 0.1
-tm_status tm_register_difference(const float *o, int ow, int oh, const float *s, int sw, int sh, double g,
-                                 tm_registration *r, tm_image **out);
+tm_status tm_register_difference(const tm_original *o, const tm_reg_suspect *s, tm_registration *r,
+                                 tm_image **out);
 
 /* ---- embed.c / detect.c ---- */
+
+/* The content hash of a JPEG original read as stored: its components'
+ * samples, each at its own sampling (docs/scheme.md section 5). */
+tm_status tm_planes_content_hash(const tm_jpeg_planes *p, uint8_t sha[32]);
+/* An image id (TM_IMAGE_ID_LEN hex digits and a NUL) from a content hash. */
+void tm_image_id_hex(const uint8_t sha[32], char *id);
 
 /* Luminance (BT.601) of img's colour channels into y (width*height floats). */
 void tm_luma(const tm_image *img, float *y);

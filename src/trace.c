@@ -87,46 +87,53 @@ tm_status tm_trace_run(const tm_key *key, const tm_image *suspect, const tm_reg_
     return st;
 }
 
-tm_status tm_trace_run_informed(const tm_key *key, const tm_image *suspect, const tm_image *const *originals,
+tm_status tm_trace_run_informed(const tm_key *key, const tm_image *suspect, const tm_original *const *originals,
                                 size_t n_originals, const tm_reg_copy *copies, size_t n,
                                 const tm_trace_params *params, tm_trace_result *out)
 {
     if (!key || !suspect || !out || (n && !copies) || (n_originals && !originals)) return TM_ERR_ARG;
     memset(out, 0, sizeof *out);
     if (params && !(params->fpr > 0 && params->fpr < 1)) return TM_ERR_ARG;
-    float *ys = malloc(sizeof(float) * (size_t)suspect->width * suspect->height), *yo = NULL;
+    size_t npx = (size_t)suspect->width * suspect->height;
+    /* the suspect's luminance: its own plane when it has no colour */
+    float *ys = tm_color_channels(suspect) < 3 ? NULL : tm_big_alloc(sizeof(float) * npx);
+    const float *y = ys ? ys : suspect->plane[0];
     tm_detection *det = malloc(sizeof *det);
     tm_image *diff = NULL;
     tm_registration reg = {0}, tried = {0}; /* tried: the closest attempt */
-    const tm_image *used = NULL;
+    tm_reg_suspect rs = {0};
+    const tm_original *used = NULL;
     int used_k = -1;
     tm_status st = TM_ERR_NOMEM;
-    if (!ys || !det) goto out;
-    tm_luma(suspect, ys);
+    if ((!ys && tm_color_channels(suspect) >= 3) || !det) goto out;
+    if (ys) tm_luma(suspect, ys);
     /* a suspect too small to read a mark from is not worth registering */
-    int small = (size_t)suspect->width * suspect->height < (size_t)TM_TILE * TM_TILE;
+    int small = npx < (size_t)TM_TILE * TM_TILE;
+    if (n_originals > TM_TRACE_ORIGINALS_MAX) n_originals = TM_TRACE_ORIGINALS_MAX;
+    if (!small && n_originals) {
+        st = tm_reg_suspect_init(y, suspect->width, suspect->height, &rs);
+        if (st == TM_ERR_ARG) small = 1; /* too small to register */
+        else if (st != TM_OK) goto out;
+    }
     /* the originals tried nearest first by perceptual hash: a copy that was
      * only recompressed or rescaled fits the first one tried */
     size_t order[TM_TRACE_ORIGINALS_MAX];
-    if (n_originals > TM_TRACE_ORIGINALS_MAX) n_originals = TM_TRACE_ORIGINALS_MAX;
     int dist[TM_TRACE_ORIGINALS_MAX];
-    uint64_t hs = 0, ho;
-    tm_plane sp = tm_plane_float(ys, suspect->width, suspect->height);
+    uint64_t hs = 0;
+    tm_plane sp = tm_plane_float(y, suspect->width, suspect->height);
     int have_hash = !small && n_originals > 1 && tm_phash_luma(&sp, &hs) == TM_OK;
     for (size_t k = 0; k < n_originals; k++) {
-        dist[k] = have_hash && originals[k] && tm_image_phash(originals[k], &ho) == TM_OK ? __builtin_popcountll(hs ^ ho) : 0;
+        dist[k] = have_hash && originals[k] ? __builtin_popcountll(hs ^ originals[k]->phash) : 0;
         size_t j = k;
         for (; j > 0 && dist[order[j - 1]] > dist[k]; j--) order[j] = order[j - 1];
         order[j] = k;
     }
     for (size_t q = 0; q < n_originals && !used && !small; q++) {
         size_t k = order[q];
-        const tm_image *o = originals[k];
-        st = TM_ERR_NOMEM;
-        free(yo);
-        if (!o || !(yo = malloc(sizeof(float) * (size_t)o->width * o->height))) goto out;
-        tm_luma(o, yo);
-        st = tm_register(yo, o->width, o->height, ys, suspect->width, suspect->height, &reg);
+        const tm_original *o = originals[k];
+        st = TM_ERR_ARG;
+        if (!o) goto out;
+        st = tm_register(o, &rs, &reg);
         if (st == TM_ERR_ARG) { /* too small to register */
             memset(&reg, 0, sizeof reg);
             st = TM_OK;
@@ -136,10 +143,9 @@ tm_status tm_trace_run_informed(const tm_key *key, const tm_image *suspect, cons
             if (reg.ncc > tried.ncc) tried = reg;
             continue;
         }
-        /* the difference in the marked frame of the base tile (the original
-         * shrunk by its tile scale), where the detector reads best */
-        double g = 1.0 / tm_mark_tile_scale(o->width, o->height);
-        st = tm_register_difference(yo, o->width, o->height, ys, suspect->width, suspect->height, g, &reg, &diff);
+        /* the difference in the original's frame, where the detector reads
+         * the mark at its marked geometry */
+        st = tm_register_difference(o, &rs, &reg, &diff);
         if (st == TM_ERR_DIMENSIONS) reg.found = 0, st = TM_OK;
         if (st != TM_OK) goto out;
         if (reg.found) {
@@ -149,9 +155,9 @@ tm_status tm_trace_run_informed(const tm_key *key, const tm_image *suspect, cons
             tried = reg;
         }
     }
-    free(ys);
-    free(yo);
-    ys = yo = NULL;
+    tm_reg_suspect_free(&rs);
+    tm_big_free(ys);
+    ys = NULL;
     /* The difference is in the original's frame (at most at the suspect's
      * resolution). It is read, and so is the suspect itself, and the reading
      * with more evidence of the mark (pilot and payload energy, no codeword)
@@ -186,15 +192,15 @@ tm_status tm_trace_run_informed(const tm_key *key, const tm_image *suspect, cons
         out->difference = from_diff;
         out->registration = used ? reg : tried;
         if (from_diff) {
-            out->scale = reg.scale * tm_mark_tile_scale(used->width, used->height);
+            out->scale = reg.scale * used->tile_scale;
             out->rotation_deg = reg.rotation_deg;
             out->flip = reg.flip;
             out->aspect = reg.aspect;
         }
     }
 out:
-    free(ys);
-    free(yo);
+    tm_reg_suspect_free(&rs);
+    tm_big_free(ys);
     free(det);
     tm_image_free(diff);
     return st;

@@ -8,7 +8,9 @@
  * Conventions: every fallible call returns a tm_status (TM_OK == 0); objects
  * come in _create/_free pairs and _free(NULL) is a no-op; pointer parameters
  * are borrowed unless the comment says the call takes them; the library never
- * prints and never exits. */
+ * prints and never exits. It uses GSL, whose default error handler aborts the
+ * process: a program should call gsl_set_error_handler_off() (the library
+ * checks every GSL status), as the tracemark program does. */
 #ifndef TRACEMARK_H
 #define TRACEMARK_H
 
@@ -545,20 +547,41 @@ TM_API tm_status tm_trace_run(const tm_key *key, const tm_image *suspect,
                               const tm_reg_copy *copies, size_t n,
                               const tm_trace_params *params, tm_trace_result *out);
 
+/* The unmarked original of an informed trace, prepared once for any number
+ * of suspects: its luminance in the frame the mark is read in and at the
+ * registration's fine scale (a quarter of the full-size luminance or less),
+ * and its perceptual hash. Immutable once made: several threads may trace
+ * with one at once. */
+typedef struct tm_original tm_original;
+
+/* From a decoded image (borrowed: it may be freed once this returns). */
+TM_API tm_status tm_original_create(const tm_image *img, tm_original **out);
+
+/* From a file, as tm_embedder_load reads an original (a JPEG as stored);
+ * image_id (TM_IMAGE_ID_LEN + 1 bytes, or NULL) gets the id tm_embedder_load
+ * would give it, so a caller can check it is the original a registry
+ * image was marked from. lo as for tm_image_load. */
+TM_API tm_status tm_original_load(const char *path, const tm_load_options *lo, tm_original **out,
+                                  char *image_id);
+TM_API void tm_original_free(tm_original *o);
+TM_API void tm_original_size(const tm_original *o, int *width, int *height);
+
 /* tm_trace_run with the unmarked original(s) at hand: the suspect is
  * registered to each in turn, nearest first by perceptual hash (at most 64
  * of them), until one fits (Fourier-Mellin phase correlation for scale and
  * rotation, masked NCC for the shift, a sweep of scales when that finds
- * nothing, mirrored suspects too, then an affine fit by GSL's simplex
- * minimiser); the difference from that original, tone-matched, is read in
+ * nothing, mirrored suspects too, then an affine fit: GSL's simplex
+ * minimiser at the coarse scale, its Levenberg-Marquardt solver at the fine
+ * one); the difference from that original, tone-matched, is read in
  * its frame beside the suspect itself, and the reading with more evidence
  * of the mark is scored as tm_trace_run does. When no original fits
  * (out->registration.found 0), the suspect is traced blind. The bound is
  * the same: what is read depends on the suspect and the originals only.
  * out->original gets the index of the original used, -1 if none. */
-TM_API tm_status tm_trace_run_informed(const tm_key *key, const tm_image *suspect, const tm_image *const *originals,
-                                       size_t n_originals, const tm_reg_copy *copies, size_t n,
-                                       const tm_trace_params *params, tm_trace_result *out);
+TM_API tm_status tm_trace_run_informed(const tm_key *key, const tm_image *suspect,
+                                       const tm_original *const *originals, size_t n_originals,
+                                       const tm_reg_copy *copies, size_t n, const tm_trace_params *params,
+                                       tm_trace_result *out);
 
 /* Once the original is known (the accused copy's image in the registry),
  * turns r's scale into suspect size / original size (tm_mark_tile_scale). */

@@ -26,8 +26,9 @@
 static pthread_mutex_t planner_lock = PTHREAD_MUTEX_INITIALIZER;
 
 /* Shapes cached: the tile sides (4), the sync window, the mask's strip, the
- * phash: a few dozen at most. */
-#define MAX_PLANS 64
+ * phash, registration's canvases (tm_fft_good_size's ladder: three per
+ * octave): well under a hundred. */
+#define MAX_PLANS 256
 
 typedef struct plan_entry {
     tm_fft_kind kind;
@@ -119,6 +120,14 @@ fftwf_plan tm_fft_plan(tm_fft_kind kind, int n0, int n1)
     }
     pthread_mutex_unlock(&planner_lock);
     return p;
+}
+
+int tm_fft_good_size(int n)
+{
+    static const int steps[3] = {4, 5, 6}; /* 2^k times 1, 5/4 and 3/2 */
+    for (int base = 16;; base *= 2)
+        for (int i = 0; i < 3; i++)
+            if (base / 4 * steps[i] >= n || base > (1 << 26)) return base / 4 * steps[i];
 }
 
 struct tm_tile_fft {

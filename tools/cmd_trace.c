@@ -113,7 +113,7 @@ static int collect(suspects *s, const char *path)
 
 /* The unmarked originals an informed trace tries, in order. */
 typedef struct originals {
-    const tm_image **img;
+    const tm_original **o;
     char **path;
     size_t n;
 } originals;
@@ -123,47 +123,41 @@ typedef struct originals {
 static void originals_free(originals *os)
 {
     for (size_t i = 0; i < os->n; i++) {
-        tm_image_free((tm_image *)os->img[i]);
+        tm_original_free((tm_original *)os->o[i]);
         free(os->path[i]);
     }
-    free(os->img);
+    free(os->o);
     free(os->path);
     memset(os, 0, sizeof *os);
 }
 
-/* Reads the original at path (luminance only, all registration uses). When
- * want_id is given, the file must be the original of that registry image
- * (its image id under key, which the content determines); otherwise it is
+/* Reads the original at path (its luminance, prepared for registration).
+ * When want_id is given, the file must be the original of that registry
+ * image (its image id, which the content determines); otherwise it is
  * skipped with a note. Returns -1 after an error message. */
-static int originals_add(originals *os, const tm_key *key, const char *path, const char *want_id,
-                         const tm_load_options *lo)
+static int originals_add(originals *os, const char *path, const char *want_id, const tm_load_options *lo)
 {
-    if (want_id) {
-        tm_embedder *e = NULL;
-        tm_status st = tm_embedder_load(key, path, lo, NULL, &e, NULL);
-        int same = st == TM_OK && !strcmp(tm_embedder_image_id(e), want_id);
-        tm_embedder_free(e);
-        if (!same) {
-            fprintf(stderr, "tracemark: note: %s: %s; traced without it\n", path,
-                    st == TM_OK ? "not the original the registry recorded there (its content changed)"
-                                : tm_strerror(st));
-            return 0;
-        }
+    tm_original *o = NULL;
+    char id[TM_IMAGE_ID_LEN + 1] = "";
+    tm_status st = tm_original_load(path, lo, &o, id);
+    if (want_id && (st != TM_OK || strcmp(id, want_id) != 0)) {
+        fprintf(stderr, "tracemark: note: %s: %s; traced without it\n", path,
+                st == TM_OK ? "not the original the registry recorded there (its content changed)" : tm_strerror(st));
+        tm_original_free(o);
+        return 0;
     }
-    tm_image *img = NULL;
-    tm_status st = tm_image_load(path, lo, &img, NULL);
     if (st != TM_OK) return cli_status(path, st), -1;
-    const tm_image **gi = realloc(os->img, (os->n + 1) * sizeof *gi);
-    if (gi) os->img = gi;
-    char **gp = gi ? realloc(os->path, (os->n + 1) * sizeof *gp) : NULL;
+    const tm_original **go = realloc(os->o, (os->n + 1) * sizeof *go);
+    if (go) os->o = go;
+    char **gp = go ? realloc(os->path, (os->n + 1) * sizeof *gp) : NULL;
     if (gp) os->path = gp;
     char *dup = gp ? strdup(path) : NULL;
     if (!dup) {
-        tm_image_free(img);
+        tm_original_free(o);
         cli_error(NULL, "out of memory");
         return -1;
     }
-    os->img[os->n] = img;
+    os->o[os->n] = o;
     os->path[os->n++] = dup;
     return 0;
 }
@@ -368,7 +362,7 @@ static void trace_one(void *ctx, size_t i)
     t->st = tm_image_load(run->paths[i], run->lo, &img, NULL);
     if (t->st != TM_OK) return;
     if (run->orig->n)
-        t->st = tm_trace_run_informed(run->key, img, run->orig->img, run->orig->n, run->copies, run->n_copies,
+        t->st = tm_trace_run_informed(run->key, img, run->orig->o, run->orig->n, run->copies, run->n_copies,
                                       run->tp, &t->r);
     else
         t->st = tm_trace_run(run->key, img, run->copies, run->n_copies, run->tp, &t->r);
@@ -475,7 +469,7 @@ int cmd_trace(int argc, char **argv)
 
     /* The originals: those given, or those the registry recorded, if few. */
     for (size_t i = 0; i < given.n; i++)
-        if (originals_add(&orig, key, given.v[i], NULL, &lo)) goto out;
+        if (originals_add(&orig, given.v[i], NULL, &lo)) goto out;
     if (!blind && !given.n) {
         if ((st = tm_registry_list_images(reg, recorded_one, &rec)) != TM_OK) {
             cli_error(regfile, "%s: %s", tm_strerror(st), tm_registry_errmsg(reg));
@@ -486,7 +480,7 @@ int cmd_trace(int argc, char **argv)
                             "trace with one\n", rec.found);
         else
             for (size_t i = 0; i < rec.n; i++)
-                if (rec.id[i] && rec.path[i] && originals_add(&orig, key, rec.path[i], rec.id[i], &lo)) goto out;
+                if (rec.id[i] && rec.path[i] && originals_add(&orig, rec.path[i], rec.id[i], &lo)) goto out;
     }
 
     /* Suspects are read CHUNK at a time on the threads, then reported in

@@ -10,6 +10,8 @@
 #include <string.h>
 #include <unistd.h>
 
+#include <gsl/gsl_errno.h>
+
 #include "cli.h"
 
 static int cmd_help(int argc, char **argv);
@@ -235,6 +237,8 @@ static int cmd_help(int argc, char **argv)
 
 int main(int argc, char **argv)
 {
+    /* GSL's default error handler aborts; the library checks every status */
+    gsl_set_error_handler_off();
     if (argc < 2) {
         usage(stderr);
         return CLI_ERR;
