@@ -25,13 +25,13 @@
 #include "sync.h"
 
 #define RADIUS 3          /* 7x7 local statistics */
+#define DIFF_RADIUS 15    /* 31x31 local means for a difference from the original */
 #define NU2 4.0           /* assumed mark power in the Wiener weights */
 
-/* dst[x] = mean of src over [x - RADIUS, x + RADIUS] clipped to the row (w
- * samples): each window summed outright, so the interior vectorises. */
-static void box_row(const float *restrict src, float *restrict dst, int w)
+/* dst[x] = mean of src over [x - r, x + r] clipped to the row (w samples):
+ * each window summed outright, so the interior vectorises. */
+static void box_row(const float *restrict src, float *restrict dst, int w, int r)
 {
-    const int r = RADIUS;
     for (int x = 0; x < w && x < r; x++) {
         int hi = x + r < w ? x + r : w - 1;
         float acc = 0;
@@ -39,11 +39,18 @@ static void box_row(const float *restrict src, float *restrict dst, int w)
         dst[x] = acc / (float)(hi + 1);
     }
     const float inv = 1.0f / (2 * r + 1);
-    for (int x = r; x < w - r; x++) {
-        float acc = 0;
-        for (int j = 0; j < 2 * r + 1; j++) acc += src[x - r + j];
-        dst[x] = acc * inv;
-    }
+    if (r == RADIUS)
+        for (int x = r; x < w - r; x++) { /* the common case, unrolled by the compiler */
+            float acc = 0;
+            for (int j = 0; j < 2 * RADIUS + 1; j++) acc += src[x - RADIUS + j];
+            dst[x] = acc * inv;
+        }
+    else
+        for (int x = r; x < w - r; x++) {
+            float acc = 0;
+            for (int j = 0; j < 2 * r + 1; j++) acc += src[x - r + j];
+            dst[x] = acc * inv;
+        }
     for (int x = w - r > r ? w - r : r; x < w; x++) {
         int lo = x - r;
         float acc = 0;
@@ -57,8 +64,6 @@ static int window_rows(int row, int r, int h)
 {
     return (row + r < h ? row + r : h - 1) - (row - r > 0 ? row - r : 0) + 1;
 }
-
-#define RING (2 * RADIUS + 1)
 
 /* The rows a read goes through: a window of an image in memory (base, rows
  * stride apart), or a warp's output made row by row (warp). */
@@ -78,60 +83,65 @@ static const float *source_row(const row_source *src, int t, float *slot)
 
 /* Wiener residual of the w x h window src whose top-left is pixel (ox, oy)
  * of the suspect, folded modulo the tile into fold (TM_TILE^2) in the
- * suspect's coordinates: with m
- * the local mean and v the local mean of (y - m)^2 over 7x7 windows clipped
- * to the image, the residual is (y - m) / (v + NU2). One streaming pass over
- * the rows: row t brings the mean of row t - r and the variance and output of
- * row t - 2r, through rings of 2r + 1 rows, so memory is O(w) whatever h. */
-static tm_status fold_residual(const row_source *src, int w, int h, int ox, int oy, float *fold, double *activity)
+ * suspect's coordinates: with m the local mean over (2 rm + 1)^2 windows and
+ * v the local mean of (y - m)^2 over 7x7 ones, both clipped to the image,
+ * the residual is (y - m) / (v + NU2). The 7x7 mean (rm = RADIUS) takes out
+ * the host but also the lower part of the mark's band; a difference from
+ * the original has no host to take out, and a wider one (DIFF_RADIUS) keeps
+ * that part, all there is of the mark in a strongly shrunk copy. One
+ * streaming pass over the rows: row t brings the mean of row t - rm and the
+ * variance and output of row t - rm - RADIUS, through rings of rows, so
+ * memory is O(w) whatever h. */
+static tm_status fold_residual(const row_source *src, int w, int h, int ox, int oy, int rm, float *fold,
+                               double *activity)
 {
-    const int r = RADIUS;
+    const int rv = RADIUS, RM = 2 * rm + 1, RV = 2 * rv + 1;
     size_t ww = (size_t)w;
-    float *hm = malloc(sizeof(float) * ww * RING);   /* row box means of y */
-    float *dv = malloc(sizeof(float) * ww * RING);   /* y - m */
-    float *hv = malloc(sizeof(float) * ww * RING);   /* row box means of (y - m)^2 */
+    float *hm = malloc(sizeof(float) * ww * RM);     /* row box means of y */
+    float *dv = malloc(sizeof(float) * ww * RV);     /* y - m */
+    float *hv = malloc(sizeof(float) * ww * RV);     /* row box means of (y - m)^2 */
     float *line = malloc(sizeof(float) * ww);
-    float *made = src->warp ? malloc(sizeof(float) * ww * RING) : NULL; /* rows of a warp */
-    const float *rows[RING];                          /* row t of the source, until t + r */
+    float *made = src->warp ? malloc(sizeof(float) * ww * RM) : NULL; /* rows of a warp */
+    const float **rows = malloc(sizeof(*rows) * RM);  /* row t of the source, until t + rm */
     double *cm = calloc(ww, sizeof(double)), *cv = calloc(ww, sizeof(double));
     tm_status st = TM_ERR_NOMEM;
-    if (!hm || !dv || !hv || !line || !cm || !cv || (src->warp && !made)) goto out;
+    if (!hm || !dv || !hv || !line || !rows || !cm || !cv || (src->warp && !made)) goto out;
     memset(fold, 0, sizeof(float) * TM_TILE * TM_TILE);
     double act = 0;
-    for (int t = 0; t < h + 2 * r; t++) {
-        /* Column sums of the row means over rows [t - 2r, t]. */
-        if (t - 2 * r - 1 >= 0) {
-            const float *old = hm + (size_t)((t - 2 * r - 1) % RING) * ww;
+    for (int t = 0; t < h + rm + rv; t++) {
+        /* Column sums of the row means over rows [t - 2rm, t]. */
+        if (t - 2 * rm - 1 >= 0) {
+            const float *old = hm + (size_t)((t - 2 * rm - 1) % RM) * ww;
             for (int x = 0; x < w; x++) cm[x] -= old[x];
         }
         if (t < h) {
-            float *row = hm + (size_t)(t % RING) * ww;
-            rows[t % RING] = source_row(src, t, made ? made + (size_t)(t % RING) * ww : NULL);
-            box_row(rows[t % RING], row, w);
+            float *row = hm + (size_t)(t % RM) * ww;
+            rows[t % RM] = source_row(src, t, made ? made + (size_t)(t % RM) * ww : NULL);
+            box_row(rows[t % RM], row, w, rm);
             for (int x = 0; x < w; x++) cm[x] += row[x];
         }
-        /* Row a = t - r gets its mean, its deviation and that squared, boxed. */
-        int a = t - r;
-        if (a - 2 * r - 1 >= 0 && a - 2 * r - 1 < h) {
-            const float *old = hv + (size_t)((a - 2 * r - 1) % RING) * ww;
+        /* Row a = t - rm gets its mean, its deviation and that squared, boxed. */
+        int a = t - rm;
+        if (a - 2 * rv - 1 >= 0 && a - 2 * rv - 1 < h) {
+            const float *old = hv + (size_t)((a - 2 * rv - 1) % RV) * ww;
             for (int x = 0; x < w; x++) cv[x] -= old[x];
         }
         if (a >= 0 && a < h) {
-            float inv = 1.0f / (float)window_rows(a, r, h);
-            const float *ya = rows[a % RING];
-            float *d = dv + (size_t)(a % RING) * ww, *hrow = hv + (size_t)(a % RING) * ww;
+            float inv = 1.0f / (float)window_rows(a, rm, h);
+            const float *ya = rows[a % RM];
+            float *d = dv + (size_t)(a % RV) * ww, *hrow = hv + (size_t)(a % RV) * ww;
             for (int x = 0; x < w; x++) {
                 d[x] = ya[x] - (float)cm[x] * inv;
                 line[x] = d[x] * d[x];
             }
-            box_row(line, hrow, w);
+            box_row(line, hrow, w, rv);
             for (int x = 0; x < w; x++) cv[x] += hrow[x];
         }
-        /* Row b = t - 2r is complete: fold its residual. */
-        int b = t - 2 * r;
+        /* Row b = a - rv is complete: fold its residual. */
+        int b = a - rv;
         if (b >= 0) {
-            float inv = 1.0f / (float)window_rows(b, r, h);
-            const float *d = dv + (size_t)(b % RING) * ww;
+            float inv = 1.0f / (float)window_rows(b, rv, h);
+            const float *d = dv + (size_t)(b % RV) * ww;
             float *frow = fold + (size_t)((b + oy) % TM_TILE) * TM_TILE;
             float *q = line; /* the row's residual, then folded */
             float part[8] = {0};
@@ -164,6 +174,7 @@ out:
     free(hv);
     free(line);
     free(made);
+    free(rows);
     free(cm);
     free(cv);
     return st;
@@ -377,7 +388,7 @@ static void energy_null(const tm_layout *lay, const fftwf_complex *spec, const f
  * made by the caller, so a search over several hypotheses builds
  * them once (tm_detect_search). */
 static tm_status detect_luma(const tm_layout *lay, tm_tile_fft *fft, const row_source *src, int w, int h, int ox,
-                             int oy, int max_ring, tm_detection *out)
+                             int oy, int max_ring, int rm, tm_detection *out)
 {
     memset(out, 0, sizeof *out);
     out->pilot_log10_p = 0;
@@ -396,7 +407,7 @@ static tm_status detect_luma(const tm_layout *lay, tm_tile_fft *fft, const row_s
     corr = malloc(sizeof(float) * TM_TILE * TM_TILE);
     if (!fold || !spec || !corr || !wbin) goto out;
     double activity;
-    if ((st = fold_residual(src, w, h, ox, oy, fold, &activity)) != TM_OK) goto out;
+    if ((st = fold_residual(src, w, h, ox, oy, rm, fold, &activity)) != TM_OK) goto out;
     out->activity = activity;
     if (activity < 0.01) out->usable = 0; /* flat: nothing to read */
 
@@ -489,10 +500,42 @@ tm_status tm_detect_run(const tm_key *key, const tm_image *img, tm_detection *ou
     if (st == TM_OK) {
         tm_luma(img, y);
         row_source src = {.base = y, .stride = (size_t)img->width};
-        st = detect_luma(lay, fft, &src, img->width, img->height, 0, 0, TM_RINGS, out);
+        st = detect_luma(lay, fft, &src, img->width, img->height, 0, 0, TM_RINGS, RADIUS, out);
     }
     if (y) detect_end(lay, fft);
     free(y);
+    return st;
+}
+
+tm_status tm_detect_difference(const tm_key *key, const tm_image *diff, tm_detection *out)
+{
+    if (!key || !diff || !out || diff->channels != 1) return TM_ERR_ARG;
+    tm_layout *lay;
+    tm_tile_fft *fft;
+    tm_detection *wide = malloc(sizeof *wide);
+    tm_status st = wide ? detect_begin(key, &lay, &fft) : TM_ERR_NOMEM;
+    if (st != TM_OK) {
+        free(wide);
+        return st;
+    }
+    /* Read with the blind prefilter and with the wide one: what a
+     * difference holds besides the mark (tone left over, the host where the
+     * fit is off) decides which keeps more of it. The one with more evidence
+     * is kept, a choice made from the difference alone; its pilot p-value
+     * pays for the two. */
+    int w = diff->width, h = diff->height;
+    row_source src = {.base = diff->plane[0], .stride = (size_t)w};
+    st = detect_luma(lay, fft, &src, w, h, 0, 0, TM_RINGS, RADIUS, out);
+    if (st == TM_OK) st = detect_luma(lay, fft, &src, w, h, 0, 0, TM_RINGS, DIFF_RADIUS, wide);
+    if (st == TM_OK) {
+        if (wide->evidence > out->evidence) *out = *wide;
+        out->pilot_log10_p = fmin(0.0, out->pilot_log10_p + log10(2.0));
+        /* a difference too flat to read says the suspect is the original,
+         * no mark: read (and finding none) when it covers a tile */
+        if (!out->usable && out->activity < 0.01 && (size_t)w * h >= (size_t)TM_TILE * TM_TILE) out->usable = 1;
+    }
+    detect_end(lay, fft);
+    free(wide);
     return st;
 }
 
@@ -534,7 +577,7 @@ static tm_status detect_under(const tm_layout *lay, tm_tile_fft *fft, const floa
     if (is_identity(g, w, h)) { /* the centred side x side window, as is */
         int cw = w < side ? w : side, ch = h < side ? h : side, ox = (w - cw) / 2, oy = (h - ch) / 2;
         row_source src = {.base = y + (size_t)oy * w + ox, .stride = (size_t)w};
-        return detect_luma(lay, fft, &src, cw, ch, ox, oy, TM_RINGS, out);
+        return detect_luma(lay, fft, &src, cw, ch, ox, oy, TM_RINGS, RADIUS, out);
     }
     /* Ring k lies at k / (125 scale) cycles per suspect pixel: those that a
      * shrink pushed beyond the band's top (TM_BAND_HI / 125) may be gone. */
@@ -544,7 +587,7 @@ static tm_status detect_under(const tm_layout *lay, tm_tile_fft *fft, const floa
     if (st == TM_OK) {
         int W, H;
         tm_warp_dims(src.warp, &W, &H);
-        st = detect_luma(lay, fft, &src, W, H, 0, 0, max_ring, out);
+        st = detect_luma(lay, fft, &src, W, H, 0, 0, max_ring, RADIUS, out);
     }
     tm_warp_end(src.warp);
     return st;

@@ -315,6 +315,14 @@ tm_status tm_detect_run(const tm_key *key, const tm_image *img, tm_detection *ou
  * each lattice hypothesis is screened, the best one is read. */
 tm_status tm_detect_search(const tm_key *key, const tm_image *img, tm_detection *out);
 
+/* As tm_detect_run, for the difference of a suspect from its original
+ * (tm_register_difference: one plane, in the marked frame, so no search):
+ * read twice, with the prefilter's local mean over 7 x 7 pixels and over
+ * 31 x 31 (with little host left to take out, that keeps the lower part of
+ * the mark's band, all that a strong shrink leaves of it), the reading with
+ * more evidence kept. */
+tm_status tm_detect_difference(const tm_key *key, const tm_image *diff, tm_detection *out);
+
 /* tm_trace_run after its detection: scores the n copies against det's soft
  * values and gives the verdict (bench/registry times this alone). */
 tm_status tm_trace_score(const tm_key *key, const tm_detection *det, const tm_reg_copy *copies, size_t n,

@@ -171,14 +171,10 @@ tm_status tm_trace_run_informed(const tm_key *key, const tm_image *suspect, cons
             st = TM_ERR_NOMEM;
             goto out;
         }
-        if ((st = tm_detect_search(key, diff, dd)) != TM_OK) {
+        if ((st = tm_detect_difference(key, diff, dd)) != TM_OK) {
             free(dd);
             goto out;
         }
-        /* A difference too flat to read says the suspect is the original,
-         * no mark: it is read (and finds none) when it covers enough pixels. */
-        if (!dd->usable && dd->activity < 0.01 && (size_t)diff->width * diff->height >= (size_t)TM_TILE * TM_TILE)
-            dd->usable = 1;
         if (dd->usable && (!det->usable || dd->evidence >= det->evidence)) {
             *det = *dd;
             from_diff = 1;
