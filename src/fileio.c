@@ -1,9 +1,11 @@
 /* fileio.c -- whole-file reads and atomic writes.
  *
- * Every output of tracemark goes through tm_file_write_atomic: the bytes go to
- * a temporary file in the target directory, are fsync'd, and the temporary is
- * renamed over (or, when exclusive, hard-linked to) the final name, so a crash
- * or a full disk never leaves a half-written image, key or report behind. */
+ * Every output of tracemark goes through tm_file_write_atomic (or its two
+ * halves, tm_file_stage and tm_file_publish, when something must happen in
+ * between): the bytes go to a temporary file in the target directory, are
+ * fsync'd, and the temporary is renamed over (or, when exclusive, hard-linked
+ * to) the final name, so a crash or a full disk never leaves a half-written
+ * image, key or report behind. */
 #include "config.h"
 
 #include <errno.h>
@@ -53,45 +55,49 @@ static void sync_parent_dir(const char *path)
     }
 }
 
+tm_status tm_file_stage(const char *path, const void *data, size_t len, int mode, char *tmp, size_t cap)
+{
+    if (!path || !*path || (!data && len) || !tmp || cap < PATH_MAX) return TM_ERR_ARG;
+    if (strlen(path) + 16 >= PATH_MAX) return TM_ERR_ARG;
+    snprintf(tmp, cap, "%s.tmp-XXXXXX", path);
+    int fd = mkstemp(tmp);
+    if (fd < 0) return TM_ERR_IO;
+    if (fchmod(fd, (mode_t)mode) == 0 && write_all(fd, data, len) == 0 && fsync(fd) == 0) {
+        if (close(fd) == 0) return TM_OK;
+        fd = -1;
+    }
+    int err = errno; /* the write's reason (EFBIG, ENOSPC...) outlives the cleanup */
+    if (fd >= 0) close(fd);
+    unlink(tmp);
+    errno = err;
+    return TM_ERR_IO;
+}
+
+tm_status tm_file_publish(const char *tmp, const char *path, int exclusive)
+{
+    if (!tmp || !path || !*path) return TM_ERR_ARG;
+    tm_status st = TM_OK;
+    if (exclusive) {
+        /* link() fails if the name exists, so a racing writer cannot be clobbered. */
+        if (link(tmp, path) != 0) st = errno == EEXIST ? TM_ERR_EXISTS : TM_ERR_IO;
+    } else if (rename(tmp, path) != 0) {
+        st = TM_ERR_IO;
+    }
+    int err = errno;
+    if (st != TM_OK || exclusive) unlink(tmp);
+    if (st == TM_OK) sync_parent_dir(path);
+    errno = err;
+    return st;
+}
+
 tm_status tm_file_write_atomic(const char *path, const void *data, size_t len,
                                int mode, int exclusive)
 {
     if (!path || !*path || (!data && len)) return TM_ERR_ARG;
-    size_t plen = strlen(path);
-    if (plen + 16 >= PATH_MAX) return TM_ERR_ARG;
     if (exclusive && access(path, F_OK) == 0) return TM_ERR_EXISTS;
-
     char tmp[PATH_MAX];
-    snprintf(tmp, sizeof tmp, "%s.tmp-XXXXXX", path);
-    int fd = mkstemp(tmp);
-    if (fd < 0) return TM_ERR_IO;
-
-    tm_status st = TM_ERR_IO;
-    if (fchmod(fd, (mode_t)mode) != 0) goto fail;
-    if (write_all(fd, data, len) != 0) goto fail;
-    if (fsync(fd) != 0) goto fail;
-    if (close(fd) != 0) {
-        fd = -1;
-        goto fail;
-    }
-    fd = -1;
-    if (exclusive) {
-        /* link() fails if the name exists, so a racing writer cannot be clobbered. */
-        if (link(tmp, path) != 0) {
-            st = errno == EEXIST ? TM_ERR_EXISTS : TM_ERR_IO;
-            goto fail;
-        }
-        unlink(tmp);
-    } else if (rename(tmp, path) != 0) {
-        goto fail;
-    }
-    sync_parent_dir(path);
-    return TM_OK;
-
-fail:
-    if (fd >= 0) close(fd);
-    unlink(tmp);
-    return st;
+    tm_status st = tm_file_stage(path, data, len, mode, tmp, sizeof tmp);
+    return st == TM_OK ? tm_file_publish(tmp, path, exclusive) : st;
 }
 
 tm_status tm_file_read(const char *path, size_t max_len, uint8_t **data, size_t *len)

@@ -18,6 +18,7 @@
 #include <limits.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/mman.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
@@ -38,6 +39,7 @@ struct tm_key {
     EVP_MAC *mac;          /* HMAC implementation, fetched once */
     EVP_MAC_CTX *hmac;     /* initialised with the key; duplicated per call */
     EVP_CIPHER *aes_ctr;   /* AES-256-CTR implementation, fetched once */
+    int locked;            /* mlock'ed */
 };
 
 static const char hexdigits[] = "0123456789abcdef";
@@ -56,6 +58,9 @@ tm_status tm_key_from_bytes(const uint8_t bytes[TM_KEY_BYTES], tm_key **out)
     *out = NULL;
     tm_status st = TM_ERR_CRYPTO;
     tm_key *k = calloc(1, sizeof *k);
+    /* kept out of swap where the limits allow (best effort: an unprivileged
+     * RLIMIT_MEMLOCK of 0 refuses, and the key still works) */
+    if (k) k->locked = mlock(k, sizeof *k) == 0;
     if (!k) return TM_ERR_NOMEM;
     memcpy(k->bytes, bytes, TM_KEY_BYTES);
 
@@ -87,7 +92,9 @@ void tm_key_free(tm_key *key)
     EVP_MAC_CTX_free(key->hmac);
     EVP_MAC_free(key->mac);
     EVP_CIPHER_free(key->aes_ctr);
+    int locked = key->locked;
     OPENSSL_cleanse(key, sizeof *key);
+    if (locked) munlock(key, sizeof *key);
     free(key);
 }
 

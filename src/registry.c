@@ -1,11 +1,20 @@
 /* registry.c -- the recipient registry, kept in SQLite.
  *
- * Three tables: meta (the key's public fingerprint), images (one row per
- * original: content hash, size, perceptual hash, mark parameters) and copies
- * (one row per recipient's copy: output, codeword and an HMAC tag over the
- * row's fields, so an edit made without the key is evident). A registry is
- * recognised by its application_id; PRAGMA user_version is the schema
- * version, and a newer one is refused rather than misread.
+ * Four tables: meta (the key's public fingerprint, the journal's head),
+ * images (one row per original: content hash, size, perceptual hash, mark
+ * parameters), copies (one row per recipient's copy: output, codeword) and
+ * journal. Every image and copy row carries an HMAC tag over its fields, so
+ * an edit made without the key is evident; the journal records each row
+ * written, in order, as a hash chain under the key (entry k's link is an
+ * HMAC over entry k - 1's link, k, what was written and its tag), and meta
+ * holds an HMAC of the last entry: a row deleted, put back under another id,
+ * restored to an earlier version or swapped with another no longer matches
+ * the journal, and entries removed from the journal break the chain or its
+ * head. A registry is recognised by its application_id; PRAGMA user_version
+ * is the schema version, and a newer one is refused rather than misread. A
+ * registry of schema 1 (no journal, no image tags) is read as it is and
+ * brought to schema 2, its rows verified first, when it is bound to its key
+ * on a handle that may write.
  *
  * Several processes may mark into one registry at once: the file is in WAL
  * mode, every write runs in a BEGIN IMMEDIATE transaction (so no reader ever
@@ -17,25 +26,39 @@
  * a tm_status plus a message kept in the handle. */
 #include "config.h"
 
+#include <errno.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
 #include <time.h>
+#include <unistd.h>
 
 #include <openssl/crypto.h>
 #include <sqlite3.h>
 
 #include "internal.h"
 
-#define SCHEMA_VERSION 1
+#define SCHEMA_VERSION 2
 #define APPLICATION_ID 0x544d524b /* "TMRK" */
 #define BUSY_TIMEOUT_MS 10000
 #define BUSY_RETRIES 6
 #define MAX_CODE_BITS (1u << 24)
 #define TAG_LABEL "registry row"
+#define IMAGE_TAG_LABEL "registry image"
+#define LINK_LABEL "registry journal"
+#define HEAD_LABEL "registry head"
 #define FINGERPRINT_NAME "key_fingerprint"
+#define HEAD_NAME "journal_head"
+
+enum { J_IMAGE = 1, J_COPY = 2 }; /* journal kinds */
+
+/* The journal: schema 2's addition, made by the schema and by the upgrade. */
+#define JOURNAL_SQL                                                                                     \
+    "CREATE TABLE journal(seq INTEGER PRIMARY KEY, kind INTEGER NOT NULL, ref TEXT NOT NULL,"           \
+    " row_tag BLOB NOT NULL, link BLOB NOT NULL);"                                                      \
+    "CREATE INDEX journal_by_ref ON journal(kind, ref, seq);"
 
 static const char schema_sql[] =
     "CREATE TABLE meta(name TEXT PRIMARY KEY, value TEXT NOT NULL);"
@@ -47,7 +70,8 @@ static const char schema_sql[] =
     " original_path TEXT,"
     " phash INTEGER NOT NULL,"
     " params TEXT NOT NULL,"
-    " created INTEGER NOT NULL);"
+    " created INTEGER NOT NULL,"
+    " tag BLOB);"
     "CREATE INDEX images_by_sha256 ON images(content_sha256);"
     "CREATE TABLE copies("
     " copy_id INTEGER PRIMARY KEY,"
@@ -60,9 +84,12 @@ static const char schema_sql[] =
     " codeword BLOB NOT NULL,"
     " tag BLOB NOT NULL,"
     " UNIQUE(image_id, recipient));"
-    "CREATE INDEX copies_by_recipient ON copies(recipient);"
+    "CREATE INDEX copies_by_recipient ON copies(recipient);" JOURNAL_SQL
     "PRAGMA application_id = 1414353483;" /* APPLICATION_ID */
-    "PRAGMA user_version = 1;";          /* SCHEMA_VERSION */
+    "PRAGMA user_version = 2;";          /* SCHEMA_VERSION */
+
+/* Schema 1 to 2, in the transaction that then fills the journal. */
+static const char upgrade_sql[] = "ALTER TABLE images ADD COLUMN tag BLOB;" JOURNAL_SQL "PRAGMA user_version = 2;";
 
 #define COPY_COLUMNS "copy_id, image_id, recipient, out_path, out_sha256, created, code_len, codeword, tag"
 #define IMAGE_COLUMNS "image_id, content_sha256, width, height, original_path, phash, params, created"
@@ -72,7 +99,6 @@ static const char schema_sql[] =
 enum {
     S_META_GET,
     S_META_PUT,
-    S_IMAGE_PUT,
     S_IMAGE_GET,
     S_IMAGE_BY_SHA,
     S_IMAGE_LIST,
@@ -86,13 +112,25 @@ enum {
     S_COUNT_ALL,
     S_COUNT_IMAGE,
     S_VERIFY,
+    /* schema 2 only, prepared once the file has it */
+    S_V2,
+    S_IMAGE_PUT = S_V2,
+    S_IMAGE_TAG,
+    S_IMAGES_TAGGED,
+    S_META_SET,
+    S_J_LAST,
+    S_J_ADD,
+    S_J_ALL,
+    S_J_OF,
+    S_J_AT,
+    S_J_GONE_COPIES,
+    S_J_GONE_IMAGES,
     N_STMTS
 };
 
 static const char *const stmt_sql[N_STMTS] = {
     [S_META_GET] = "SELECT value FROM meta WHERE name = ?1",
     [S_META_PUT] = "INSERT OR IGNORE INTO meta(name, value) VALUES(?1, ?2)",
-    [S_IMAGE_PUT] = "INSERT OR IGNORE INTO images(" IMAGE_COLUMNS ") VALUES(?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
     [S_IMAGE_GET] = "SELECT " IMAGE_COLUMNS " FROM images WHERE image_id = ?1",
     [S_IMAGE_BY_SHA] = "SELECT " IMAGE_COLUMNS " FROM images WHERE content_sha256 = ?1"
                        " ORDER BY created, rowid LIMIT 1",
@@ -113,11 +151,28 @@ static const char *const stmt_sql[N_STMTS] = {
     [S_VERIFY] = "SELECT c.copy_id, c.image_id, c.recipient, c.out_path, c.out_sha256, c.created,"
                  " c.code_len, c.codeword, c.tag, i.image_id IS NOT NULL"
                  " FROM copies c LEFT JOIN images i ON i.image_id = c.image_id ORDER BY c.copy_id",
+    [S_IMAGE_PUT] = "INSERT OR IGNORE INTO images(" IMAGE_COLUMNS ", tag) VALUES(?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)",
+    [S_IMAGE_TAG] = "UPDATE images SET tag = ?2 WHERE image_id = ?1",
+    [S_IMAGES_TAGGED] = "SELECT " IMAGE_COLUMNS ", tag FROM images ORDER BY created, rowid",
+    [S_META_SET] = "INSERT OR REPLACE INTO meta(name, value) VALUES(?1, ?2)",
+    [S_J_LAST] = "SELECT seq, link FROM journal ORDER BY seq DESC LIMIT 1",
+    [S_J_ADD] = "INSERT INTO journal(seq, kind, ref, row_tag, link) VALUES(?1, ?2, ?3, ?4, ?5)",
+    [S_J_ALL] = "SELECT seq, kind, ref, row_tag, link FROM journal ORDER BY seq",
+    [S_J_OF] = "SELECT seq, row_tag, link FROM journal WHERE kind = ?1 AND ref = ?2 ORDER BY seq DESC LIMIT 1",
+    [S_J_AT] = "SELECT link FROM journal WHERE seq = ?1",
+    [S_J_GONE_COPIES] = "SELECT ref, max(seq) FROM journal j WHERE kind = 2 AND NOT EXISTS"
+                        " (SELECT 1 FROM copies c WHERE c.copy_id = CAST(j.ref AS INTEGER)) GROUP BY ref ORDER BY 2",
+    [S_J_GONE_IMAGES] = "SELECT ref, max(seq) FROM journal j WHERE kind = 1 AND NOT EXISTS"
+                        " (SELECT 1 FROM images i WHERE i.image_id = j.ref) GROUP BY ref ORDER BY 2",
 };
 
 struct tm_registry {
     sqlite3 *db;
     sqlite3_stmt *stmt[N_STMTS];
+    int version;        /* the file's schema version, once open */
+    int ready;          /* opened and prepared */
+    const tm_key *key;  /* bound by tm_registry_check_key */
+    char refused[512];  /* why an older schema was not brought up to date */
     char errmsg[512];
 };
 
@@ -321,8 +376,8 @@ static tm_status check_schema(tm_registry *reg, const probe *p)
                     "registry has a newer schema (version %d; this tracemark reads version %d): upgrade tracemark",
                     p->version, SCHEMA_VERSION);
     if (p->version < 1) return fail(reg, TM_ERR_REGISTRY, "registry has an unknown schema version %d", p->version);
-    static const char *const tables[] = {"meta", "images", "copies"};
-    for (size_t i = 0; i < sizeof tables / sizeof tables[0]; i++) {
+    static const char *const tables[] = {"meta", "images", "copies", "journal"};
+    for (size_t i = 0; i < (p->version >= 2 ? 4u : 3u); i++) {
         char sql[128];
         int n = 0;
         snprintf(sql, sizeof sql, "SELECT count(*) FROM sqlite_master WHERE type = 'table' AND name = '%s'",
@@ -330,6 +385,60 @@ static tm_status check_schema(tm_registry *reg, const probe *p)
         tm_status st = int_query(reg, sql, &n, 1);
         if (st != TM_OK) return st;
         if (n != 1) return fail(reg, TM_ERR_REGISTRY, "registry is damaged: table '%s' is missing", tables[i]);
+    }
+    return TM_OK;
+}
+
+/* A new registry file made whole before it appears under path: the schema
+ * written into a temporary beside it, which is then linked to path (never
+ * over a file another process made meanwhile, which is then used as it is)
+ * and unlinked. A kill leaves a complete registry or none, at most a
+ * temporary. */
+static tm_status create_file(tm_registry *reg, const char *path)
+{
+    size_t n = strlen(path) + 16;
+    char *tmp = malloc(n);
+    if (!tmp) return fail(reg, TM_ERR_NOMEM, "out of memory");
+    snprintf(tmp, n, "%s.tmp-XXXXXX", path);
+    int fd = mkstemp(tmp);
+    if (fd < 0) {
+        tm_status st = fail(reg, TM_ERR_IO, "cannot create the registry: %s", strerror(errno));
+        free(tmp);
+        return st;
+    }
+    mode_t um = umask(0); /* the mode a plain create would give (mkstemp's is 0600) */
+    umask(um);
+    (void)fchmod(fd, 0666 & ~um);
+    close(fd);
+    tm_status st = TM_OK;
+    int rc = sqlite3_open_v2(tmp, &reg->db, SQLITE_OPEN_READWRITE | SQLITE_OPEN_NOMUTEX, NULL);
+    if (rc != SQLITE_OK) st = db_fail(reg, rc, "cannot create the registry");
+    else st = init_schema(reg);
+    sqlite3_close_v2(reg->db); /* the last connection: the WAL is folded in and removed */
+    reg->db = NULL;
+    if (st == TM_OK && link(tmp, path) != 0 && errno != EEXIST) {
+        /* a file system without hard links: renamed, unless one appeared */
+        struct stat sb;
+        int e = errno;
+        if ((e == EPERM || e == ENOTSUP || e == EOPNOTSUPP) && stat(path, &sb) != 0) e = rename(tmp, path) ? errno : 0;
+        if (e) st = fail(reg, TM_ERR_IO, "cannot create the registry: %s", strerror(e));
+    }
+    unlink(tmp);
+    free(tmp);
+    return st;
+}
+
+/* Prepares statements [from, to); preparing them also proves that the
+ * tables have the columns they name. */
+static tm_status prepare(tm_registry *reg, int from, int to)
+{
+    for (int i = from; i < to; i++) {
+        int rc = sqlite3_prepare_v2(reg->db, stmt_sql[i], -1, &reg->stmt[i], NULL);
+        if (rc != SQLITE_OK) {
+            if ((rc & 0xff) == SQLITE_ERROR)
+                return fail(reg, TM_ERR_REGISTRY, "registry is damaged: %s", sqlite3_errmsg(reg->db));
+            return db_fail(reg, rc, "cannot read the registry");
+        }
     }
     return TM_OK;
 }
@@ -345,8 +454,12 @@ tm_status tm_registry_open(const char *path, int create, tm_registry **out)
     struct stat sb;
     if (stat(path, &sb) != 0) {
         if (!create) return fail(reg, TM_ERR_REGISTRY, "no such registry");
+        tm_status st = create_file(reg, path);
+        if (st != TM_OK) return st;
     } else if (S_ISDIR(sb.st_mode)) {
         return fail(reg, TM_ERR_IO, "is a directory, not a registry");
+    } else if (access(path, R_OK) != 0) {
+        return fail(reg, TM_ERR_IO, "cannot open the registry: %s", strerror(errno));
     }
 
     /* NOMUTEX: a handle is used by one thread at a time (see the header),
@@ -355,6 +468,10 @@ tm_status tm_registry_open(const char *path, int create, tm_registry **out)
     int rc = sqlite3_open_v2(path, &reg->db, flags, NULL);
     if (rc != SQLITE_OK) return db_fail(reg, rc, "cannot open the registry");
     sqlite3_busy_timeout(reg->db, BUSY_TIMEOUT_MS);
+    /* The file may be hostile: no triggers or views of its own run with our
+     * writes, and SQL cannot corrupt it on purpose (defensive mode). */
+    sqlite3_db_config(reg->db, SQLITE_DBCONFIG_DEFENSIVE, 1, NULL);
+    sqlite3_db_config(reg->db, SQLITE_DBCONFIG_TRUSTED_SCHEMA, 0, NULL);
 
     probe p;
     tm_status st = probe_file(reg, &p);
@@ -369,17 +486,13 @@ tm_status tm_registry_open(const char *path, int create, tm_registry **out)
 
     /* Per-connection settings: enforce image references; fsync each commit
      * (a lost row would be a copy nobody can be traced to). */
-    rc = sqlite3_exec(reg->db, "PRAGMA foreign_keys = ON; PRAGMA synchronous = FULL", NULL, NULL, NULL);
+    rc = sqlite3_exec(reg->db, "PRAGMA foreign_keys = ON; PRAGMA synchronous = FULL; PRAGMA cell_size_check = ON",
+                      NULL, NULL, NULL);
     if (rc != SQLITE_OK) return db_fail(reg, rc, "cannot configure the registry");
-    for (int i = 0; i < N_STMTS; i++) {
-        rc = sqlite3_prepare_v2(reg->db, stmt_sql[i], -1, &reg->stmt[i], NULL);
-        if (rc != SQLITE_OK) {
-            if ((rc & 0xff) == SQLITE_ERROR)
-                return fail(reg, TM_ERR_REGISTRY, "registry is damaged: %s", sqlite3_errmsg(reg->db));
-            return db_fail(reg, rc, "cannot read the registry");
-        }
-    }
-    return TM_OK;
+    reg->version = p.version;
+    st = prepare(reg, 0, p.version >= 2 ? N_STMTS : S_V2);
+    if (st == TM_OK) reg->ready = 1;
+    return st;
 }
 
 void tm_registry_free(tm_registry *reg)
@@ -397,8 +510,20 @@ void tm_registry_free(tm_registry *reg)
 static tm_status usable(tm_registry *reg)
 {
     if (!reg) return TM_ERR_ARG;
-    if (!reg->stmt[N_STMTS - 1]) return fail(reg, TM_ERR_ARG, "registry is not open");
+    if (!reg->ready) return fail(reg, TM_ERR_ARG, "registry is not open");
     reg->errmsg[0] = '\0';
+    return TM_OK;
+}
+
+/* Guards the write entry points: the key bound (tm_registry_check_key,
+ * which also brings an older schema up to date). */
+static tm_status writable(tm_registry *reg)
+{
+    if (!reg->key) return fail(reg, TM_ERR_ARG, "no key bound to the registry (tm_registry_check_key first)");
+    if (reg->refused[0]) return fail(reg, TM_ERR_TAMPERED, "%s", reg->refused);
+    if (reg->version < SCHEMA_VERSION)
+        return fail(reg, TM_ERR_REGISTRY, "registry has schema version %d and cannot be written until upgraded",
+                    reg->version);
     return TM_OK;
 }
 
@@ -445,6 +570,245 @@ static tm_status write_end(tm_registry *reg, int own, tm_status st)
     return st;
 }
 
+/* ---- tags and the journal ---------------------------------------------- */
+
+/* A canonical serialization: every field length-prefixed (8 bytes
+ * big-endian) and integers 8 bytes big-endian, so no two different rows
+ * serialize alike. */
+typedef struct ser {
+    uint8_t stack[1024], *p;
+    size_t len, cap;
+    int oom;
+} ser;
+
+static void ser_init(ser *b)
+{
+    b->p = b->stack;
+    b->len = 0;
+    b->cap = sizeof b->stack;
+    b->oom = 0;
+}
+
+static void ser_bytes(ser *b, const void *d, size_t n)
+{
+    if (b->oom) return;
+    if (b->cap - b->len < n) {
+        size_t cap = 2 * (b->len + n);
+        uint8_t *q = b->p == b->stack ? malloc(cap) : realloc(b->p, cap);
+        if (!q) {
+            b->oom = 1;
+            return;
+        }
+        if (b->p == b->stack) memcpy(q, b->stack, b->len);
+        b->p = q;
+        b->cap = cap;
+    }
+    if (n) memcpy(b->p + b->len, d, n);
+    b->len += n;
+}
+
+static void ser_u64(ser *b, uint64_t v)
+{
+    uint8_t q[8];
+    for (int i = 7; i >= 0; i--) {
+        q[i] = (uint8_t)v;
+        v >>= 8;
+    }
+    ser_bytes(b, q, 8);
+}
+
+static void ser_field(ser *b, const void *d, size_t n)
+{
+    ser_u64(b, n);
+    ser_bytes(b, d, n);
+}
+
+static void ser_text(ser *b, const char *t)
+{
+    ser_field(b, t, strlen(t));
+}
+
+/* HMAC of the serialization under label, and the buffer freed. */
+static tm_status ser_mac(ser *b, const tm_key *key, const char *label, uint8_t mac[32])
+{
+    tm_status st = b->oom ? TM_ERR_NOMEM : tm_key_hmac(key, label, b->p, b->len, mac);
+    if (b->p != b->stack) free(b->p);
+    return st;
+}
+
+/* The tag of a copy row. copy_id is not covered: SQLite assigns it and it
+ * names the row rather than describing it (the journal binds the two). */
+static tm_status row_tag(const tm_key *key, const char *image_id, const char *recipient, const char *out_path,
+                         const uint8_t out_sha256[32], int64_t created, uint64_t code_len, const uint8_t *codeword,
+                         size_t cw_len, uint8_t tag[32])
+{
+    ser b;
+    ser_init(&b);
+    ser_text(&b, image_id);
+    ser_text(&b, recipient);
+    ser_text(&b, out_path);
+    ser_field(&b, out_sha256, 32);
+    ser_u64(&b, 8);
+    ser_u64(&b, (uint64_t)created);
+    ser_u64(&b, code_len);
+    ser_field(&b, codeword, cw_len);
+    return ser_mac(&b, key, TAG_LABEL, tag);
+}
+
+/* The tag of an image row; original_path NULL and "" differ. */
+static tm_status image_tag(const tm_key *key, const tm_reg_image *img, uint8_t tag[32])
+{
+    ser b;
+    ser_init(&b);
+    ser_text(&b, img->image_id);
+    ser_field(&b, img->content_sha256, 32);
+    ser_u64(&b, (uint64_t)(int64_t)img->width);
+    ser_u64(&b, (uint64_t)(int64_t)img->height);
+    ser_u64(&b, img->original_path != NULL);
+    ser_text(&b, img->original_path ? img->original_path : "");
+    ser_u64(&b, img->phash);
+    ser_text(&b, img->params ? img->params : "");
+    ser_u64(&b, (uint64_t)img->created);
+    return ser_mac(&b, key, IMAGE_TAG_LABEL, tag);
+}
+
+/* Journal entry seq's link: an HMAC over the previous entry's link (zeros
+ * before the first), seq, and what was written (kind, ref, the row's tag). */
+static tm_status link_of(const tm_key *key, const uint8_t prev[32], int64_t seq, int kind, const char *ref,
+                         const uint8_t row_tag_[32], uint8_t link[32])
+{
+    ser b;
+    ser_init(&b);
+    ser_bytes(&b, prev, 32);
+    ser_u64(&b, (uint64_t)seq);
+    ser_u64(&b, (uint64_t)kind);
+    ser_text(&b, ref);
+    ser_bytes(&b, row_tag_, 32);
+    return ser_mac(&b, key, LINK_LABEL, link);
+}
+
+/* The head kept in meta: "SEQ:HEX", HEX an HMAC over the last entry's seq
+ * and link, so the head cannot be moved back without the key. */
+static tm_status head_text(const tm_key *key, int64_t seq, const uint8_t link[32], char out[96])
+{
+    ser b;
+    ser_init(&b);
+    ser_u64(&b, (uint64_t)seq);
+    ser_bytes(&b, link, 32);
+    uint8_t mac[32];
+    tm_status st = ser_mac(&b, key, HEAD_LABEL, mac);
+    if (st != TM_OK) return st;
+    int n = snprintf(out, 96, "%lld:", (long long)seq);
+    for (int i = 0; i < 32; i++) snprintf(out + n + 2 * i, 3, "%02x", mac[i]);
+    return TM_OK;
+}
+
+static int blob32(sqlite3_stmt *s, int col, uint8_t out[32])
+{
+    copy_blob32(s, col, out);
+    return sqlite3_column_bytes(s, col) == 32;
+}
+
+/* The last entry: *seq 0 and zero link when the journal is empty. */
+static tm_status journal_last(tm_registry *reg, int64_t *seq, uint8_t link[32])
+{
+    sqlite3_stmt *s = stmt(reg, S_J_LAST);
+    int rc = sqlite3_step(s);
+    *seq = 0;
+    memset(link, 0, 32);
+    if (rc == SQLITE_ROW) {
+        *seq = sqlite3_column_int64(s, 0);
+        copy_blob32(s, 1, link);
+    }
+    sqlite3_reset(s);
+    return rc == SQLITE_ROW || rc == SQLITE_DONE ? TM_OK : db_fail(reg, rc, "cannot read the journal");
+}
+
+static tm_status meta_set(tm_registry *reg, const char *name, const char *value)
+{
+    sqlite3_stmt *s = stmt(reg, S_META_SET);
+    sqlite3_bind_text(s, 1, name, -1, SQLITE_STATIC);
+    sqlite3_bind_text(s, 2, value, -1, SQLITE_STATIC);
+    int rc = sqlite3_step(s);
+    sqlite3_reset(s);
+    return rc == SQLITE_DONE ? TM_OK : db_fail(reg, rc, "cannot write the registry");
+}
+
+/* Appends (kind, ref, tag) to the journal and moves the head, in the
+ * caller's transaction. */
+static tm_status journal_add(tm_registry *reg, const tm_key *key, int kind, const char *ref, const uint8_t tag[32])
+{
+    int64_t seq;
+    uint8_t link[32];
+    char head[96];
+    tm_status st = journal_last(reg, &seq, link);
+    if (st != TM_OK) return st;
+    seq++;
+    if ((st = link_of(key, link, seq, kind, ref, tag, link)) != TM_OK ||
+        (st = head_text(key, seq, link, head)) != TM_OK)
+        return fail(reg, st, "cannot compute the journal link");
+    sqlite3_stmt *s = stmt(reg, S_J_ADD);
+    sqlite3_bind_int64(s, 1, seq);
+    sqlite3_bind_int(s, 2, kind);
+    sqlite3_bind_text(s, 3, ref, -1, SQLITE_STATIC);
+    sqlite3_bind_blob(s, 4, tag, 32, SQLITE_STATIC);
+    sqlite3_bind_blob(s, 5, link, 32, SQLITE_STATIC);
+    int rc = sqlite3_step(s);
+    sqlite3_reset(s);
+    if (rc != SQLITE_DONE) return db_fail(reg, rc, "cannot write the journal");
+    return meta_set(reg, HEAD_NAME, head);
+}
+
+/* The journal's last record of (kind, ref): found 0 when there is none. */
+typedef struct jentry {
+    int found;
+    int64_t seq;
+    uint8_t row_tag[32], link[32];
+} jentry;
+
+static tm_status journal_of(tm_registry *reg, int kind, const char *ref, jentry *e)
+{
+    sqlite3_stmt *s = stmt(reg, S_J_OF);
+    sqlite3_bind_int(s, 1, kind);
+    sqlite3_bind_text(s, 2, ref, -1, SQLITE_STATIC);
+    int rc = sqlite3_step(s);
+    memset(e, 0, sizeof *e);
+    if (rc == SQLITE_ROW) {
+        e->found = 1;
+        e->seq = sqlite3_column_int64(s, 0);
+        copy_blob32(s, 1, e->row_tag);
+        copy_blob32(s, 2, e->link);
+    }
+    sqlite3_reset(s);
+    return rc == SQLITE_ROW || rc == SQLITE_DONE ? TM_OK : db_fail(reg, rc, "cannot read the journal");
+}
+
+/* Whether the stored head is the HMAC of the last entry (an empty journal
+ * and no head agree). */
+static tm_status head_agrees(tm_registry *reg, const tm_key *key, int64_t seq, const uint8_t link[32], int *ok)
+{
+    char want[96], have[96] = "";
+    int found = 0;
+    sqlite3_stmt *s = stmt(reg, S_META_GET);
+    sqlite3_bind_text(s, 1, HEAD_NAME, -1, SQLITE_STATIC);
+    int rc = sqlite3_step(s);
+    if (rc == SQLITE_ROW) {
+        const char *t = (const char *)sqlite3_column_text(s, 0);
+        snprintf(have, sizeof have, "%s", t ? t : "");
+        found = 1;
+    }
+    sqlite3_reset(s);
+    if (rc != SQLITE_ROW && rc != SQLITE_DONE) return db_fail(reg, rc, "cannot read the journal head");
+    if (seq == 0) {
+        *ok = !found;
+        return TM_OK;
+    }
+    tm_status st = head_text(key, seq, link, want);
+    if (st != TM_OK) return fail(reg, st, "cannot compute the journal head");
+    *ok = found && strcmp(want, have) == 0;
+    return TM_OK;
+}
+
 /* ---- key binding -------------------------------------------------------- */
 
 /* *found = whether meta holds a fingerprint; fp gets it. */
@@ -472,6 +836,112 @@ static tm_status compare_fingerprint(tm_registry *reg, const char *have, const c
     return fail(reg, TM_ERR_KEY, "registry was made with another key (fingerprint %s)", have);
 }
 
+static tm_status read_image(tm_registry *reg, sqlite3_stmt *s, tm_reg_image *out);
+
+/* Schema 1 to 2 in the caller's transaction: every copy's tag checked (a
+ * registry already edited is not given a journal that would vouch for the
+ * edit), then the new column and table, each image tagged, and one journal
+ * entry per image and per copy, in the order they were made. */
+static tm_status upgrade(tm_registry *reg, const tm_key *key)
+{
+    probe p;
+    tm_status st = probe_file(reg, &p);
+    if (st != TM_OK) return st;
+    if (p.version < 2) {
+        sqlite3_stmt *s = stmt(reg, S_VERIFY);
+        int rc;
+        while (st == TM_OK && (rc = sqlite3_step(s)) == SQLITE_ROW) {
+            int64_t id = sqlite3_column_int64(s, 0);
+            const char *image_id = (const char *)sqlite3_column_text(s, 1);
+            const char *recipient = (const char *)sqlite3_column_text(s, 2);
+            const char *out_path = (const char *)sqlite3_column_text(s, 3);
+            uint8_t out_sha[32], tag[32], want[32];
+            int ok = blob32(s, 4, out_sha);
+            ok &= blob32(s, 8, tag);
+            ok = ok && image_id && recipient && out_path;
+            if (ok) {
+                st = row_tag(key, image_id, recipient, out_path, out_sha, sqlite3_column_int64(s, 5),
+                             (uint64_t)sqlite3_column_int64(s, 6), sqlite3_column_blob(s, 7),
+                             (size_t)sqlite3_column_bytes(s, 7), want);
+                ok = st == TM_OK && CRYPTO_memcmp(want, tag, 32) == 0;
+            }
+            if (st == TM_OK && !ok)
+                st = fail(reg, TM_ERR_TAMPERED,
+                          "copy %lld fails its integrity check, so the registry is not brought to schema %d: "
+                          "see 'tracemark registry verify'",
+                          (long long)id, SCHEMA_VERSION);
+        }
+        sqlite3_reset(s);
+        if (st != TM_OK) return st;
+        if (rc != SQLITE_DONE) return db_fail(reg, rc, "cannot read copies");
+        rc = sqlite3_exec(reg->db, upgrade_sql, NULL, NULL, NULL);
+        if (rc != SQLITE_OK) return db_fail(reg, rc, "cannot bring the registry to the new schema");
+    }
+    if ((st = prepare(reg, S_V2, N_STMTS)) != TM_OK) return st;
+    reg->version = SCHEMA_VERSION;
+    if (p.version >= 2) return TM_OK; /* another process did it */
+
+    /* Images first (a few), then copies, streamed. */
+    tm_reg_image *imgs = NULL;
+    size_t n = 0, cap = 0;
+    sqlite3_stmt *s = stmt(reg, S_IMAGES_TAGGED);
+    int rc;
+    while ((rc = sqlite3_step(s)) == SQLITE_ROW) {
+        if (n == cap) {
+            cap = cap ? 2 * cap : 16;
+            tm_reg_image *g = realloc(imgs, cap * sizeof *g);
+            if (!g) {
+                st = fail(reg, TM_ERR_NOMEM, "out of memory");
+                break;
+            }
+            imgs = g;
+        }
+        memset(&imgs[n], 0, sizeof imgs[n]);
+        if ((st = read_image(reg, s, &imgs[n])) != TM_OK) break;
+        n++;
+    }
+    sqlite3_reset(s);
+    if (st == TM_OK && rc != SQLITE_DONE) st = db_fail(reg, rc, "cannot read images");
+    for (size_t i = 0; i < n && st == TM_OK; i++) {
+        uint8_t tag[32];
+        if ((st = image_tag(key, &imgs[i], tag)) != TM_OK) {
+            st = fail(reg, st, "cannot compute an image tag");
+            break;
+        }
+        s = stmt(reg, S_IMAGE_TAG);
+        sqlite3_bind_text(s, 1, imgs[i].image_id, -1, SQLITE_STATIC);
+        sqlite3_bind_blob(s, 2, tag, 32, SQLITE_STATIC);
+        rc = sqlite3_step(s);
+        sqlite3_reset(s);
+        st = rc == SQLITE_DONE ? journal_add(reg, key, J_IMAGE, imgs[i].image_id, tag)
+                               : db_fail(reg, rc, "cannot tag an image");
+    }
+    for (size_t i = 0; i < n; i++) tm_reg_image_clear(&imgs[i]);
+    free(imgs);
+    s = stmt(reg, S_VERIFY);
+    while (st == TM_OK && (rc = sqlite3_step(s)) == SQLITE_ROW) {
+        char ref[24];
+        uint8_t tag[32];
+        snprintf(ref, sizeof ref, "%lld", (long long)sqlite3_column_int64(s, 0));
+        blob32(s, 8, tag);
+        st = journal_add(reg, key, J_COPY, ref, tag);
+    }
+    if (st == TM_OK && rc != SQLITE_DONE) st = db_fail(reg, rc, "cannot read copies");
+    sqlite3_reset(s);
+    return st;
+}
+
+/* A failed upgrade is rolled back with its transaction: the handle goes
+ * back to schema 1's statements. */
+static void upgrade_undo(tm_registry *reg, int version)
+{
+    for (int i = S_V2; i < N_STMTS; i++) {
+        sqlite3_finalize(reg->stmt[i]);
+        reg->stmt[i] = NULL;
+    }
+    reg->version = version;
+}
+
 tm_status tm_registry_check_key(tm_registry *reg, const tm_key *key)
 {
     tm_status st = usable(reg);
@@ -482,20 +952,41 @@ tm_status tm_registry_check_key(tm_registry *reg, const tm_key *key)
     st = tm_key_fingerprint(key, mine);
     if (st != TM_OK) return fail(reg, st, "cannot compute the key fingerprint");
     st = get_fingerprint(reg, have, &found);
-    if (st != TM_OK || found) return st != TM_OK ? st : compare_fingerprint(reg, have, mine);
-
-    /* First use: store ours, unless a concurrent process just stored one. */
+    if (st == TM_OK && found) st = compare_fingerprint(reg, have, mine);
+    if (st != TM_OK) return st;
+    /* Done, unless the fingerprint is to be stored (first use) or an older
+     * schema brought up to date: neither on a read-only file. */
+    int old = reg->version < SCHEMA_VERSION;
+    if ((found && !old) || (found && sqlite3_db_readonly(reg->db, "main") == 1)) {
+        reg->key = key;
+        return TM_OK;
+    }
+    if (old && !sqlite3_get_autocommit(reg->db))
+        return fail(reg, TM_ERR_ARG, "bind the key before opening a batch: the registry needs a new schema");
     st = write_begin(reg, &own);
     if (st != TM_OK) return st;
-    sqlite3_stmt *s = stmt(reg, S_META_PUT);
-    sqlite3_bind_text(s, 1, FINGERPRINT_NAME, -1, SQLITE_STATIC);
-    sqlite3_bind_text(s, 2, mine, -1, SQLITE_STATIC);
-    int rc = sqlite3_step(s);
-    sqlite3_reset(s);
-    if (rc != SQLITE_DONE) st = db_fail(reg, rc, "cannot store the key fingerprint");
-    if (st == TM_OK) st = get_fingerprint(reg, have, &found);
-    if (st == TM_OK) st = compare_fingerprint(reg, have, mine);
-    return write_end(reg, own, st);
+    if (!found) { /* first use: store ours, unless a concurrent process just stored one */
+        sqlite3_stmt *s = stmt(reg, S_META_PUT);
+        sqlite3_bind_text(s, 1, FINGERPRINT_NAME, -1, SQLITE_STATIC);
+        sqlite3_bind_text(s, 2, mine, -1, SQLITE_STATIC);
+        int rc = sqlite3_step(s);
+        sqlite3_reset(s);
+        if (rc != SQLITE_DONE) st = db_fail(reg, rc, "cannot store the key fingerprint");
+        if (st == TM_OK) st = get_fingerprint(reg, have, &found);
+        if (st == TM_OK) st = compare_fingerprint(reg, have, mine);
+    }
+    int version = reg->version;
+    if (st == TM_OK && old) st = upgrade(reg, key);
+    st = write_end(reg, own, st);
+    if (st != TM_OK && old) upgrade_undo(reg, version);
+    if (st == TM_ERR_TAMPERED && old) {
+        /* read as it is (a trace still checks each row it relies on), but
+         * never written: writable() gives the reason */
+        snprintf(reg->refused, sizeof reg->refused, "%s", reg->errmsg);
+        st = TM_OK;
+    }
+    if (st == TM_OK) reg->key = key;
+    return st;
 }
 
 /* ---- images ------------------------------------------------------------- */
@@ -507,21 +998,29 @@ tm_status tm_registry_put_image(tm_registry *reg, const tm_reg_image *img)
     if (!img || !valid_image_id(img->image_id))
         return fail(reg, TM_ERR_ARG, "image id must be %d lowercase hex digits", TM_IMAGE_ID_LEN);
     if (img->width <= 0 || img->height <= 0) return fail(reg, TM_ERR_ARG, "image has no size");
+    if ((st = writable(reg)) != TM_OK) return st;
+    tm_reg_image row = *img;
+    if (!row.params) row.params = (char *)"{}";
+    if (!row.created) row.created = (int64_t)time(NULL);
+    uint8_t tag[32];
+    if ((st = image_tag(reg->key, &row, tag)) != TM_OK) return fail(reg, st, "cannot compute the image tag");
     int own;
     st = write_begin(reg, &own);
     if (st != TM_OK) return st;
     sqlite3_stmt *s = stmt(reg, S_IMAGE_PUT);
-    sqlite3_bind_text(s, 1, img->image_id, -1, SQLITE_STATIC);
-    sqlite3_bind_blob(s, 2, img->content_sha256, 32, SQLITE_STATIC);
-    sqlite3_bind_int(s, 3, img->width);
-    sqlite3_bind_int(s, 4, img->height);
-    if (img->original_path) sqlite3_bind_text(s, 5, img->original_path, -1, SQLITE_STATIC);
-    sqlite3_bind_int64(s, 6, (sqlite3_int64)img->phash);
-    sqlite3_bind_text(s, 7, img->params ? img->params : "{}", -1, SQLITE_STATIC);
-    sqlite3_bind_int64(s, 8, img->created ? img->created : (int64_t)time(NULL));
+    sqlite3_bind_text(s, 1, row.image_id, -1, SQLITE_STATIC);
+    sqlite3_bind_blob(s, 2, row.content_sha256, 32, SQLITE_STATIC);
+    sqlite3_bind_int(s, 3, row.width);
+    sqlite3_bind_int(s, 4, row.height);
+    if (row.original_path) sqlite3_bind_text(s, 5, row.original_path, -1, SQLITE_STATIC);
+    sqlite3_bind_int64(s, 6, (sqlite3_int64)row.phash);
+    sqlite3_bind_text(s, 7, row.params, -1, SQLITE_STATIC);
+    sqlite3_bind_int64(s, 8, row.created);
+    sqlite3_bind_blob(s, 9, tag, 32, SQLITE_STATIC);
     int rc = sqlite3_step(s);
     sqlite3_reset(s);
     if (rc != SQLITE_DONE) st = db_fail(reg, rc, "cannot record the image");
+    else if (sqlite3_changes(reg->db) > 0) st = journal_add(reg, reg->key, J_IMAGE, row.image_id, tag);
     return write_end(reg, own, st);
 }
 
@@ -621,47 +1120,6 @@ tm_status tm_registry_list_images(tm_registry *reg,
 
 /* ---- copies ------------------------------------------------------------- */
 
-static void put_u64(uint8_t *p, uint64_t v)
-{
-    for (int i = 7; i >= 0; i--) {
-        p[i] = (uint8_t)v;
-        v >>= 8;
-    }
-}
-
-/* The tag of a row: HMAC over a canonical serialization in which every
- * field is length-prefixed (8 bytes big-endian) and integers are 8 bytes
- * big-endian, so no two different rows serialize alike. copy_id is not
- * covered: SQLite assigns it and it names the row rather than describing it. */
-static tm_status row_tag(const tm_key *key, const char *image_id, const char *recipient,
-                         const char *out_path, const uint8_t out_sha256[32], int64_t created,
-                         uint64_t code_len, const uint8_t *codeword, size_t cw_len,
-                         uint8_t tag[32])
-{
-    const void *field[4] = {image_id, recipient, out_path, out_sha256};
-    size_t flen[4] = {strlen(image_id), strlen(recipient), strlen(out_path), 32};
-    size_t total = 7 * 8 + flen[0] + flen[1] + flen[2] + flen[3] + 8 + cw_len;
-    uint8_t stack[1024], *buf = total <= sizeof stack ? stack : malloc(total);
-    if (!buf) return TM_ERR_NOMEM;
-    uint8_t *p = buf;
-    for (int i = 0; i < 4; i++) {
-        put_u64(p, flen[i]);
-        p += 8;
-        memcpy(p, field[i], flen[i]);
-        p += flen[i];
-    }
-    put_u64(p, 8);
-    put_u64(p + 8, (uint64_t)created);
-    put_u64(p + 16, code_len);
-    put_u64(p + 24, cw_len);
-    p += 32;
-    if (cw_len) memcpy(p, codeword, cw_len);
-    p += cw_len;
-    tm_status st = tm_key_hmac(key, TAG_LABEL, buf, (size_t)(p - buf), tag);
-    if (buf != stack) free(buf);
-    return st;
-}
-
 tm_status tm_reg_copy_check(const tm_key *key, const tm_reg_copy *c)
 {
     if (!key || !c || !c->image_id || !c->recipient || !c->out_path || (!c->codeword && c->code_len))
@@ -685,6 +1143,13 @@ tm_status tm_registry_put_copy(tm_registry *reg, const tm_key *key, const tm_reg
     if (!c->out_path) return fail(reg, TM_ERR_ARG, "no output path");
     if (c->code_len == 0 || c->code_len > MAX_CODE_BITS || !c->codeword)
         return fail(reg, TM_ERR_ARG, "codeword must have 1..%u bits", MAX_CODE_BITS);
+    if (!reg->key && (st = tm_registry_check_key(reg, key)) != TM_OK) return st;
+    if ((st = writable(reg)) != TM_OK) return st;
+    if (key != reg->key) { /* another handle on a key: the same one? */
+        char a[17], b[17];
+        if (tm_key_fingerprint(key, a) != TM_OK || tm_key_fingerprint(reg->key, b) != TM_OK || strcmp(a, b))
+            return fail(reg, TM_ERR_KEY, "copy written with a key other than the registry's");
+    }
 
     int64_t created = c->created ? c->created : (int64_t)time(NULL);
     size_t cw_len = (c->code_len + 7u) / 8u;
@@ -728,7 +1193,11 @@ tm_status tm_registry_put_copy(tm_registry *reg, const tm_key *key, const tm_reg
             st = db_fail(reg, rc, "cannot record the copy");
         goto out;
     }
-    if (copy_id) *copy_id = have ? existing : sqlite3_last_insert_rowid(reg->db);
+    int64_t id = have ? existing : sqlite3_last_insert_rowid(reg->db);
+    char ref[24];
+    snprintf(ref, sizeof ref, "%lld", (long long)id);
+    if ((st = journal_add(reg, key, J_COPY, ref, tag)) != TM_OK) goto out;
+    if (copy_id) *copy_id = id;
 out:
     return write_end(reg, own, st);
 }
@@ -962,6 +1431,188 @@ static void append_reason(char *buf, size_t cap, const char *fmt, ...)
     va_end(ap);
 }
 
+/* Where verify's findings go. */
+typedef struct sink {
+    void (*bad)(void *ud, int64_t copy_id, const char *why);
+    void *ud;
+    size_t n;
+} sink;
+
+static void report(sink *k, int64_t id, const char *why)
+{
+    k->n++;
+    if (k->bad) k->bad(k->ud, id, why);
+}
+
+/* Whether the journal's last record of (kind, ref) is this row as stored. */
+static tm_status journal_check(tm_registry *reg, int kind, const char *ref, const uint8_t tag[32], char *why,
+                               size_t cap)
+{
+    jentry e;
+    tm_status st = journal_of(reg, kind, ref, &e);
+    if (st != TM_OK) return st;
+    if (!e.found)
+        append_reason(why, cap, "not in the journal (added behind tracemark's back, or a deleted row put back "
+                                "under a new id)");
+    else if (CRYPTO_memcmp(e.row_tag, tag, 32) != 0)
+        append_reason(why, cap, "not the version the journal last recorded (entry %lld): an earlier version "
+                                "restored, or rows swapped", (long long)e.seq);
+    return TM_OK;
+}
+
+static tm_status verify_copies(tm_registry *reg, const tm_key *key, sink *k)
+{
+    sqlite3_stmt *s = stmt(reg, S_VERIFY);
+    tm_status st = TM_OK;
+    int rc;
+    while ((rc = sqlite3_step(s)) == SQLITE_ROW) {
+        char why[600] = "";
+        int64_t id = sqlite3_column_int64(s, 0);
+        const char *image_id = (const char *)sqlite3_column_text(s, 1);
+        const char *recipient = (const char *)sqlite3_column_text(s, 2);
+        const char *out_path = (const char *)sqlite3_column_text(s, 3);
+        uint8_t out_sha[32], tag[32], want[32];
+        int sha_ok = blob32(s, 4, out_sha), tag_ok = blob32(s, 8, tag);
+        int64_t created = sqlite3_column_int64(s, 5);
+        int64_t code_len = sqlite3_column_int64(s, 6);
+        const uint8_t *cw = sqlite3_column_blob(s, 7);
+        size_t cw_len = (size_t)sqlite3_column_bytes(s, 7);
+        int has_image = sqlite3_column_int(s, 9);
+
+        if (!image_id || !recipient || !out_path) append_reason(why, sizeof why, "missing field");
+        if (!has_image) append_reason(why, sizeof why, "image %s has no image row", image_id ? image_id : "(null)");
+        if (code_len <= 0 || code_len > (int64_t)MAX_CODE_BITS)
+            append_reason(why, sizeof why, "impossible code length %lld", (long long)code_len);
+        else if (cw_len != (size_t)(code_len + 7) / 8)
+            append_reason(why, sizeof why, "codeword holds %zu bytes but code_len %lld needs %lld", cw_len,
+                          (long long)code_len, (long long)((code_len + 7) / 8));
+        if (!sha_ok) append_reason(why, sizeof why, "output hash is not 32 bytes");
+        if (image_id && recipient && out_path) {
+            st = row_tag(key, image_id, recipient, out_path, out_sha, created, (uint64_t)code_len, cw, cw_len, want);
+            if (st != TM_OK) {
+                st = fail(reg, st, "copy %lld: cannot compute the row tag", (long long)id);
+                break;
+            }
+            if (!tag_ok || CRYPTO_memcmp(want, tag, 32) != 0)
+                append_reason(why, sizeof why, "tag does not match (row altered, or written with another key)");
+        }
+        if (reg->version >= 2) {
+            char ref[24];
+            snprintf(ref, sizeof ref, "%lld", (long long)id);
+            if ((st = journal_check(reg, J_COPY, ref, tag, why, sizeof why)) != TM_OK) break;
+        }
+        if (why[0]) report(k, id, why);
+    }
+    if (st == TM_OK && rc != SQLITE_DONE) st = db_fail(reg, rc, "cannot read copies");
+    sqlite3_reset(s);
+    return st;
+}
+
+static tm_status verify_images(tm_registry *reg, const tm_key *key, sink *k)
+{
+    sqlite3_stmt *s = stmt(reg, S_IMAGES_TAGGED);
+    tm_status st = TM_OK;
+    int rc;
+    while ((rc = sqlite3_step(s)) == SQLITE_ROW) {
+        tm_reg_image img;
+        memset(&img, 0, sizeof img);
+        const char *id = (const char *)sqlite3_column_text(s, 0);
+        snprintf(img.image_id, sizeof img.image_id, "%s", id ? id : "");
+        copy_blob32(s, 1, img.content_sha256);
+        img.width = sqlite3_column_int(s, 2);
+        img.height = sqlite3_column_int(s, 3);
+        img.original_path = (char *)sqlite3_column_text(s, 4);
+        img.phash = (uint64_t)sqlite3_column_int64(s, 5);
+        img.params = (char *)sqlite3_column_text(s, 6);
+        img.created = sqlite3_column_int64(s, 7);
+        uint8_t tag[32], want[32];
+        int tag_ok = blob32(s, 8, tag);
+        char why[600] = "";
+        if ((st = image_tag(key, &img, want)) != TM_OK) {
+            st = fail(reg, st, "cannot compute an image tag");
+            break;
+        }
+        if (!tag_ok || CRYPTO_memcmp(want, tag, 32) != 0)
+            append_reason(why, sizeof why, "tag does not match (row altered, or written with another key)");
+        if ((st = journal_check(reg, J_IMAGE, img.image_id, tag, why, sizeof why)) != TM_OK) break;
+        if (why[0]) {
+            char line[700];
+            snprintf(line, sizeof line, "image %s: %s", img.image_id, why);
+            report(k, 0, line);
+        }
+    }
+    if (st == TM_OK && rc != SQLITE_DONE) st = db_fail(reg, rc, "cannot read images");
+    sqlite3_reset(s);
+    return st;
+}
+
+/* The chain from its first entry, its head, and the rows it records that
+ * are gone. */
+static tm_status verify_journal(tm_registry *reg, const tm_key *key, sink *k)
+{
+    uint8_t prev[32] = {0};
+    int64_t expect = 1;
+    char why[300];
+    sqlite3_stmt *s = stmt(reg, S_J_ALL);
+    tm_status st = TM_OK;
+    int rc;
+    while ((rc = sqlite3_step(s)) == SQLITE_ROW) {
+        int64_t seq = sqlite3_column_int64(s, 0);
+        int kind = sqlite3_column_int(s, 1);
+        const char *ref = (const char *)sqlite3_column_text(s, 2);
+        uint8_t tag[32], link[32], want[32];
+        int ok = blob32(s, 3, tag);
+        ok &= blob32(s, 4, link);
+        if (seq != expect) {
+            snprintf(why, sizeof why, "journal entries %lld to %lld are missing", (long long)expect,
+                     (long long)seq - 1);
+            report(k, 0, why);
+        }
+        if (ok && ref) {
+            if ((st = link_of(key, prev, seq, kind, ref, tag, want)) != TM_OK) {
+                st = fail(reg, st, "cannot compute a journal link");
+                break;
+            }
+            ok = CRYPTO_memcmp(want, link, 32) == 0;
+        }
+        if (!ok && seq == expect) {
+            snprintf(why, sizeof why, "journal entry %lld does not follow the one before (it, or an entry before "
+                     "it, was altered or removed)", (long long)seq);
+            report(k, 0, why);
+        }
+        memcpy(prev, link, 32);
+        expect = seq + 1;
+    }
+    sqlite3_reset(s);
+    if (st != TM_OK) return st;
+    if (rc != SQLITE_DONE) return db_fail(reg, rc, "cannot read the journal");
+    int head_ok;
+    if ((st = head_agrees(reg, key, expect - 1, prev, &head_ok)) != TM_OK) return st;
+    if (!head_ok)
+        report(k, 0, "the journal's head does not match its last entry (entries removed from its end, or the head "
+                     "altered)");
+
+    for (int kind = J_COPY; kind >= J_IMAGE; kind--) {
+        s = stmt(reg, kind == J_COPY ? S_J_GONE_COPIES : S_J_GONE_IMAGES);
+        while ((rc = sqlite3_step(s)) == SQLITE_ROW) {
+            const char *ref = (const char *)sqlite3_column_text(s, 0);
+            long long seq = sqlite3_column_int64(s, 1);
+            if (kind == J_COPY) {
+                snprintf(why, sizeof why, "deleted: the journal records it (entry %lld) but the registry has no "
+                         "such row", seq);
+                report(k, ref ? strtoll(ref, NULL, 10) : 0, why);
+            } else {
+                snprintf(why, sizeof why, "image %.40s: deleted: the journal records it (entry %lld) but the "
+                         "registry has no such row", ref ? ref : "?", seq);
+                report(k, 0, why);
+            }
+        }
+        sqlite3_reset(s);
+        if (rc != SQLITE_DONE) return db_fail(reg, rc, "cannot read the journal");
+    }
+    return TM_OK;
+}
+
 tm_status tm_registry_verify(tm_registry *reg, const tm_key *key,
                              void (*bad)(void *ud, int64_t copy_id, const char *why), void *ud,
                              size_t *n_bad)
@@ -981,53 +1632,69 @@ tm_status tm_registry_verify(tm_registry *reg, const tm_key *key,
     if (st == TM_OK && found) st = compare_fingerprint(reg, have, mine);
     if (st != TM_OK) return st;
 
-    sqlite3_stmt *s = stmt(reg, S_VERIFY);
-    size_t nb = 0;
-    int rc;
-    while ((rc = sqlite3_step(s)) == SQLITE_ROW) {
-        char why[400] = "";
-        int64_t id = sqlite3_column_int64(s, 0);
-        const char *image_id = (const char *)sqlite3_column_text(s, 1);
-        const char *recipient = (const char *)sqlite3_column_text(s, 2);
-        const char *out_path = (const char *)sqlite3_column_text(s, 3);
-        uint8_t out_sha[32], tag[32], want[32];
-        copy_blob32(s, 4, out_sha);
-        int64_t created = sqlite3_column_int64(s, 5);
-        int64_t code_len = sqlite3_column_int64(s, 6);
-        const uint8_t *cw = sqlite3_column_blob(s, 7);
-        size_t cw_len = (size_t)sqlite3_column_bytes(s, 7);
-        copy_blob32(s, 8, tag);
-        int tag_len = sqlite3_column_bytes(s, 8);
-        int has_image = sqlite3_column_int(s, 9);
-
-        if (!image_id || !recipient || !out_path) append_reason(why, sizeof why, "missing field");
-        if (!has_image) append_reason(why, sizeof why, "image %s has no image row", image_id ? image_id : "(null)");
-        if (code_len <= 0 || code_len > (int64_t)MAX_CODE_BITS || cw_len != (size_t)(code_len + 7) / 8)
-            append_reason(why, sizeof why, "codeword holds %zu bytes but code_len %lld needs %lld", cw_len,
-                          (long long)code_len, (long long)((code_len + 7) / 8));
-        if (sqlite3_column_bytes(s, 4) != 32) append_reason(why, sizeof why, "output hash is not 32 bytes");
-        if (image_id && recipient && out_path) {
-            tm_status ts = row_tag(key, image_id, recipient, out_path, out_sha, created, (uint64_t)code_len,
-                                   cw, cw_len, want);
-            if (ts != TM_OK) {
-                st = fail(reg, ts, "copy %lld: cannot compute the row tag", (long long)id);
-                goto out;
-            }
-            if (tag_len != 32 || CRYPTO_memcmp(want, tag, 32) != 0)
-                append_reason(why, sizeof why, "tag does not match (row altered, or written with another key)");
-        }
-        if (why[0]) {
-            nb++;
-            if (bad) bad(ud, id, why);
-        }
-    }
-    if (rc != SQLITE_DONE) {
-        st = db_fail(reg, rc, "cannot read copies");
-        goto out;
-    }
-    if (nb) st = fail(reg, TM_ERR_TAMPERED, "%zu cop%s failed verification", nb, nb == 1 ? "y" : "ies");
-out:
-    sqlite3_reset(s);
-    if (n_bad) *n_bad = nb;
+    sink k = {bad, ud, 0};
+    st = verify_copies(reg, key, &k);
+    if (st == TM_OK && reg->version >= 2) st = verify_images(reg, key, &k);
+    if (st == TM_OK && reg->version >= 2) st = verify_journal(reg, key, &k);
+    if (n_bad) *n_bad = k.n;
+    if (st == TM_OK && k.n)
+        st = fail(reg, TM_ERR_TAMPERED, "%zu finding%s failed verification", k.n, k.n == 1 ? "" : "s");
     return st;
+}
+
+tm_status tm_registry_check_copy(tm_registry *reg, const tm_key *key, const tm_reg_copy *c)
+{
+    tm_status st = usable(reg);
+    if (st != TM_OK) return st;
+    if (!key || !c) return fail(reg, TM_ERR_ARG, "no key or copy");
+    st = tm_reg_copy_check(key, c);
+    if (st == TM_ERR_TAMPERED)
+        return fail(reg, st, "copy %lld: tag does not match (row altered)", (long long)c->copy_id);
+    if (st != TM_OK || reg->version < 2) return st;
+    char ref[24], why[300] = "";
+    snprintf(ref, sizeof ref, "%lld", (long long)c->copy_id);
+    jentry e;
+    if ((st = journal_of(reg, J_COPY, ref, &e)) != TM_OK) return st;
+    if (e.found && CRYPTO_memcmp(e.row_tag, c->tag, 32) == 0) {
+        /* the entry follows from the one before it */
+        uint8_t prev[32] = {0}, want[32];
+        int have_prev = e.seq == 1;
+        if (!have_prev) {
+            sqlite3_stmt *s = stmt(reg, S_J_AT);
+            sqlite3_bind_int64(s, 1, e.seq - 1);
+            int rc = sqlite3_step(s);
+            if (rc == SQLITE_ROW) have_prev = blob32(s, 0, prev);
+            sqlite3_reset(s);
+            if (rc != SQLITE_ROW && rc != SQLITE_DONE) return db_fail(reg, rc, "cannot read the journal");
+        }
+        if ((st = link_of(key, prev, e.seq, J_COPY, ref, e.row_tag, want)) != TM_OK)
+            return fail(reg, st, "cannot compute a journal link");
+        if (have_prev && CRYPTO_memcmp(want, e.link, 32) == 0) return TM_OK;
+        snprintf(why, sizeof why, "its journal entry %lld does not follow the one before", (long long)e.seq);
+    } else {
+        journal_check(reg, J_COPY, ref, c->tag, why, sizeof why);
+    }
+    return fail(reg, TM_ERR_TAMPERED, "copy %lld: %s", (long long)c->copy_id, why);
+}
+
+tm_status tm_registry_journal(tm_registry *reg, const tm_key *key, uint64_t *entries, char head[17])
+{
+    if (entries) *entries = 0;
+    if (head) head[0] = '\0';
+    tm_status st = usable(reg);
+    if (st != TM_OK) return st;
+    if (!key || !entries || !head) return fail(reg, TM_ERR_ARG, "no key or output");
+    if (reg->version < 2) return TM_OK;
+    int64_t seq;
+    uint8_t link[32];
+    char text[96];
+    if ((st = journal_last(reg, &seq, link)) != TM_OK) return st;
+    if (seq == 0) return TM_OK;
+    int ok;
+    if ((st = head_agrees(reg, key, seq, link, &ok)) != TM_OK) return st;
+    if (!ok) return fail(reg, TM_ERR_TAMPERED, "the journal's head does not match its last entry");
+    if ((st = head_text(key, seq, link, text)) != TM_OK) return fail(reg, st, "cannot compute the journal head");
+    *entries = (uint64_t)seq;
+    snprintf(head, 17, "%s", strchr(text, ':') + 1);
+    return TM_OK;
 }

@@ -191,6 +191,14 @@ TM_API tm_status tm_image_save(const tm_image *img, const char *path,
 TM_API tm_status tm_file_write_atomic(const char *path, const void *data, size_t len,
                                       int mode, int exclusive);
 
+/* tm_file_write_atomic in two steps, for writes that must wait for
+ * something else (mark commits its registry rows in between): stage writes
+ * and fsyncs the bytes to a new temporary beside path (its name into tmp,
+ * cap >= PATH_MAX), nothing left on failure; publish puts it under path
+ * (as tm_file_write_atomic's exclusive says) or, failing, removes it. */
+TM_API tm_status tm_file_stage(const char *path, const void *data, size_t len, int mode, char *tmp, size_t cap);
+TM_API tm_status tm_file_publish(const char *tmp, const char *path, int exclusive);
+
 /* Reads a whole file into a malloc'd buffer, refusing files above max_len. */
 TM_API tm_status tm_file_read(const char *path, size_t max_len, uint8_t **data, size_t *len);
 
@@ -308,8 +316,13 @@ TM_API void tm_registry_free(tm_registry *reg);
  * "" when there is none; valid until the next call on reg. Never NULL. */
 TM_API const char *tm_registry_errmsg(const tm_registry *reg);
 
-/* Binds the registry to key: stores its fingerprint the first time; returns
- * TM_ERR_KEY if the registry was made with another key. */
+/* Binds the registry to key (which must outlive the handle's writes):
+ * stores its fingerprint the first time; returns TM_ERR_KEY if the registry
+ * was made with another key. A registry of an earlier schema, on a file that
+ * may be written, is brought up to date in the same step once all its rows
+ * verify (otherwise nothing changes: it stays readable as it is, and writes
+ * fail with TM_ERR_TAMPERED and the reason); call it before opening a batch.
+ * Writes need it first. */
 TM_API tm_status tm_registry_check_key(tm_registry *reg, const tm_key *key);
 
 /* Starts a batch of writes (one transaction, waiting for other writers). */
@@ -321,8 +334,9 @@ TM_API tm_status tm_registry_commit(tm_registry *reg);
 /* Abandons the current batch; TM_OK when there is none. */
 TM_API tm_status tm_registry_rollback(tm_registry *reg);
 
-/* Records an original image; an existing row with the same image_id is kept
- * unchanged and the call succeeds. */
+/* Records an original image, tagged and journaled under the bound key; an
+ * existing row with the same image_id is kept unchanged and the call
+ * succeeds. */
 TM_API tm_status tm_registry_put_image(tm_registry *reg, const tm_reg_image *img);
 
 /* Fills *out with the image image_id (TM_ERR_NOT_FOUND if absent). */
@@ -343,8 +357,9 @@ TM_API tm_status tm_registry_list_images(tm_registry *reg,
                                                    uint64_t n_copies),
                                          void *ud);
 
-/* Records a copy with its tag under key; the same (image_id, recipient)
- * again replaces the earlier row. *copy_id (may be NULL) gets its id. */
+/* Records a copy with its tag under key (bound to the registry first if no
+ * key is) and journals it; the same (image_id, recipient) again replaces the
+ * earlier row. *copy_id (may be NULL) gets its id. */
 TM_API tm_status tm_registry_put_copy(tm_registry *reg, const tm_key *key,
                                       const tm_reg_copy *c, int64_t *copy_id);
 
@@ -372,11 +387,28 @@ TM_API tm_status tm_reg_copy_check(const tm_key *key, const tm_reg_copy *c);
 
 /* Checks the whole registry: SQLite's quick_check (TM_ERR_REGISTRY if it
  * fails), the key's fingerprint (TM_ERR_KEY), then every copy's tag, codeword
- * length and image. Calls bad(ud, copy_id, why) for each bad row (bad may be
- * NULL); *n_bad (may be NULL) gets their number; TM_ERR_TAMPERED if any. */
+ * length and image, every image's tag, and the journal: each row must be the
+ * journal's last record of it, each entry must follow from the one before,
+ * the head must match the last entry, and every row the journal records
+ * must still be there. Calls bad(ud, copy_id, why) for each finding (bad
+ * may be NULL; copy_id is 0 for findings about images and the journal,
+ * which why names); *n_bad (may be NULL) gets their number; TM_ERR_TAMPERED
+ * if any. A registry of schema 1 has no journal: its copies are checked. */
 TM_API tm_status tm_registry_verify(tm_registry *reg, const tm_key *key,
                                    void (*bad)(void *ud, int64_t copy_id, const char *why),
                                    void *ud, size_t *n_bad);
+
+/* The checks of one copy a trace relies on, without a walk of the whole
+ * registry: its tag, and that the journal's last record of it is this row
+ * and follows from the entry before. TM_ERR_TAMPERED (errmsg says why). */
+TM_API tm_status tm_registry_check_copy(tm_registry *reg, const tm_key *key, const tm_reg_copy *c);
+
+/* The journal's length (*entries) and head (the first 16 hex digits of its
+ * HMAC, to be written down: a registry rolled back to an earlier state, or
+ * with its last rows removed, shows an earlier head), after checking the
+ * head against the last entry (TM_ERR_TAMPERED if it does not match). 0 and
+ * "" for an empty journal or a registry of schema 1. */
+TM_API tm_status tm_registry_journal(tm_registry *reg, const tm_key *key, uint64_t *entries, char head[17]);
 
 /* ---- marking ------------------------------------------------------------ */
 

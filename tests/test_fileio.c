@@ -2,8 +2,11 @@
 #include "testutil.h"
 
 #include <dirent.h>
+#include <errno.h>
+#include <signal.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/resource.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
@@ -73,6 +76,33 @@ static void test_failures_leave_nothing(void)
     if (access("/dev/full", W_OK) == 0) CU_ASSERT_EQUAL(tm_file_write_atomic("/dev/full/x", "x", 1, 0600, 0), TM_ERR_IO);
 }
 
+/* A write that fails half way (here past a file size limit, as a full disk
+ * would) removes the temporary and leaves errno saying why, for the message. */
+static void test_failed_write_keeps_errno(void)
+{
+    struct rlimit old, lim;
+    CU_ASSERT_EQUAL_FATAL(getrlimit(RLIMIT_FSIZE, &old), 0);
+    void (*was)(int) = signal(SIGXFSZ, SIG_IGN);
+    lim = old;
+    lim.rlim_cur = 4096;
+    if (old.rlim_max != RLIM_INFINITY && old.rlim_max < lim.rlim_cur) lim.rlim_cur = old.rlim_max;
+    CU_ASSERT_EQUAL_FATAL(setrlimit(RLIMIT_FSIZE, &lim), 0);
+    static char buf[65536];
+    memset(buf, 1, sizeof buf);
+    errno = 0;
+    tm_status st = tm_file_write_atomic(tm_test_path("toolarge.bin"), buf, sizeof buf, 0600, 0);
+    int err = errno;
+    CU_ASSERT_EQUAL(setrlimit(RLIMIT_FSIZE, &old), 0);
+    signal(SIGXFSZ, was);
+    CU_ASSERT_EQUAL(st, TM_ERR_IO);
+    CU_ASSERT_EQUAL(err, EFBIG);
+    CU_ASSERT_EQUAL(count_prefixed(tm_test_tmpdir(), "toolarge.bin"), 0);
+    /* and a missing directory says so */
+    errno = 0;
+    CU_ASSERT_EQUAL(tm_file_write_atomic(tm_test_path("no/such/dir/f"), "x", 1, 0600, 0), TM_ERR_IO);
+    CU_ASSERT_EQUAL(errno, ENOENT);
+}
+
 static void test_read_limits(void)
 {
     const char *p = tm_test_path("big.bin");
@@ -94,6 +124,7 @@ static CU_TestInfo tests[] = {
     {"write then read", test_write_read},
     {"exclusive never overwrites", test_exclusive},
     {"failures leave nothing", test_failures_leave_nothing},
+    {"a failed write keeps errno", test_failed_write_keeps_errno},
     {"read limits", test_read_limits},
     CU_TEST_INFO_NULL,
 };

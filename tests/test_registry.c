@@ -272,43 +272,195 @@ static void test_same_recipient_replaces(void)
     tm_key_free(key);
 }
 
-/* Applies sql to a fresh sample registry and expects verify to name want_id. */
-static void expect_tampered(const char *name, const char *sql, int64_t want_id, const char *want_reason)
+static tm_status verify_quiet(const char *path, const tm_key *key)
 {
-    const char *path = tm_test_path(name);
-    tm_key *key = make_key(0);
-    make_sample(path, key);
-    raw_exec(path, sql);
+    tm_registry *reg = open_reg(path, 0);
+    tm_status st = tm_registry_verify(reg, key, NULL, NULL, NULL);
+    tm_registry_free(reg);
+    return st;
+}
+
+static void copy_file(const char *from, const char *to)
+{
+    FILE *in = fopen(from, "rb"), *out = fopen(to, "wb");
+    CU_ASSERT_PTR_NOT_NULL_FATAL(in);
+    CU_ASSERT_PTR_NOT_NULL_FATAL(out);
+    char buf[8192];
+    size_t k;
+    while ((k = fread(buf, 1, sizeof buf, in)) > 0) CU_ASSERT_EQUAL(fwrite(buf, 1, k, out), k);
+    fclose(in);
+    CU_ASSERT_EQUAL(fclose(out), 0);
+}
+
+/* verify of path under key: want_n findings, want_id (0: one about an
+ * image or the journal) among them with a reason holding want_reason. */
+static void expect_finding(const char *path, const tm_key *key, size_t want_n, int64_t want_id,
+                           const char *want_reason)
+{
     tm_registry *reg = open_reg(path, 0);
     struct bad_rows b;
     memset(&b, 0, sizeof b);
     size_t nbad = 0;
     CU_ASSERT_EQUAL(tm_registry_verify(reg, key, collect_bad, &b, &nbad), TM_ERR_TAMPERED);
-    CU_ASSERT_EQUAL(nbad, 1);
-    CU_ASSERT_EQUAL_FATAL(b.n, 1);
-    CU_ASSERT_EQUAL(b.ids[0], want_id);
-    if (!strstr(b.why[0], want_reason)) {
-        fprintf(stderr, "%s: reason '%s' lacks '%s'\n", name, b.why[0], want_reason);
-        CU_FAIL("unexpected reason");
+    CU_ASSERT_EQUAL(nbad, want_n);
+    CU_ASSERT_EQUAL(b.n, want_n);
+    int seen = 0;
+    for (size_t i = 0; i < b.n && i < 16; i++) seen |= b.ids[i] == want_id && strstr(b.why[i], want_reason);
+    if (!seen || b.n != want_n) {
+        fprintf(stderr, "%s: no finding %lld '%s' among:\n", path, (long long)want_id, want_reason);
+        for (size_t i = 0; i < b.n && i < 16; i++) fprintf(stderr, "  %lld: %s\n", (long long)b.ids[i], b.why[i]);
+        CU_FAIL("finding missing");
     }
-    CU_ASSERT_PTR_NOT_NULL(strstr(tm_registry_errmsg(reg), "1 copy failed"));
+    char msg[64];
+    snprintf(msg, sizeof msg, "%zu finding%s failed", want_n, want_n == 1 ? "" : "s");
+    CU_ASSERT_PTR_NOT_NULL(strstr(tm_registry_errmsg(reg), msg));
     tm_registry_free(reg);
+}
+
+/* Applies sql to a fresh sample registry and expects verify to find it. */
+static void expect_tampered(const char *name, const char *sql, size_t want_n, int64_t want_id,
+                            const char *want_reason)
+{
+    const char *path = tm_test_path(name);
+    tm_key *key = make_key(0);
+    make_sample(path, key);
+    raw_exec(path, sql);
+    expect_finding(path, key, want_n, want_id, want_reason);
     tm_key_free(key);
 }
 
 static void test_tamper_detected(void)
 {
-    expect_tampered("t1.reg", "UPDATE copies SET recipient = 'mallory' WHERE copy_id = 2", 2, "tag");
-    expect_tampered("t2.reg", "UPDATE copies SET codeword = x'ff' || substr(codeword, 2) WHERE copy_id = 1", 1,
+    expect_tampered("t1.reg", "UPDATE copies SET recipient = 'mallory' WHERE copy_id = 2", 1, 2, "tag");
+    expect_tampered("t2.reg", "UPDATE copies SET codeword = x'ff' || substr(codeword, 2) WHERE copy_id = 1", 1, 1,
                     "tag");
-    expect_tampered("t3.reg", "UPDATE copies SET code_len = 600 WHERE copy_id = 1", 1, "code_len 600");
-    expect_tampered("t4.reg", "UPDATE copies SET out_path = 'elsewhere.jpg' WHERE copy_id = 4", 4, "tag");
-    expect_tampered("t5.reg", "PRAGMA foreign_keys = OFF; DELETE FROM images WHERE image_id = '" 
-                    "ffeeddccbbaa99887766554433221100'", 4, "no image row");
-    expect_tampered("t6.reg", "UPDATE copies SET tag = x'00' WHERE copy_id = 3", 3, "tag");
+    expect_tampered("t3.reg", "UPDATE copies SET code_len = 600 WHERE copy_id = 1", 1, 1, "code_len 600");
+    expect_tampered("t3b.reg", "UPDATE copies SET code_len = 9223372036854775807 WHERE copy_id = 1", 1, 1,
+                    "impossible code length");
+    expect_tampered("t4.reg", "UPDATE copies SET out_path = 'elsewhere.jpg' WHERE copy_id = 4", 1, 4, "tag");
+    expect_tampered("t5.reg", "PRAGMA foreign_keys = OFF; DELETE FROM images WHERE image_id = '"
+                    "ffeeddccbbaa99887766554433221100'", 2, 4, "no image row");
+    expect_tampered("t6.reg", "UPDATE copies SET tag = x'00' WHERE copy_id = 3", 1, 3, "tag");
     /* A row moved to another image keeps its fields but not its tag. */
     expect_tampered("t7.reg", "UPDATE copies SET image_id = 'ffeeddccbbaa99887766554433221100' WHERE copy_id = 3",
-                    3, "tag");
+                    1, 3, "tag");
+    /* Image rows are tagged too: the original's path, as an example. */
+    expect_tampered("t8.reg", "UPDATE images SET original_path = '/tmp/other.jpg'", 2, 0, "image ");
+}
+
+/* What the journal sees that row tags alone cannot: rows deleted, put back
+ * under another id, swapped, restored to an earlier version; entries
+ * removed from the journal, in the middle or at the end. */
+static void test_journal(void)
+{
+    tm_key *key = make_key(0);
+    const char *path = tm_test_path("j0.reg");
+    make_sample(path, key);
+    tm_registry *reg = open_reg(path, 0);
+    uint64_t entries = 0;
+    char head[17], head2[17];
+    CU_ASSERT_EQUAL(tm_registry_journal(reg, key, &entries, head), TM_OK);
+    CU_ASSERT_EQUAL(entries, 6); /* 2 images, 4 copies */
+    CU_ASSERT_EQUAL(strlen(head), 16);
+    tm_reg_copy *arr = NULL;
+    size_t n = 0;
+    CU_ASSERT_EQUAL_FATAL(tm_registry_load_copies(reg, NULL, &arr, &n), TM_OK);
+    CU_ASSERT_EQUAL_FATAL(n, 4);
+    for (size_t i = 0; i < n; i++) CU_ASSERT_EQUAL(tm_registry_check_copy(reg, key, &arr[i]), TM_OK);
+    tm_reg_copies_free(arr, n);
+    tm_registry_free(reg);
+
+    expect_tampered("j1.reg", "DELETE FROM copies WHERE copy_id = 2", 1, 2, "deleted");
+    expect_tampered("j2.reg",
+                    "CREATE TEMP TABLE c AS SELECT * FROM copies WHERE copy_id = 2; DELETE FROM copies WHERE"
+                    " copy_id = 2; UPDATE c SET copy_id = 9; INSERT INTO copies SELECT * FROM c",
+                    2, 9, "not in the journal");
+    expect_tampered("j3.reg",
+                    "UPDATE copies SET copy_id = 99 WHERE copy_id = 1; UPDATE copies SET copy_id = 1 WHERE copy_id"
+                    " = 2; UPDATE copies SET copy_id = 2 WHERE copy_id = 99",
+                    2, 2, "not the version");
+    expect_tampered("j4.reg", "DELETE FROM journal WHERE seq = 3", 2, 0, "journal entries 3 to 3 are missing");
+    expect_tampered("j5.reg", "DELETE FROM copies WHERE copy_id = 4; DELETE FROM journal WHERE seq = 6", 1, 0,
+                    "head does not match");
+    expect_tampered("j6.reg", "UPDATE journal SET ref = '3' WHERE seq = 4", 2, 0, "does not follow");
+
+    /* A copy replaced, then its earlier row put back. */
+    path = tm_test_path("j7.reg");
+    make_sample(path, key);
+    raw_exec(path, "CREATE TABLE old AS SELECT * FROM copies WHERE copy_id = 1");
+    reg = open_reg(path, 0);
+    CU_ASSERT_EQUAL(tm_registry_check_key(reg, key), TM_OK);
+    put_copy(reg, key, image1, "alice@example.com", "out/alice2.jpg", 512, 5);
+    CU_ASSERT_EQUAL(tm_registry_journal(reg, key, &entries, head2), TM_OK);
+    CU_ASSERT_EQUAL(entries, 7);
+    CU_ASSERT(strcmp(head, head2) != 0);
+    tm_registry_free(reg);
+    CU_ASSERT_EQUAL(verify_quiet(path, key), TM_OK);
+    raw_exec(path, "DELETE FROM copies WHERE copy_id = 1; INSERT INTO copies SELECT * FROM old; DROP TABLE old");
+    expect_finding(path, key, 1, 1, "not the version");
+    reg = open_reg(path, 0);
+    CU_ASSERT_EQUAL_FATAL(tm_registry_get_copy(reg, 1, &arr), TM_OK);
+    CU_ASSERT_EQUAL(tm_reg_copy_check(key, arr), TM_OK); /* its own tag still holds */
+    CU_ASSERT_EQUAL(tm_registry_check_copy(reg, key, arr), TM_ERR_TAMPERED);
+    CU_ASSERT_PTR_NOT_NULL(strstr(tm_registry_errmsg(reg), "not the version"));
+    tm_reg_copies_free(arr, 1);
+    tm_registry_free(reg);
+
+    /* The head moved back to an earlier value is caught (it is an HMAC of
+     * the last entry, not a copy of it). */
+    path = tm_test_path("j8.reg");
+    make_sample(path, key);
+    raw_exec(path, "DELETE FROM copies WHERE copy_id = 4; DELETE FROM journal WHERE seq = 6;"
+                   " UPDATE meta SET value = '5:' || hex(randomblob(32)) WHERE name = 'journal_head'");
+    expect_finding(path, key, 1, 0, "head does not match");
+    reg = open_reg(path, 0);
+    CU_ASSERT_EQUAL(tm_registry_journal(reg, key, &entries, head), TM_ERR_TAMPERED);
+    tm_registry_free(reg);
+    tm_key_free(key);
+}
+
+/* A registry written by schema 1 (tests/data/registry/v1.db: image1 with
+ * copies to alice, bob and carol under key_a) is read as it is, and brought
+ * to schema 2 when bound to its key: journaled, its images tagged. */
+static void test_schema1_upgrade(void)
+{
+    tm_key *key = make_key(0);
+    const char *path = tm_test_path("v1.reg");
+    char src[4096];
+    snprintf(src, sizeof src, "%s/tests/data/registry/v1.db", TM_SRCDIR);
+    copy_file(src, path);
+    tm_registry *reg = open_reg(path, 0);
+    uint64_t entries = 9;
+    char head[17];
+    CU_ASSERT_EQUAL(tm_registry_journal(reg, key, &entries, head), TM_OK);
+    CU_ASSERT_EQUAL(entries, 0);
+    CU_ASSERT_EQUAL(tm_registry_verify(reg, key, NULL, NULL, NULL), TM_OK);
+    CU_ASSERT_EQUAL(tm_registry_check_key(reg, key), TM_OK);
+    CU_ASSERT_EQUAL(tm_registry_journal(reg, key, &entries, head), TM_OK);
+    CU_ASSERT_EQUAL(entries, 4);
+    put_copy(reg, key, image1, "dave", "out/dave.jpg", 256, 7);
+    tm_registry_free(reg);
+    CU_ASSERT_EQUAL(verify_quiet(path, key), TM_OK);
+    raw_exec(path, "DELETE FROM copies WHERE recipient = 'bob'");
+    expect_finding(path, key, 1, 2, "deleted");
+
+    /* One bad row: not upgraded, and left as it was. */
+    path = tm_test_path("v1bad.reg");
+    copy_file(src, path);
+    raw_exec(path, "UPDATE copies SET recipient = 'mallory' WHERE copy_id = 3");
+    reg = open_reg(path, 0);
+    CU_ASSERT_EQUAL(tm_registry_check_key(reg, key), TM_OK); /* still readable */
+    CU_ASSERT_EQUAL(tm_registry_journal(reg, key, &entries, head), TM_OK);
+    CU_ASSERT_EQUAL(entries, 0);
+    tm_reg_image img;
+    memset(&img, 0, sizeof img);
+    snprintf(img.image_id, sizeof img.image_id, "%s", image2);
+    img.width = img.height = 8;
+    CU_ASSERT_EQUAL(tm_registry_put_image(reg, &img), TM_ERR_TAMPERED); /* writes need the upgrade */
+    CU_ASSERT_PTR_NOT_NULL(strstr(tm_registry_errmsg(reg), "copy 3 fails its integrity check"));
+    tm_registry_free(reg);
+    expect_finding(path, key, 1, 3, "tag");
+    tm_key_free(key);
 }
 
 static void test_wrong_key(void)
@@ -326,12 +478,13 @@ static void test_wrong_key(void)
     CU_ASSERT_EQUAL(tm_registry_check_key(reg, key), TM_OK);
     tm_registry_free(reg);
 
-    /* Without a stored fingerprint, a wrong key shows up as bad tags. */
-    raw_exec(path, "DELETE FROM meta");
+    /* Without a stored fingerprint, a wrong key shows up as bad tags and a
+     * broken journal: 4 copies, 2 images, 6 entries and the head. */
+    raw_exec(path, "DELETE FROM meta WHERE name = 'key_fingerprint'");
     reg = open_reg(path, 0);
     size_t nbad = 0;
     CU_ASSERT_EQUAL(tm_registry_verify(reg, other, NULL, NULL, &nbad), TM_ERR_TAMPERED);
-    CU_ASSERT_EQUAL(nbad, 4);
+    CU_ASSERT_EQUAL(nbad, 13);
     tm_registry_free(reg);
     tm_key_free(key);
     tm_key_free(other);
@@ -412,6 +565,13 @@ static void test_batches_and_args(void)
     const char *path = tm_test_path("batch.reg");
     tm_key *key = make_key(0);
     tm_registry *reg = open_reg(path, 1);
+    tm_reg_image bare;
+    memset(&bare, 0, sizeof bare);
+    snprintf(bare.image_id, sizeof bare.image_id, "%s", image2);
+    bare.width = bare.height = 8;
+    CU_ASSERT_EQUAL(tm_registry_put_image(reg, &bare), TM_ERR_ARG); /* no key bound */
+    CU_ASSERT_PTR_NOT_NULL(strstr(tm_registry_errmsg(reg), "no key bound"));
+    CU_ASSERT_EQUAL(tm_registry_check_key(reg, key), TM_OK);
     put_image(reg, image1, 100);
 
     CU_ASSERT_EQUAL(tm_registry_begin(reg), TM_OK);
@@ -585,6 +745,7 @@ static void test_load_many(void)
     const char *path = tm_test_path("many.reg");
     tm_key *key = make_key(0);
     tm_registry *reg = open_reg(path, 1);
+    CU_ASSERT_EQUAL(tm_registry_check_key(reg, key), TM_OK);
     put_image(reg, image1, 100);
     put_image(reg, image2, 100);
     enum { N = 100000 };
@@ -626,6 +787,8 @@ static CU_TestInfo tests[] = {
     {"round trip of images and copies", test_round_trip},
     {"same recipient again replaces the row", test_same_recipient_replaces},
     {"edited rows are reported by verify", test_tamper_detected},
+    {"the journal: deletions, swaps, restores, truncation", test_journal},
+    {"a schema 1 registry is read, then upgraded", test_schema1_upgrade},
     {"wrong key is refused", test_wrong_key},
     {"files that are not registries are refused", test_not_a_registry},
     {"batches, rollback and argument checks", test_batches_and_args},

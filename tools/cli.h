@@ -18,14 +18,39 @@ typedef struct cli_command {
     const char *summary;
 } cli_command;
 
-/* Prints "tracemark: <what>: <message>" to stderr (what may be NULL). */
+/* Prints "tracemark: <what>: <message>" to stderr as one line (what may be
+ * NULL; newlines and control characters in either are flattened). */
 void cli_error(const char *what, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
 
 /* Reports a library status for a file: "tracemark: <file>: <strerror>". */
 int cli_status(const char *what, tm_status st);
 
-/* Reports a usage error for cmd plus a hint line; returns CLI_ERR. */
+/* Reports that the input file path (an image or a key) could not be read:
+ * for an I/O or key failure, what is wrong with the file when that can be
+ * seen (missing, a directory, a dangling link, no permission), else
+ * tm_strerror(st). Returns CLI_ERR. */
+int cli_input_status(const char *path, tm_status st);
+
+/* Reports that the output file path could not be written: with err (the
+ * errno of the failure, 0 if unknown) for an I/O failure, e.g. "cannot write
+ * the file: file too large". Returns CLI_ERR. */
+int cli_output_status(const char *path, tm_status st, int err);
+
+/* Prints "tracemark: <what>: <doing>: <strerror(err)>" (see cli_error). */
+void cli_errno_error(const char *what, const char *doing, int err);
+
+/* Reports a registry failure for the file path: the registry's own detail
+ * when it has one (reg may be NULL), else tm_strerror(st). Returns CLI_ERR. */
+int cli_registry_status(const char *path, const tm_registry *reg, tm_status st);
+
+/* Reports a usage error for cmd plus a hint line; returns CLI_ERR. Messages
+ * and names are printed on one line whatever they contain. */
 int cli_usage(const char *cmd, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+
+/* Reports the option getopt_long refused for cmd (c is what it returned:
+ * ':' for a missing argument when the option string starts with ':');
+ * returns CLI_ERR. */
+int cli_bad_option(const char *cmd, int c, char **argv);
 
 /* Parses a whole non-negative integer / a finite double; 0 on success. */
 int cli_parse_u64(const char *s, uint64_t *out);

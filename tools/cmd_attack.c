@@ -4,6 +4,7 @@
  * as colluders would. */
 #include "config.h"
 
+#include <errno.h>
 #include <getopt.h>
 #include <stdlib.h>
 #include <string.h>
@@ -91,7 +92,7 @@ static int combine_files(const char *spec, char **paths, int n, tm_image **res)
     for (int i = 0; i < n; i++) {
         tm_status st = tm_image_load(paths[i], NULL, &imgs[i], NULL);
         if (st != TM_OK) {
-            rc = cli_status(paths[i], st);
+            rc = cli_input_status(paths[i], st);
             goto out;
         }
         if (i > 0 && (imgs[i]->width != imgs[0]->width || imgs[i]->height != imgs[0]->height ||
@@ -128,7 +129,7 @@ int cmd_attack(int argc, char **argv)
     int quality = 100, force = 0, c;
     optind = 1;
     opterr = 0;
-    while ((c = getopt_long(argc, argv, "q:fh", opts, NULL)) != -1) {
+    while ((c = getopt_long(argc, argv, ":q:fh", opts, NULL)) != -1) {
         uint64_t u;
         switch (c) {
         case 'q':
@@ -141,7 +142,7 @@ int cmd_attack(int argc, char **argv)
             combine_list(stdout);
             return CLI_OK;
         case 'h': attack_help(); return CLI_OK;
-        default: return cli_usage("attack", "unknown or incomplete option '%s'", argv[optind - 1]);
+        default: return cli_bad_option("attack", c, argv);
         }
     }
     int nops = argc - optind;
@@ -169,11 +170,13 @@ int cmd_attack(int argc, char **argv)
     } else {
         tm_image *img;
         st = tm_image_load(in, NULL, &img, NULL);
-        if (st != TM_OK) return cli_status(in, st);
+        if (st != TM_OK) return cli_input_status(in, st);
         char err[256];
         st = tm_attack_apply(spec, img, &res, err, sizeof err);
         tm_image_free(img);
         if (st != TM_OK) {
+            if (st == TM_ERR_ARG && err[0] && strncmp(err, "unknown attack", 14) != 0)
+                return cli_usage("attack", "bad attack spec \"%s\": %s", spec, err); /* a known step's bad value */
             if (st == TM_ERR_ARG && err[0]) {
                 cli_error(NULL, "bad attack spec \"%s\": %s", spec, err);
                 fprintf(stderr, "Valid attacks:\n");
@@ -184,7 +187,8 @@ int cmd_attack(int argc, char **argv)
         }
     }
     st = tm_image_save(res, out, &so);
+    int err = errno;
     tm_image_free(res);
-    if (st != TM_OK) return cli_status(out, st);
+    if (st != TM_OK) return cli_output_status(out, st, err);
     return CLI_OK;
 }

@@ -4,6 +4,7 @@
  * what a file carries before it is shared. */
 #include "config.h"
 
+#include <errno.h>
 #include <getopt.h>
 #include <stdlib.h>
 #include <string.h>
@@ -49,7 +50,7 @@ int cmd_strip(int argc, char **argv)
     int quality = 0, force = 0, c;
     optind = 1;
     opterr = 0;
-    while ((c = getopt_long(argc, argv, "q:fh", opts, NULL)) != -1) {
+    while ((c = getopt_long(argc, argv, ":q:fh", opts, NULL)) != -1) {
         uint64_t v;
         switch (c) {
         case 'q':
@@ -62,7 +63,7 @@ int cmd_strip(int argc, char **argv)
             break;
         case 'f': force = 1; break;
         case 'h': strip_help(); return CLI_OK;
-        default: return cli_usage("strip", "unknown or incomplete option '%s'", argv[optind - 1]);
+        default: return cli_bad_option("strip", c, argv);
         }
     }
     if (argc - optind != 2) return cli_usage("strip", "want IN and OUT");
@@ -81,7 +82,7 @@ int cmd_strip(int argc, char **argv)
     tm_image *img;
     tm_image_info info;
     tm_status st = tm_image_load(in, &lo, &img, &info);
-    if (st != TM_OK) return cli_status(in, st);
+    if (st != TM_OK) return cli_input_status(in, st);
     so.quality = quality ? quality : (info.jpeg_quality ? info.jpeg_quality : 0);
     if (so.format == TM_FORMAT_JPEG && info.format == TM_FORMAT_JPEG) {
         so.subsampling = info.subsampling;
@@ -89,8 +90,9 @@ int cmd_strip(int argc, char **argv)
     }
     if (so.format == TM_FORMAT_PNG && info.bit_depth == 16) so.bit_depth = 16;
     st = tm_image_save(img, out, &so);
+    int err = errno;
     tm_image_free(img);
-    if (st != TM_OK) return cli_status(out, st);
+    if (st != TM_OK) return cli_output_status(out, st, err);
     return CLI_OK;
 }
 
@@ -173,14 +175,14 @@ int cmd_inspect(int argc, char **argv)
     int json = 0, c;
     optind = 1;
     opterr = 0;
-    while ((c = getopt_long(argc, argv, "h", opts, NULL)) != -1) {
+    while ((c = getopt_long(argc, argv, ":h", opts, NULL)) != -1) {
         switch (c) {
         case 'j': json = 1; break;
         case 'M':
             if (cli_parse_max_pixels("inspect", optarg, &lo)) return CLI_ERR;
             break;
         case 'h': inspect_help(); return CLI_OK;
-        default: return cli_usage("inspect", "unknown or incomplete option '%s'", argv[optind - 1]);
+        default: return cli_bad_option("inspect", c, argv);
         }
     }
     if (optind >= argc) return cli_usage("inspect", "want at least one FILE");
@@ -190,7 +192,7 @@ int cmd_inspect(int argc, char **argv)
         tm_image_info info;
         tm_status st = tm_image_load(argv[i], &lo, &img, &info);
         if (st != TM_OK) {
-            rc = cli_status(argv[i], st);
+            rc = cli_input_status(argv[i], st);
             continue;
         }
         if (json) inspect_json(argv[i], img, &info);

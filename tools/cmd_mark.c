@@ -2,15 +2,23 @@
  * recipient out, each recorded in the registry.
  *
  * The original is decoded and analysed once; each copy costs one tile
- * synthesis, one pass of additions and one encode. Copies are written
- * atomically first, then all registry rows go in one short transaction; if
- * anything fails, the copies of this run are removed and no row is left, so
- * a failed run leaves the disk and the registry as they were. */
+ * synthesis, one pass of additions and one encode. Copies are first written
+ * and fsync'd under temporary names beside their final ones, then all
+ * registry rows go in one short transaction, and only then are the copies
+ * renamed into place: a file under a copy's name is always complete and
+ * registered, whenever the run is killed. If anything fails before the
+ * commit, the temporaries are removed and no row is left, so a failed run
+ * leaves the disk and the registry as they were. A run killed after its
+ * commit leaves rows for copies not yet in place; run again, it finds the
+ * copies already in place identical to what it makes (marking is
+ * deterministic) and completes. */
 #define _XOPEN_SOURCE 700 /* realpath */
 #include "config.h"
 
 #include <ctype.h>
+#include <errno.h>
 #include <getopt.h>
+#include <limits.h>
 #include <pthread.h>
 #include <stdlib.h>
 #include <string.h>
@@ -19,8 +27,7 @@
 #include <unistd.h>
 
 #include "cli.h"
-
-#define MAX_RECIPIENT 256
+#include "recipients.h"
 
 static void mark_help(void)
 {
@@ -62,63 +69,33 @@ static void mark_help(void)
            "Exit status: 0 all copies made and recorded, 2 error (nothing kept).\n");
 }
 
-typedef struct mark_job {
-    char **recipients;
-    size_t n, cap;
-} mark_job;
+/* The recipients, in the order first given (recipients.h). */
+typedef cli_recipients mark_job;
+
+/* Reports a failure of the recipient list; returns -1. */
+static int recipients_failed(int rc, const char *path, const char *err)
+{
+    if (rc == CLI_RCP_BAD_ID) cli_usage("mark", "%s", err);
+    else if (rc == CLI_RCP_BAD_FILE) cli_error(path, "%s", err);
+    else cli_error(NULL, "out of memory");
+    return -1;
+}
 
 static int add_recipient(mark_job *job, const char *id, const char *where)
 {
-    size_t len = strlen(id);
-    if (len == 0) return cli_usage("mark", "%s: empty recipient", where), -1;
-    if (len > MAX_RECIPIENT) return cli_usage("mark", "%s: recipient longer than %d bytes", where, MAX_RECIPIENT), -1;
-    for (const unsigned char *p = (const unsigned char *)id; *p; p++)
-        if (*p < 0x20 || *p == 0x7f) return cli_usage("mark", "%s: recipient has a control character", where), -1;
-    for (size_t i = 0; i < job->n; i++)
-        if (!strcmp(job->recipients[i], id)) return 0; /* listed twice: one copy */
-    if (job->n == job->cap) {
-        size_t nc = job->cap ? 2 * job->cap : 16;
-        char **g = realloc(job->recipients, nc * sizeof *g);
-        if (!g) return cli_error(NULL, "out of memory"), -1;
-        job->recipients = g;
-        job->cap = nc;
-    }
-    if (!(job->recipients[job->n] = strdup(id))) return cli_error(NULL, "out of memory"), -1;
-    job->n++;
-    return 0;
+    char err[160];
+    int rc = cli_recipients_add(job, id, where, err, sizeof err);
+    return rc == CLI_RCP_OK ? 0 : recipients_failed(rc, NULL, err);
 }
 
 static int read_recipients(mark_job *job, const char *path)
 {
     FILE *f = fopen(path, "r");
     if (!f) return cli_error(path, "cannot open the recipients file"), -1;
-    char line[4096];
-    int rc = 0, lineno = 0;
-    while (fgets(line, sizeof line, f)) {
-        lineno++;
-        size_t len = strlen(line);
-        if (len == sizeof line - 1 && line[len - 1] != '\n') {
-            cli_error(path, "line %d is too long", lineno);
-            rc = -1;
-            break;
-        }
-        while (len && isspace((unsigned char)line[len - 1])) line[--len] = 0;
-        char *s = line;
-        while (isspace((unsigned char)*s)) s++;
-        if (!*s || *s == '#') continue;
-        char where[64];
-        snprintf(where, sizeof where, "line %d", lineno);
-        if (add_recipient(job, s, where)) {
-            rc = -1;
-            break;
-        }
-    }
-    if (ferror(f)) {
-        cli_error(path, "read error");
-        rc = -1;
-    }
+    char err[160];
+    int rc = cli_recipients_read(job, f, err, sizeof err);
     fclose(f);
-    return rc;
+    return rc == CLI_RCP_OK ? 0 : recipients_failed(rc, path, err);
 }
 
 /* File-name-safe form of a recipient id: [a-z0-9._@-], others become '-'. */
@@ -152,17 +129,17 @@ static int make_names(const mark_job *job, const char *in, const char *dir, tm_f
     if (dot && dot != stem) *dot = 0;
     for (size_t i = 0; i < job->n; i++) {
         char slug[128], path[4096];
-        slugify(job->recipients[i], slug, sizeof slug);
+        slugify(job->id[i], slug, sizeof slug);
         int clash = 0;
         for (size_t k = 0; k < job->n; k++) {
             char other[128];
             if (k == i) continue;
-            slugify(job->recipients[k], other, sizeof other);
+            slugify(job->id[k], other, sizeof other);
             if (!strcmp(slug, other)) clash = 1;
         }
         if (clash) { /* disambiguate with a hash of the exact id */
             uint8_t h[32];
-            tm_sha256(job->recipients[i], strlen(job->recipients[i]), h);
+            tm_sha256(job->id[i], strlen(job->id[i]), h);
             size_t l = strlen(slug);
             snprintf(slug + l, sizeof slug - l, "-%02x%02x%02x%02x", h[0], h[1], h[2], h[3]);
         }
@@ -186,10 +163,11 @@ typedef struct copies_run {
     const tm_save_options *so;
     const mark_job *job;
     char **names;
+    char **tmps;    /* the staged copies' temporary names */
     uint8_t (*shas)[32];
     uint8_t (*words)[TM_CODEWORD_BYTES];
     tm_status *sts;
-    int *written;
+    int *errs;      /* errno of a failed write */
     int progress;
     pthread_mutex_t lock;  /* failed, done and the progress line */
     int failed;
@@ -208,22 +186,48 @@ static void make_copy(void *ctx, size_t i)
     }
     uint8_t *data = NULL;
     size_t len = 0;
-    const char *who = cr->job->recipients[i];
+    const char *who = cr->job->id[i];
     tm_status st = tm_embedder_codeword(cr->emb, who, cr->words[i]);
     if (st == TM_OK) st = tm_embedder_mark_encode(cr->emb, who, cr->so, &data, &len);
     if (st == TM_OK) st = tm_sha256(data, len, cr->shas[i]);
-    if (st == TM_OK) st = tm_file_write_atomic(cr->names[i], data, len, 0644, 0);
+    char tmp[PATH_MAX];
+    if (st == TM_OK) st = tm_file_stage(cr->names[i], data, len, 0644, tmp, sizeof tmp);
+    cr->errs[i] = st == TM_OK ? 0 : errno;
+    if (st == TM_OK && !(cr->tmps[i] = strdup(tmp))) {
+        unlink(tmp);
+        st = TM_ERR_NOMEM;
+    }
     free(data);
     cr->sts[i] = st;
     pthread_mutex_lock(&cr->lock);
     if (st == TM_OK) {
-        cr->written[i] = 1;
         cr->done++;
         if (cr->progress) fprintf(stderr, "\rtracemark: marking %zu/%zu", cr->done, cr->job->n);
     } else {
         cr->failed = 1;
     }
     pthread_mutex_unlock(&cr->lock);
+}
+
+/* Whether the file at path is the copy the registry records for (image,
+ * recipient) at that path, byte for byte: what a run killed after its
+ * commit left in place, and what this run would write again. */
+static int recorded_here(tm_registry *reg, const char *image_id, const char *recipient, const char *path)
+{
+    tm_reg_copy *rows = NULL;
+    size_t n = 0;
+    if (tm_registry_load_copies_by_recipient(reg, recipient, &rows, &n) != TM_OK) return 0;
+    int same = 0;
+    for (size_t i = 0; i < n && !same; i++) {
+        if (strcmp(rows[i].image_id, image_id) || strcmp(rows[i].out_path, path)) continue;
+        uint8_t *data = NULL, sha[32];
+        size_t len = 0;
+        same = tm_file_read(path, (size_t)1 << 30, &data, &len) == TM_OK && tm_sha256(data, len, sha) == TM_OK &&
+               memcmp(sha, rows[i].out_sha256, 32) == 0;
+        free(data);
+    }
+    tm_reg_copies_free(rows, n);
+    return same;
 }
 
 int cmd_mark(int argc, char **argv)
@@ -247,14 +251,14 @@ int cmd_mark(int argc, char **argv)
     };
     const char *keyfile = NULL, *regfile = NULL, *output = NULL, *outdir = NULL;
     tm_format fmt = TM_FORMAT_UNKNOWN;
-    int quality = 0, force = 0, json = 0, jobs = 1, jobs_set = 0, c, rc = CLI_ERR;
+    int quality = 0, force = 0, json = 0, jobs = 1, jobs_set = 0, made_dir = 0, c, rc = CLI_ERR;
     tm_mark_params mp;
     tm_mark_params_init(&mp);
     tm_load_options lo;
     tm_load_options_init(&lo);
     mark_job job = {0};
     char **names = NULL;
-    int *written = NULL;
+    char **tmps = NULL;
     int64_t *ids = NULL;
     tm_key *key = NULL;
     tm_registry *reg = NULL;
@@ -262,7 +266,7 @@ int cmd_mark(int argc, char **argv)
 
     optind = 1;
     opterr = 0;
-    while ((c = getopt_long(argc, argv, "k:r:o:d:q:fj:h", opts, NULL)) != -1) {
+    while ((c = getopt_long(argc, argv, ":k:r:o:d:q:fj:h", opts, NULL)) != -1) {
         uint64_t u;
         double d;
         switch (c) {
@@ -312,7 +316,7 @@ int cmd_mark(int argc, char **argv)
             mark_help();
             rc = CLI_OK;
             goto out;
-        default: cli_usage("mark", "unknown or incomplete option '%s'", argv[optind - 1]); goto out;
+        default: cli_bad_option("mark", c, argv); goto out;
         }
     }
     if (optind + 1 != argc) {
@@ -350,23 +354,34 @@ int cmd_mark(int argc, char **argv)
 
     tm_status st = tm_key_load(keyfile, &key);
     if (st != TM_OK) {
-        cli_status(keyfile, st);
+        cli_input_status(keyfile, st);
         goto out;
     }
     tm_image_info info;
     st = tm_embedder_load(key, in, &lo, &mp, &emb, &info);
     if (st != TM_OK) {
-        cli_status(in, st);
+        cli_input_status(in, st);
         goto out;
     }
-    if (outdir && mkdir(outdir, 0755) != 0 && access(outdir, W_OK) != 0) {
-        cli_error(outdir, "cannot create or write the output directory");
-        goto out;
+    if (outdir) { /* made here is removed again if the run fails */
+        struct stat sb;
+        if (mkdir(outdir, 0755) == 0) {
+            made_dir = 1;
+        } else if (errno != EEXIST) {
+            cli_errno_error(outdir, "cannot create the output directory", errno);
+            goto out;
+        } else if (stat(outdir, &sb) != 0 || !S_ISDIR(sb.st_mode)) {
+            cli_error(outdir, "exists and is not a directory");
+            goto out;
+        } else if (access(outdir, W_OK | X_OK) != 0) {
+            cli_errno_error(outdir, "cannot write in the output directory", errno);
+            goto out;
+        }
     }
     names = calloc(job.n, sizeof *names);
-    written = calloc(job.n, sizeof *written);
+    tmps = calloc(job.n, sizeof *tmps);
     ids = calloc(job.n, sizeof *ids);
-    if (!names || !written || !ids) {
+    if (!names || !tmps || !ids) {
         cli_error(NULL, "out of memory");
         goto out;
     }
@@ -375,19 +390,26 @@ int cmd_mark(int argc, char **argv)
     } else if (make_names(&job, in, outdir, fmt, names)) {
         goto out;
     }
-    if (!force)
-        for (size_t i = 0; i < job.n; i++)
-            if (access(names[i], F_OK) == 0) {
-                cli_error(names[i], "file exists (use --force to replace it)");
-                goto out;
-            }
-
     st = tm_registry_open(regfile, 1, &reg);
     if (st == TM_OK) st = tm_registry_check_key(reg, key);
     if (st != TM_OK) {
-        const char *m = reg ? tm_registry_errmsg(reg) : "";
-        cli_error(regfile, "%s%s%s", tm_strerror(st), *m ? ": " : "", m);
+        cli_registry_status(regfile, reg, st);
         goto out;
+    }
+    /* Before any work: each name free, or a file to replace (--force), or
+     * the very copy recorded there already. Renames into place come after
+     * the registry's commit, so what could make one fail is refused here. */
+    for (size_t i = 0; i < job.n; i++) {
+        struct stat sb;
+        if (lstat(names[i], &sb) != 0) continue;
+        if (!S_ISREG(sb.st_mode)) {
+            cli_error(names[i], "exists and is not a file");
+            goto out;
+        }
+        if (!force && !recorded_here(reg, tm_embedder_image_id(emb), job.id[i], names[i])) {
+            cli_error(names[i], "file exists (use --force to replace it)");
+            goto out;
+        }
     }
     tm_save_options so;
     tm_save_options_init(&so);
@@ -398,15 +420,17 @@ int cmd_mark(int argc, char **argv)
     uint8_t (*shas)[32] = calloc(job.n, 32);
     uint8_t (*words)[TM_CODEWORD_BYTES] = calloc(job.n, TM_CODEWORD_BYTES);
     tm_status *sts = calloc(job.n, sizeof *sts);
-    if (!shas || !words || !sts) {
+    int *errs = calloc(job.n, sizeof *errs);
+    if (!shas || !words || !sts || !errs) {
         free(shas);
         free(words);
         free(sts);
+        free(errs);
         cli_error(NULL, "out of memory");
         goto out;
     }
     copies_run cr = {.emb = emb, .so = &so, .job = &job, .names = names, .shas = shas, .words = words,
-                     .sts = sts, .written = written, .progress = cli_isatty(stderr) && job.n > 3 && !json};
+                     .sts = sts, .errs = errs, .tmps = tmps, .progress = cli_isatty(stderr) && job.n > 3 && !json};
     pthread_mutex_init(&cr.lock, NULL);
     cli_parallel(job.n, jobs, make_copy, &cr);
     pthread_mutex_destroy(&cr.lock);
@@ -414,10 +438,11 @@ int cmd_mark(int argc, char **argv)
     int failed = 0;
     for (size_t i = 0; i < job.n && !failed; i++)
         if (sts[i] != TM_OK) { /* the first failure in recipient order; later ones may not have run */
-            cli_status(names[i], sts[i]);
+            cli_output_status(names[i], sts[i], errs[i]);
             failed = 1;
         }
     free(sts);
+    free(errs);
 
     if (!failed) {
         tm_reg_image ri;
@@ -436,7 +461,7 @@ int cmd_mark(int argc, char **argv)
             tm_reg_copy rc_;
             memset(&rc_, 0, sizeof rc_);
             rc_.image_id = ri.image_id;
-            rc_.recipient = job.recipients[i];
+            rc_.recipient = job.id[i];
             rc_.out_path = names[i];
             memcpy(rc_.out_sha256, shas[i], 32);
             rc_.created = now;
@@ -446,16 +471,25 @@ int cmd_mark(int argc, char **argv)
         }
         if (st == TM_OK) st = tm_registry_commit(reg);
         if (st != TM_OK) {
-            const char *m = tm_registry_errmsg(reg);
-            cli_error(regfile, "%s%s%s", tm_strerror(st), *m ? ": " : "", m);
+            cli_registry_status(regfile, reg, st);
             tm_registry_rollback(reg);
             failed = 1;
         }
         free(where);
     }
+    /* Recorded: the copies go in place. A failure now leaves rows for
+     * copies not in place (no file names a copy the registry lacks). */
+    for (size_t i = 0; i < job.n && !failed; i++) {
+        if ((st = tm_file_publish(tmps[i], names[i], 0)) != TM_OK) {
+            cli_output_status(names[i], st, errno);
+            failed = 1;
+        }
+        free(tmps[i]);
+        tmps[i] = NULL;
+    }
     if (failed) {
         for (size_t i = 0; i < job.n; i++)
-            if (written[i]) unlink(names[i]);
+            if (tmps[i]) unlink(tmps[i]);
         free(shas);
         free(words);
         goto out;
@@ -469,14 +503,14 @@ int cmd_mark(int argc, char **argv)
             char h[65];
             hex(shas[i], 32, h);
             printf("%s{\"recipient\": ", i ? ", " : "");
-            cli_json_string(stdout, job.recipients[i]);
+            cli_json_string(stdout, job.id[i]);
             printf(", \"copy_id\": %lld, \"file\": ", (long long)ids[i]);
             cli_json_string(stdout, names[i]);
             printf(", \"sha256\": \"%s\"}", h);
         }
         printf("]}\n");
     } else {
-        for (size_t i = 0; i < job.n; i++) printf("%s -> %s\n", job.recipients[i], names[i]);
+        for (size_t i = 0; i < job.n; i++) printf("%s -> %s\n", job.id[i], names[i]);
         printf("marked %zu cop%s of %s (image %s) in %s\n", job.n, job.n == 1 ? "y" : "ies", in,
                tm_embedder_image_id(emb), regfile);
     }
@@ -484,16 +518,15 @@ int cmd_mark(int argc, char **argv)
     free(words);
     rc = CLI_OK;
 out:
+    if (rc != CLI_OK && made_dir) rmdir(outdir); /* only if still empty */
     tm_embedder_free(emb);
     tm_registry_free(reg);
     tm_key_free(key);
-    for (size_t i = 0; i < job.n; i++) {
-        free(job.recipients[i]);
-        if (names) free(names[i]);
-    }
-    free(job.recipients);
+    for (size_t i = 0; names && i < job.n; i++) free(names[i]);
+    for (size_t i = 0; tmps && i < job.n; i++) free(tmps[i]);
+    cli_recipients_clear(&job);
     free(names);
-    free(written);
+    free(tmps);
     free(ids);
     return rc;
 }

@@ -22,8 +22,10 @@ static void registry_help(void)
            "The registry (a SQLite file) records every original image that was marked\n"
            "and every copy handed out: who received it, where it was written and the\n"
            "codeword its mark carries. `tracemark mark` fills it; `tracemark trace`\n"
-           "reads it to name the recipient of a leaked copy. Each copy row carries a\n"
-           "tag computed with the key, so a row edited without the key is detected.\n"
+           "reads it to name the recipient of a leaked copy. Each image and copy row\n"
+           "carries a tag computed with the key, so a row edited without the key is\n"
+           "detected, and a journal chained under the key records every row written,\n"
+           "so rows deleted, put back, restored or swapped are detected too.\n"
            "\n"
            "Subcommands:\n"
            "  init     create an empty registry (bound to KEYFILE's fingerprint if given)\n"
@@ -31,8 +33,12 @@ static void registry_help(void)
            "           --copies one line per copy (id, recipient, image, output, date)\n"
            "  show     the rows of ID: an image id (32 hex digits), a copy id (a number)\n"
            "           or a recipient\n"
-           "  verify   check the file, the key and every copy's tag; each bad row is\n"
-           "           reported on stderr as 'tracemark: REGISTRY: copy N: reason'\n"
+           "  verify   check the file, the key, every row's tag and the journal; each\n"
+           "           finding is reported on stderr as 'tracemark: REGISTRY: copy N:\n"
+           "           reason' (or 'image ID: ...', 'journal entry N ...'). When all is\n"
+           "           good it prints the journal's head: write it down after marking;\n"
+           "           a registry later rolled back to an earlier state shows an earlier\n"
+           "           head\n"
            "\n"
            "Options:\n"
            "  -r, --registry=FILE  the registry file\n"
@@ -163,7 +169,7 @@ static int registry_init(const reg_opts *o)
         tm_status st = tm_key_load(o->keyfile, &key);
         if (st == TM_OK) st = tm_key_fingerprint(key, fp);
         if (st != TM_OK) {
-            cli_status(o->keyfile, st);
+            cli_input_status(o->keyfile, st);
             goto out;
         }
     }
@@ -370,7 +376,8 @@ typedef struct bad_list {
 static void on_bad_row(void *ud, int64_t copy_id, const char *why)
 {
     bad_list *b = ud;
-    cli_error(b->o->registry, "copy %lld: %s", (long long)copy_id, why);
+    if (copy_id > 0) cli_error(b->o->registry, "copy %lld: %s", (long long)copy_id, why);
+    else cli_error(b->o->registry, "%s", why);
     if (!b->o->json || b->oom) return;
     if (b->n == b->cap) {
         size_t cap = b->cap ? 2 * b->cap : 16;
@@ -403,7 +410,7 @@ static int registry_verify(const reg_opts *o)
     int rc = CLI_ERR;
     tm_status st = tm_key_load(o->keyfile, &key);
     if (st != TM_OK) {
-        cli_status(o->keyfile, st);
+        cli_input_status(o->keyfile, st);
         goto out;
     }
     if (open_registry(o, 0, &reg) != CLI_OK) goto out;
@@ -419,19 +426,34 @@ static int registry_verify(const reg_opts *o)
         cli_status(o->registry, TM_ERR_NOMEM);
         goto out;
     }
+    /* the journal's head, to be written down (a rollback shows an earlier one) */
+    uint64_t entries = 0;
+    char head[17] = "";
+    if (!n_bad && (st = tm_registry_journal(reg, key, &entries, head)) != TM_OK) {
+        reg_error(o, reg, st);
+        goto out;
+    }
     if (o->json) {
         fputs("{\"registry\": ", stdout);
         cli_json_string(stdout, o->registry);
-        fprintf(stdout, ", \"copies\": %llu, \"ok\": %s, \"bad\": [", (unsigned long long)total,
-                n_bad ? "false" : "true");
+        fprintf(stdout, ", \"copies\": %llu, \"ok\": %s, \"journal\": {\"entries\": %llu, \"head\": ",
+                (unsigned long long)total, n_bad ? "false" : "true", (unsigned long long)entries);
+        if (head[0]) fprintf(stdout, "\"%s\"}", head);
+        else fputs("null}", stdout);
+        fputs(", \"bad\": [", stdout);
         for (size_t i = 0; i < bad.n; i++) {
-            fprintf(stdout, "%s{\"copy\": %lld, \"reason\": ", i ? ", " : "", (long long)bad.ids[i]);
+            if (bad.ids[i] > 0) fprintf(stdout, "%s{\"copy\": %lld, \"reason\": ", i ? ", " : "", (long long)bad.ids[i]);
+            else fprintf(stdout, "%s{\"copy\": null, \"reason\": ", i ? ", " : "");
             cli_json_string(stdout, bad.why[i]);
             fputs("}", stdout);
         }
         fputs("]}\n", stdout);
     } else if (n_bad) {
-        printf("%s: %zu of %llu copies failed verification\n", o->registry, n_bad, (unsigned long long)total);
+        printf("%s: %zu finding%s, %llu copies checked: failed verification\n", o->registry, n_bad,
+               n_bad == 1 ? "" : "s", (unsigned long long)total);
+    } else if (head[0]) {
+        printf("%s: %llu copies verified, all good; journal of %llu entries, head %s\n", o->registry,
+               (unsigned long long)total, (unsigned long long)entries, head);
     } else {
         printf("%s: %llu copies verified, all good\n", o->registry, (unsigned long long)total);
     }

@@ -8,6 +8,7 @@
 #include "config.h"
 
 #include <dirent.h>
+#include <errno.h>
 #include <getopt.h>
 #include <math.h>
 #include <stdlib.h>
@@ -107,7 +108,8 @@ static int collect(suspects *s, const char *path)
         rc = push(s, full);
     }
     closedir(d);
-    qsort(s->v + first, s->n - first, sizeof *s->v, cmp_str);
+    if (s->n > first) qsort(s->v + first, s->n - first, sizeof *s->v, cmp_str);
+    if (rc == 0 && s->n == first) return push(s, path); /* no images in it: reported, not skipped */
     return rc;
 }
 
@@ -146,7 +148,7 @@ static int originals_add(originals *os, const char *path, const char *want_id, c
         tm_original_free(o);
         return 0;
     }
-    if (st != TM_OK) return cli_status(path, st), -1;
+    if (st != TM_OK) return cli_input_status(path, st), -1;
     const tm_original **go = realloc(os->o, (os->n + 1) * sizeof *go);
     if (go) os->o = go;
     char **gp = go ? realloc(os->path, (os->n + 1) * sizeof *gp) : NULL;
@@ -402,7 +404,7 @@ int cmd_trace(int argc, char **argv)
 
     optind = 1;
     opterr = 0;
-    while ((c = getopt_long(argc, argv, "k:r:j:h", opts, NULL)) != -1) {
+    while ((c = getopt_long(argc, argv, ":k:r:j:h", opts, NULL)) != -1) {
         switch (c) {
         case 'k': keyfile = optarg; break;
         case 'r': regfile = optarg; break;
@@ -431,7 +433,7 @@ int cmd_trace(int argc, char **argv)
             trace_help();
             rc = CLI_OK;
             goto out;
-        default: cli_usage("trace", "unknown or incomplete option '%s'", argv[optind - 1]); goto out;
+        default: cli_bad_option("trace", c, argv); goto out;
         }
     }
     if (!jobs_set && cli_default_jobs("trace", &jobs)) goto out;
@@ -455,24 +457,31 @@ int cmd_trace(int argc, char **argv)
 
     tm_status st = tm_key_load(keyfile, &key);
     if (st != TM_OK) {
-        cli_status(keyfile, st);
+        cli_input_status(keyfile, st);
         goto out;
     }
     st = tm_registry_open(regfile, 0, &reg);
     if (st == TM_OK) st = tm_registry_check_key(reg, key);
     if (st == TM_OK) st = tm_registry_load_copies(reg, NULL, &copies, &n_copies);
     if (st != TM_OK) {
-        const char *m = reg ? tm_registry_errmsg(reg) : "";
-        cli_error(regfile, "%s%s%s", tm_strerror(st), *m ? ": " : "", m);
+        cli_registry_status(regfile, reg, st);
         goto out;
     }
+
+    /* The journal's head against its last entry: cheap, and it catches the
+     * last rows removed; verify walks the rest. */
+    uint64_t entries;
+    char head[17];
+    if (tm_registry_journal(reg, key, &entries, head) == TM_ERR_TAMPERED)
+        fprintf(stderr, "tracemark: %s: warning: %s; run 'tracemark registry verify'\n", regfile,
+                tm_registry_errmsg(reg));
 
     /* The originals: those given, or those the registry recorded, if few. */
     for (size_t i = 0; i < given.n; i++)
         if (originals_add(&orig, given.v[i], NULL, &lo)) goto out;
     if (!blind && !given.n) {
         if ((st = tm_registry_list_images(reg, recorded_one, &rec)) != TM_OK) {
-            cli_error(regfile, "%s: %s", tm_strerror(st), tm_registry_errmsg(reg));
+            cli_registry_status(regfile, reg, st);
             goto out;
         }
         if (rec.found > AUTO_ORIGINALS)
@@ -501,17 +510,26 @@ int cmd_trace(int argc, char **argv)
         for (size_t j = 0; j < m; j++) {
             const char *path = sus.v[base + j];
             tm_trace_result *r = &slot[j].r;
+            struct stat sb;
+            if (slot[j].st != TM_OK && stat(path, &sb) == 0 && S_ISDIR(sb.st_mode)) {
+                DIR *d = opendir(path); /* collect kept it: empty of images, or unreadable */
+                if (d) cli_error(path, "a directory with no .jpg, .jpeg, .png or .webp file in it");
+                else cli_errno_error(path, "cannot read the directory", errno);
+                if (d) closedir(d);
+                any_error = 1;
+                continue;
+            }
             if (slot[j].st != TM_OK) {
-                cli_status(path, slot[j].st);
+                cli_input_status(path, slot[j].st);
                 any_error = 1;
                 continue;
             }
             int tampered = 0;
             for (size_t k = 0; k < r->n_accused; k++) {
                 const tm_reg_copy *cp = &copies[r->accused[k].index];
-                if (tm_reg_copy_check(key, cp) != TM_OK) {
-                    cli_error(regfile, "copy %lld (accused by %s) fails its integrity check: registry tampered",
-                              (long long)cp->copy_id, path);
+                if (tm_registry_check_copy(reg, key, cp) != TM_OK) {
+                    cli_error(regfile, "copy %lld (accused by %s) fails its integrity check: registry tampered (%s)",
+                              (long long)cp->copy_id, path, tm_registry_errmsg(reg));
                     tampered = 1;
                 }
             }

@@ -3,12 +3,19 @@
 #include "config.h"
 
 #include <errno.h>
+#include <getopt.h>
+#include <signal.h>
 #include <pthread.h>
 #include <math.h>
 #include <stdarg.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/resource.h>
+#include <sys/stat.h>
 #include <unistd.h>
+#ifdef HAVE_SYS_PRCTL_H
+#include <sys/prctl.h>
+#endif
 
 #include <gsl/gsl_errno.h>
 
@@ -29,15 +36,50 @@ static const cli_command commands[] = {
 };
 #define N_COMMANDS (sizeof commands / sizeof commands[0])
 
+/* Copies src into dst (cap bytes) as one line, so that a library's
+ * multi-line detail or a file name with a newline in it cannot split an
+ * error message: in a message a newline becomes "; " and any other control
+ * character a space; in a name (is_name) each control character is '?'. */
+static void one_line(char *dst, size_t cap, const char *src, int is_name)
+{
+    size_t j = 0;
+    for (const unsigned char *p = (const unsigned char *)src; *p && j + 3 < cap; p++) {
+        int ctl = *p < 0x20 || *p == 0x7f;
+        if (is_name) {
+            dst[j++] = ctl ? '?' : (char)*p;
+        } else if (*p == '\n') {
+            while (j && dst[j - 1] == ' ') j--;
+            if (p[1] && j) dst[j++] = ';', dst[j++] = ' ';
+        } else {
+            dst[j++] = ctl ? ' ' : (char)*p;
+        }
+    }
+    if (!is_name)
+        while (j && (dst[j - 1] == ' ' || dst[j - 1] == ';')) j--;
+    dst[j] = 0;
+}
+
+/* Prints "tracemark: [<what>: ]<message>" as one line. */
+static void vreport(const char *what, const char *fmt, va_list ap)
+{
+    char msg[1024], line[1024];
+    vsnprintf(msg, sizeof msg, fmt, ap);
+    fputs("tracemark: ", stderr);
+    if (what) {
+        one_line(line, sizeof line, what, 1);
+        fprintf(stderr, "%s: ", line);
+    }
+    one_line(line, sizeof line, msg, 0);
+    fputs(line, stderr);
+    fputc('\n', stderr);
+}
+
 void cli_error(const char *what, const char *fmt, ...)
 {
     va_list ap;
-    fputs("tracemark: ", stderr);
-    if (what) fprintf(stderr, "%s: ", what);
     va_start(ap, fmt);
-    vfprintf(stderr, fmt, ap);
+    vreport(what, fmt, ap);
     va_end(ap);
-    fputc('\n', stderr);
 }
 
 int cli_status(const char *what, tm_status st)
@@ -46,16 +88,74 @@ int cli_status(const char *what, tm_status st)
     return CLI_ERR;
 }
 
+/* strerror(err) with a lowercase first letter, as the other messages. */
+static const char *errno_text(int err, char *buf, size_t cap)
+{
+    snprintf(buf, cap, "%s", strerror(err));
+    if (buf[0] >= 'A' && buf[0] <= 'Z' && !(buf[1] >= 'A' && buf[1] <= 'Z')) buf[0] = (char)(buf[0] - 'A' + 'a');
+    return buf;
+}
+
+int cli_input_status(const char *path, tm_status st)
+{
+    if (st == TM_ERR_IO || st == TM_ERR_KEY) {
+        struct stat sb;
+        char buf[128];
+        const char *why = NULL;
+        if (lstat(path, &sb) != 0)
+            why = errno == ENOENT ? "no such file" : errno_text(errno, buf, sizeof buf);
+        else if (S_ISLNK(sb.st_mode) && stat(path, &sb) != 0)
+            why = errno == ENOENT ? "dangling symbolic link (its target does not exist)" : errno_text(errno, buf, sizeof buf);
+        else if (S_ISDIR(sb.st_mode))
+            why = "is a directory, not a file";
+        else if (!S_ISREG(sb.st_mode))
+            why = "not a regular file";
+        else if (access(path, R_OK) != 0)
+            why = errno_text(errno, buf, sizeof buf);
+        if (why) {
+            cli_error(path, "%s%s", st == TM_ERR_KEY ? "cannot read the key file: " : "", why);
+            return CLI_ERR;
+        }
+    }
+    return cli_status(path, st);
+}
+
+void cli_errno_error(const char *what, const char *doing, int err)
+{
+    char buf[128];
+    cli_error(what, "%s: %s", doing, errno_text(err, buf, sizeof buf));
+}
+
+int cli_output_status(const char *path, tm_status st, int err)
+{
+    if (st == TM_ERR_IO && err) cli_errno_error(path, "cannot write the file", err);
+    else cli_status(path, st);
+    return CLI_ERR;
+}
+
+int cli_registry_status(const char *path, const tm_registry *reg, tm_status st)
+{
+    const char *m = reg ? tm_registry_errmsg(reg) : "";
+    if (m && *m) cli_error(path, "%s", m);
+    else cli_status(path, st);
+    return CLI_ERR;
+}
+
 int cli_usage(const char *cmd, const char *fmt, ...)
 {
     va_list ap;
-    fputs("tracemark: ", stderr);
-    if (cmd) fprintf(stderr, "%s: ", cmd);
     va_start(ap, fmt);
-    vfprintf(stderr, fmt, ap);
+    vreport(cmd, fmt, ap);
     va_end(ap);
-    fprintf(stderr, "\nTry 'tracemark %s%s--help'.\n", cmd ? cmd : "", cmd ? " " : "");
+    fprintf(stderr, "Try 'tracemark %s%s--help'.\n", cmd ? cmd : "", cmd ? " " : "");
     return CLI_ERR;
+}
+
+int cli_bad_option(const char *cmd, int c, char **argv)
+{
+    const char *opt = optind > 0 ? argv[optind - 1] : "?";
+    if (c == ':') return cli_usage(cmd, "option '%s' needs an argument", opt);
+    return cli_usage(cmd, "unknown option '%s'", opt);
 }
 
 int cli_parse_u64(const char *s, uint64_t *out)
@@ -239,6 +339,17 @@ int main(int argc, char **argv)
 {
     /* GSL's default error handler aborts; the library checks every status */
     gsl_set_error_handler_off();
+    /* A write past the file size limit (ulimit -f) must fail with EFBIG and be
+     * reported like a full disk, not kill the program half way. */
+    signal(SIGXFSZ, SIG_IGN);
+    /* No core dump may carry the key to disk: none is written, and the
+     * process is not dumpable (nor open to ptrace by other processes of the
+     * same user). */
+    struct rlimit no_core = {0, 0};
+    setrlimit(RLIMIT_CORE, &no_core);
+#ifdef HAVE_SYS_PRCTL_H
+    prctl(PR_SET_DUMPABLE, 0, 0, 0, 0);
+#endif
     if (argc < 2) {
         usage(stderr);
         return CLI_ERR;

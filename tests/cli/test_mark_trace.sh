@@ -111,8 +111,16 @@ expect "trace bad --fpr" 2 "$TRACEMARK" trace -k "$K" -r "$R" --fpr 2 "$T/leak.j
 expect "trace no suspect" 2 "$TRACEMARK" trace -k "$K" -r "$R"
 expect "mark without recipients" 2 "$TRACEMARK" mark -k "$K" -r "$R" --out-dir "$T/o2" "$IMG"
 expect "mark -o with two recipients" 2 "$TRACEMARK" mark -k "$K" -r "$R" --recipient a --recipient b -o "$T/o.png" "$IMG"
-expect "mark refuses to overwrite" 2 "$TRACEMARK" mark -k "$K" -r "$R" --recipient alice@example.com --out-dir "$T/out" "$IMG"
+cp "$T/out/skimage_coffee.alice@example.com.png" "$T/alice.png"
+expect "mark again: the recorded copy in place is made again" 0 "$TRACEMARK" mark -k "$K" -r "$R" \
+    --recipient alice@example.com --out-dir "$T/out" "$IMG"
+ok "the same bytes" "$(cmp "$T/out/skimage_coffee.alice@example.com.png" "$T/alice.png" && echo same)" = same
+printf 'not this copy' >"$T/out/skimage_coffee.alice@example.com.png"
+expect "mark refuses to overwrite another file" 2 "$TRACEMARK" mark -k "$K" -r "$R" --recipient alice@example.com \
+    --out-dir "$T/out" "$IMG"
 has "overwrite explained" "$ERR" "file exists"
+ok "the file left alone" "$(cat "$T/out/skimage_coffee.alice@example.com.png")" = "not this copy"
+cp "$T/alice.png" "$T/out/skimage_coffee.alice@example.com.png"
 expect "mark corrupt input" 2 "$TRACEMARK" mark -k "$K" -r "$R" --recipient z -o "$T/z.jpg" "$T/junk.db"
 ok "no output for corrupt input" ! -e "$T/z.jpg"
 chmod 644 "$K"
@@ -155,6 +163,37 @@ ok "parallel mark 2 succeeded" "$r2" -eq 0
 expect "parallel registry verifies" 0 "$TRACEMARK" registry verify -k "$K" -r "$P"
 expect "parallel registry lists" 0 "$TRACEMARK" registry list --copies -r "$P"
 lines "all 9 copies recorded (and a header)" "$OUT" 10
+
+# the journal: verify prints its head; rows deleted or put back are named;
+# trace warns when the journal's last entries are gone
+expect "verify prints the journal head" 0 "$TRACEMARK" registry verify -k "$K" -r "$P"
+has "journal of 11 entries (2 images, 9 copies)" "$OUT" "9 copies verified, all good; journal of 11 entries, head [0-9a-f]{16}$"
+expect "verify --json: journal" 0 "$TRACEMARK" registry verify -k "$K" -r "$P" --json
+has "json journal" "$OUT" '"journal": \{"entries": 11, "head": "[0-9a-f]{16}"\}'
+if command -v sqlite3 >/dev/null 2>&1; then
+    cp "$P" "$T/del.db"
+    sqlite3 "$T/del.db" 'DELETE FROM copies WHERE copy_id = 3' >/dev/null
+    expect "a deleted copy fails verify (exit 1)" 1 "$TRACEMARK" registry verify -k "$K" -r "$T/del.db"
+    has "the deleted copy is named" "$ERR" "del.db: copy 3: deleted: the journal records it"
+    expect "verify --json names it" 1 "$TRACEMARK" registry verify -k "$K" -r "$T/del.db" --json
+    has "json bad row" "$OUT" '"bad": \[\{"copy": 3, "reason": "deleted'
+    cp "$P" "$T/cut.db"
+    last=$(sqlite3 "$T/cut.db" "SELECT ref FROM journal ORDER BY seq DESC LIMIT 1")
+    sqlite3 "$T/cut.db" "DELETE FROM copies WHERE copy_id = $last; DELETE FROM journal WHERE seq = 11" >/dev/null
+    expect "the last copy cut: verify fails" 1 "$TRACEMARK" registry verify -k "$K" -r "$T/cut.db"
+    has "the head names it" "$ERR" "journal's head does not match its last entry"
+    leaked=$(ls "$T/par1"/*.p1.png)
+    expect "trace on the cut registry still runs" 0 "$TRACEMARK" trace -k "$K" -r "$T/cut.db" "$leaked"
+    has "trace warns" "$ERR" "^tracemark: .*cut.db: warning: the journal's head does not match its last entry; run 'tracemark registry verify'$"
+    has "and names p1" "$OUT" "ACCUSED p1"
+    cp "$P" "$T/back.db"
+    sqlite3 "$T/back.db" "CREATE TEMP TABLE c AS SELECT * FROM copies WHERE recipient = 'p1';
+        DELETE FROM copies WHERE recipient = 'p1'; UPDATE c SET copy_id = 100; INSERT INTO copies SELECT * FROM c" >/dev/null
+    expect "a copy put back under a new id fails verify" 1 "$TRACEMARK" registry verify -k "$K" -r "$T/back.db"
+    has "it is named" "$ERR" "copy 100: not in the journal"
+    expect "trace refuses to accuse from it" 2 "$TRACEMARK" trace -k "$K" -r "$T/back.db" "$leaked"
+    has "the row named" "$ERR" "copy 100 \(accused by .*\) fails its integrity check: registry tampered \(copy 100: not in the journal"
+fi
 
 # threads: -j gives the same copies, rows and verdicts, in the same order
 J1="$T/j1.db"; J3="$T/j3.db"
@@ -203,6 +242,7 @@ has "mark --help teaches --jobs" "$OUT" "--jobs N"
 mkdir -p "$T/jfail/skimage_rocket.c.jpg"
 expect "mark -j 3 with one copy unwritable" 2 "$TRACEMARK" mark -k "$K" -r "$J3" -j 3 --force --recipient a2 \
     --recipient b2 --recipient c --recipient d2 --recipient e2 --out-dir "$T/jfail" "$C/skimage_rocket.jpg"
+has "the name that is not a file is named" "$ERR" "skimage_rocket.c.jpg: exists and is not a file"
 ok "no copy kept when one failed" "$(ls "$T/jfail" | wc -l)" -eq 1
 expect "registry after the failed run" 0 "$TRACEMARK" registry list --copies -r "$J3"
 lines "no row added by the failed run (5 and a header)" "$OUT" 6
