@@ -1064,10 +1064,12 @@ static int bench_pass(bench *b, int r)
 
     /* the program: blind (the geometric search alone), then as it runs by
      * default, informed by the original the registry recorded */
-    char *trace_argv[] = {(char *)b->program, "trace", "--blind", "-k", bench_scratch(F_KEY), "-r",
+    char *blind_argv[] = {(char *)b->program, "trace", "--blind", "-k", bench_scratch(F_KEY), "-r",
                           bench_scratch(F_REG), bench_scratch(F_COPY), NULL};
-    if ((rc = trace_program(b, trace_argv, &t[T_TRACE_CLI][r], "`trace --blind`")) ||
-        (rc = trace_program(b, trace_argv + 1, &t[T_INFORMED_CLI][r], "`trace`"))) {
+    char *informed_argv[] = {(char *)b->program, "trace", "-k", bench_scratch(F_KEY), "-r", bench_scratch(F_REG),
+                             bench_scratch(F_COPY), NULL};
+    if ((rc = trace_program(b, blind_argv, &t[T_TRACE_CLI][r], "`trace --blind`")) ||
+        (rc = trace_program(b, informed_argv, &t[T_INFORMED_CLI][r], "`trace`"))) {
         tm_original_free(ref);
         return rc;
     }
@@ -1092,9 +1094,9 @@ static int bench_pass(bench *b, int r)
     if (st != TM_OK) return fail("decode + tm_trace_run_informed of the resized copy", st);
     leaker_alone(b, &res, "decode + tm_trace_run_informed of the resized copy");
     tm_trace_result_clear(&res);
-    trace_argv[7] = bench_scratch(F_RESIZED);
-    if ((rc = trace_program(b, trace_argv, &t[T_TRACE_RS_CLI][r], "`trace --blind` of the resized copy")) ||
-        (rc = trace_program(b, trace_argv + 1, &t[T_INFORMED_RS_CLI][r], "`trace` of the resized copy")))
+    blind_argv[7] = informed_argv[6] = bench_scratch(F_RESIZED);
+    if ((rc = trace_program(b, blind_argv, &t[T_TRACE_RS_CLI][r], "`trace --blind` of the resized copy")) ||
+        (rc = trace_program(b, informed_argv, &t[T_INFORMED_RS_CLI][r], "`trace` of the resized copy")))
         return rc;
     return b->wrong ? 1 : 0;
 }

@@ -310,20 +310,6 @@ static inline void cubic_weights(double t, double *w)
     w[3] = 0.5 * (t3 - t2);
 }
 
-/* Bicubic sample of plane p (w x h) at (x, y): inline inside, tm_interp
- * (borders clamped) near the edges. */
-static inline double cubic(const float *p, int w, int h, double x, double y)
-{
-    if (!(x >= 1 && y >= 1 && x < w - 2 && y < h - 2)) return tm_interp(p, w, h, x, y, 1);
-    int x0 = (int)x, y0 = (int)y;
-    double wx[4], wy[4], acc = 0;
-    cubic_weights(x - x0, wx);
-    cubic_weights(y - y0, wy);
-    const float *r = p + (size_t)(y0 - 1) * w + x0 - 1;
-    for (int j = 0; j < 4; j++, r += w) acc += wy[j] * (wx[0] * r[0] + wx[1] * r[1] + wx[2] * r[2] + wx[3] * r[3]);
-    return acc;
-}
-
 /* ---- the cost: 1 - NCC of suspect samples against the original ---- */
 
 typedef struct fit {
