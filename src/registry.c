@@ -838,6 +838,29 @@ static tm_status compare_fingerprint(tm_registry *reg, const char *have, const c
 
 static tm_status read_image(tm_registry *reg, sqlite3_stmt *s, tm_reg_image *out);
 
+/* Where verify's findings go. */
+typedef struct sink {
+    void (*bad)(void *ud, int64_t copy_id, const char *why);
+    void *ud;
+    size_t n;
+} sink;
+
+static tm_status verify_copies(tm_registry *reg, const tm_key *key, sink *k);
+
+/* The first finding, for a message. */
+typedef struct bad_first {
+    int64_t id;
+    char why[200];
+} bad_first;
+
+static void note_first(void *ud, int64_t copy_id, const char *why)
+{
+    bad_first *f = ud;
+    if (f->id) return;
+    f->id = copy_id;
+    snprintf(f->why, sizeof f->why, "%s", why);
+}
+
 /* Schema 1 to 2 in the caller's transaction: every copy's tag checked (a
  * registry already edited is not given a journal that would vouch for the
  * edit), then the new column and table, each image tagged, and one journal
@@ -848,33 +871,15 @@ static tm_status upgrade(tm_registry *reg, const tm_key *key)
     tm_status st = probe_file(reg, &p);
     if (st != TM_OK) return st;
     if (p.version < 2) {
-        sqlite3_stmt *s = stmt(reg, S_VERIFY);
-        int rc;
-        while (st == TM_OK && (rc = sqlite3_step(s)) == SQLITE_ROW) {
-            int64_t id = sqlite3_column_int64(s, 0);
-            const char *image_id = (const char *)sqlite3_column_text(s, 1);
-            const char *recipient = (const char *)sqlite3_column_text(s, 2);
-            const char *out_path = (const char *)sqlite3_column_text(s, 3);
-            uint8_t out_sha[32], tag[32], want[32];
-            int ok = blob32(s, 4, out_sha);
-            ok &= blob32(s, 8, tag);
-            ok = ok && image_id && recipient && out_path;
-            if (ok) {
-                st = row_tag(key, image_id, recipient, out_path, out_sha, sqlite3_column_int64(s, 5),
-                             (uint64_t)sqlite3_column_int64(s, 6), sqlite3_column_blob(s, 7),
-                             (size_t)sqlite3_column_bytes(s, 7), want);
-                ok = st == TM_OK && CRYPTO_memcmp(want, tag, 32) == 0;
-            }
-            if (st == TM_OK && !ok)
-                st = fail(reg, TM_ERR_TAMPERED,
-                          "copy %lld fails its integrity check, so the registry is not brought to schema %d: "
-                          "see 'tracemark registry verify'",
-                          (long long)id, SCHEMA_VERSION);
-        }
-        sqlite3_reset(s);
-        if (st != TM_OK) return st;
-        if (rc != SQLITE_DONE) return db_fail(reg, rc, "cannot read copies");
-        rc = sqlite3_exec(reg->db, upgrade_sql, NULL, NULL, NULL);
+        bad_first first = {0, ""};
+        sink k = {note_first, &first, 0};
+        if ((st = verify_copies(reg, key, &k)) != TM_OK) return st;
+        if (k.n)
+            return fail(reg, TM_ERR_TAMPERED,
+                        "copy %lld fails its integrity check (%s), so the registry is not brought to schema %d: "
+                        "see 'tracemark registry verify'",
+                        (long long)first.id, first.why, SCHEMA_VERSION);
+        int rc = sqlite3_exec(reg->db, upgrade_sql, NULL, NULL, NULL);
         if (rc != SQLITE_OK) return db_fail(reg, rc, "cannot bring the registry to the new schema");
     }
     if ((st = prepare(reg, S_V2, N_STMTS)) != TM_OK) return st;
@@ -1024,16 +1029,26 @@ tm_status tm_registry_put_image(tm_registry *reg, const tm_reg_image *img)
     return write_end(reg, own, st);
 }
 
-/* Fills out from a row of IMAGE_COLUMNS. */
+/* A row of IMAGE_COLUMNS as a view: its strings are the statement's, valid
+ * until it steps again. */
+static void image_view(sqlite3_stmt *s, tm_reg_image *img)
+{
+    memset(img, 0, sizeof *img);
+    const char *id = (const char *)sqlite3_column_text(s, 0);
+    snprintf(img->image_id, sizeof img->image_id, "%s", id ? id : "");
+    copy_blob32(s, 1, img->content_sha256);
+    img->width = sqlite3_column_int(s, 2);
+    img->height = sqlite3_column_int(s, 3);
+    img->original_path = (char *)sqlite3_column_text(s, 4);
+    img->phash = (uint64_t)sqlite3_column_int64(s, 5);
+    img->params = (char *)sqlite3_column_text(s, 6);
+    img->created = sqlite3_column_int64(s, 7);
+}
+
+/* Fills out from a row of IMAGE_COLUMNS, its strings copied. */
 static tm_status read_image(tm_registry *reg, sqlite3_stmt *s, tm_reg_image *out)
 {
-    const char *id = (const char *)sqlite3_column_text(s, 0);
-    snprintf(out->image_id, sizeof out->image_id, "%s", id ? id : "");
-    copy_blob32(s, 1, out->content_sha256);
-    out->width = sqlite3_column_int(s, 2);
-    out->height = sqlite3_column_int(s, 3);
-    out->phash = (uint64_t)sqlite3_column_int64(s, 5);
-    out->created = sqlite3_column_int64(s, 7);
+    image_view(s, out);
     out->original_path = dup_text(s, 4);
     out->params = dup_text(s, 6);
     if ((sqlite3_column_type(s, 4) != SQLITE_NULL && !out->original_path) || !out->params) {
@@ -1098,16 +1113,7 @@ tm_status tm_registry_list_images(tm_registry *reg,
     int rc;
     while ((rc = sqlite3_step(s)) == SQLITE_ROW) {
         tm_reg_image img;
-        memset(&img, 0, sizeof img);
-        const char *id = (const char *)sqlite3_column_text(s, 0);
-        snprintf(img.image_id, sizeof img.image_id, "%s", id ? id : "");
-        copy_blob32(s, 1, img.content_sha256);
-        img.width = sqlite3_column_int(s, 2);
-        img.height = sqlite3_column_int(s, 3);
-        img.original_path = (char *)sqlite3_column_text(s, 4);
-        img.phash = (uint64_t)sqlite3_column_int64(s, 5);
-        img.params = (char *)sqlite3_column_text(s, 6);
-        img.created = sqlite3_column_int64(s, 7);
+        image_view(s, &img);
         if (fn(ud, &img, (uint64_t)sqlite3_column_int64(s, 8))) {
             rc = SQLITE_DONE;
             break;
@@ -1431,13 +1437,6 @@ static void append_reason(char *buf, size_t cap, const char *fmt, ...)
     va_end(ap);
 }
 
-/* Where verify's findings go. */
-typedef struct sink {
-    void (*bad)(void *ud, int64_t copy_id, const char *why);
-    void *ud;
-    size_t n;
-} sink;
-
 static void report(sink *k, int64_t id, const char *why)
 {
     k->n++;
@@ -1515,16 +1514,7 @@ static tm_status verify_images(tm_registry *reg, const tm_key *key, sink *k)
     int rc;
     while ((rc = sqlite3_step(s)) == SQLITE_ROW) {
         tm_reg_image img;
-        memset(&img, 0, sizeof img);
-        const char *id = (const char *)sqlite3_column_text(s, 0);
-        snprintf(img.image_id, sizeof img.image_id, "%s", id ? id : "");
-        copy_blob32(s, 1, img.content_sha256);
-        img.width = sqlite3_column_int(s, 2);
-        img.height = sqlite3_column_int(s, 3);
-        img.original_path = (char *)sqlite3_column_text(s, 4);
-        img.phash = (uint64_t)sqlite3_column_int64(s, 5);
-        img.params = (char *)sqlite3_column_text(s, 6);
-        img.created = sqlite3_column_int64(s, 7);
+        image_view(s, &img);
         uint8_t tag[32], want[32];
         int tag_ok = blob32(s, 8, tag);
         char why[600] = "";
