@@ -4,9 +4,11 @@
  * analyses the original once, synthesises a registry of N copies from their
  * codewords (no registry file: trace only needs the codewords), marks the
  * copies of L leakers, and for every attack traces the attacked leaked copy
- * under the key (a "leak" trial), the same suspect under a wrong key and the
- * unmarked original through the same attack (the two "null" trials, where
- * any accusation is a false one). Each trace becomes one tm_lab_trial.
+ * under the key (a "leak" trial), the same suspect traced with another key
+ * against the registry that key would have made (its codewords drawn under
+ * it: a suspect carrying someone else's mark), and the unmarked original
+ * through the same attack (the two "null" trials, where any accusation is a
+ * false one). Each trace becomes one tm_lab_trial.
  *
  * An attack is a pipeline of stages separated by '|': a tracemark chain
  * (tm_attack_apply), "none", or ImageMagick's convert on the image handed
@@ -58,6 +60,7 @@
 #endif
 
 #include "internal.h"
+#include "scheme.h"
 
 extern char **environ;
 
@@ -1245,8 +1248,9 @@ static tm_status run_image(tm_lab *lab, uint32_t idx, const char *dir, sink *s, 
     tm_image *coll[MAX_COLLUDERS] = {NULL}; /* coll[0] is marked, borrowed */
     tm_embedder *emb = NULL;
     tm_original *ref = NULL; /* informed sweeps: the original prepared once */
-    tm_reg_copy *copies = NULL;
-    uint8_t(*words)[TM_CODEWORD_BYTES] = NULL;
+    tm_reg_copy *copies = NULL, *wcopies = NULL; /* wcopies: the registry as the wrong key made it */
+    uint8_t(*words)[TM_CODEWORD_BYTES] = NULL, (*wwords)[TM_CODEWORD_BYTES] = NULL;
+    double *wbias = NULL;
     char(*names)[32] = NULL;
     err[0] = 0;
     tm_status st = tm_image_load(im->path, NULL, &orig, NULL);
@@ -1273,18 +1277,31 @@ static tm_status run_image(tm_lab *lab, uint32_t idx, const char *dir, sink *s, 
         goto out;
     }
     copies = calloc(nc, sizeof *copies);
+    wcopies = calloc(nc, sizeof *wcopies);
     words = calloc(nc, TM_CODEWORD_BYTES);
+    wwords = calloc(nc, TM_CODEWORD_BYTES);
+    wbias = calloc(TM_CODE_BITS, sizeof *wbias);
     names = calloc(nc, 32);
     st = TM_ERR_NOMEM;
-    if (!copies || !words || !names) goto out;
+    if (!copies || !wcopies || !words || !wwords || !wbias || !names) goto out;
+    /* The wrong-key null is a suspect marked under another key, traced with
+     * ours against our registry: its copies' codewords are the wrong key's
+     * (drawn with that key's biases, as the scorer assumes), so the suspect's
+     * mark is independent of every one of them. */
+    const char *id = tm_embedder_image_id(emb);
+    if ((st = tm_code_bias(lab->wrong_key, id, wbias)) != TM_OK) goto out;
     for (size_t i = 0; i < nc; i++) {
         snprintf(names[i], 32, i < nl ? "leaker-%zu" : "innocent-%zu", i);
-        if ((st = tm_embedder_codeword(emb, names[i], words[i])) != TM_OK) goto out;
+        if ((st = tm_embedder_codeword(emb, names[i], words[i])) != TM_OK ||
+            (st = tm_code_word(lab->wrong_key, id, names[i], wbias, wwords[i])) != TM_OK)
+            goto out;
         copies[i].copy_id = (int64_t)i + 1;
-        copies[i].image_id = tm_embedder_image_id(emb);
+        copies[i].image_id = id;
         copies[i].recipient = names[i];
         copies[i].code_len = TM_CODEWORD_BYTES * 8;
         copies[i].codeword = words[i];
+        wcopies[i] = copies[i];
+        wcopies[i].codeword = wwords[i];
     }
     /* The copies a collusion attack combines besides the leaked one. */
     int max_c = 1;
@@ -1337,7 +1354,7 @@ static tm_status run_image(tm_lab *lab, uint32_t idx, const char *dir, sink *s, 
             t.kind = TM_LAB_NULL_WRONG_KEY;
             t.colluders = 0;
             if (wrong_key &&
-                (st = trace_one(s, lab->wrong_key, sus, orig, ref, copies, nc, &t, -1, err, errlen, what)) != TM_OK)
+                (st = trace_one(s, lab->wrong_key, sus, orig, ref, wcopies, nc, &t, -1, err, errlen, what)) != TM_OK)
                 goto out;
             tm_image_free(sus);
             sus = NULL;
@@ -1367,7 +1384,10 @@ out:
     tm_original_free(ref);
     tm_image_free(orig);
     free(copies);
+    free(wcopies);
     free(words);
+    free(wwords);
+    free(wbias);
     free(names);
     return st;
 }
