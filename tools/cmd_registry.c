@@ -18,6 +18,8 @@ static void registry_help(void)
            "       tracemark registry list   -r REGISTRY [--copies] [--json]\n"
            "       tracemark registry show   -r REGISTRY [--json] ID\n"
            "       tracemark registry verify -r REGISTRY -k KEYFILE [--json]\n"
+           "       tracemark registry export -r REGISTRY (--json | --csv) [-k KEYFILE]\n"
+           "       tracemark registry stats  -r REGISTRY [--json] [-k KEYFILE]\n"
            "\n"
            "The registry (a SQLite file) records every original image that was marked\n"
            "and every copy handed out: who received it, where it was written and the\n"
@@ -39,18 +41,28 @@ static void registry_help(void)
            "           good it prints the journal's head: write it down after marking;\n"
            "           a registry later rolled back to an earlier state shows an earlier\n"
            "           head\n"
+           "  export   every image and copy, with hashes, codewords and tags, for a case\n"
+           "           file: one JSON document, or CSV with one row per copy (fields\n"
+           "           quoted; a field that a spreadsheet would run as a formula, one\n"
+           "           starting with = + - @, is prefixed with '). With -k, the\n"
+           "           registry is verified first and the result goes in the JSON\n"
+           "  stats    how many images, copies and recipients, the first and last\n"
+           "           copy's date, the file's size; with -k, the journal's length\n"
+           "           and head\n"
            "\n"
            "Options:\n"
            "  -r, --registry=FILE  the registry file\n"
            "  -k, --key=FILE       the secret key file (see `tracemark keygen`)\n"
            "      --copies         list: one line per copy instead of per image\n"
            "      --json           print one JSON object on stdout\n"
+           "      --csv            export: CSV, one row per copy, with a header row\n"
            "  -h, --help           show this help\n"
            "\n"
            "Examples:\n"
            "  tracemark registry list -r designs.reg\n"
            "  tracemark registry show -r designs.reg alice@example.com\n"
            "  tracemark registry verify -r designs.reg -k team.key\n"
+           "  tracemark registry export -r designs.reg --csv > case-2026-17.csv\n"
            "\n"
            "Exit status: 0 success (verify: every row is good); 1 show found nothing, or\n"
            "verify found bad rows; 2 error (missing or damaged registry, wrong key).\n");
@@ -60,6 +72,7 @@ typedef struct reg_opts {
     const char *registry;
     const char *keyfile;
     int json;
+    int csv;
     int copies;
 } reg_opts;
 
@@ -100,7 +113,8 @@ static int open_registry(const reg_opts *o, int create, tm_registry **reg)
     return CLI_ERR;
 }
 
-static void json_copy(FILE *f, const tm_reg_copy *c)
+/* A copy as a JSON object, left open for more members (close it with '}'). */
+static void json_copy_open(FILE *f, const tm_reg_copy *c)
 {
     char t[32], sha[65];
     fmt_time(c->created, t);
@@ -111,7 +125,13 @@ static void json_copy(FILE *f, const tm_reg_copy *c)
     cli_json_string(f, c->image_id);
     fputs(", \"output\": ", f);
     cli_json_string(f, c->out_path);
-    fprintf(f, ", \"output_sha256\": \"%s\", \"created\": \"%s\", \"code_bits\": %u}", sha, t, c->code_len);
+    fprintf(f, ", \"output_sha256\": \"%s\", \"created\": \"%s\", \"code_bits\": %u", sha, t, c->code_len);
+}
+
+static void json_copy(FILE *f, const tm_reg_copy *c)
+{
+    json_copy_open(f, c);
+    fputc('}', f);
 }
 
 static void human_copy_line(const tm_reg_copy *c)
@@ -467,31 +487,254 @@ out:
     return rc;
 }
 
+/* ---- export and stats ----------------------------------------------------- */
+
+/* One CSV field, RFC 4180: quoted, quotes doubled; a leading = + - @ gets
+ * a ' so that a spreadsheet shows the text instead of running it. */
+static void csv_field(const char *v, int last)
+{
+    putchar('"');
+    if (v && strchr("=+-@", v[0]) && v[0]) putchar('\'');
+    for (const char *p = v ? v : ""; *p; p++) {
+        if (*p == '"') putchar('"');
+        putchar(*p);
+    }
+    putchar('"');
+    putchar(last ? '\n' : ',');
+}
+
+/* The key's view of the registry, when -k is given: verified (findings
+ * counted), and the journal's length and head. */
+typedef struct key_view {
+    int have;
+    size_t findings;
+    uint64_t entries;
+    char head[17];
+} key_view;
+
+static int key_view_load(const reg_opts *o, tm_registry *reg, key_view *kv)
+{
+    memset(kv, 0, sizeof *kv);
+    if (!o->keyfile) return CLI_OK;
+    tm_key *key = NULL;
+    tm_status st = tm_key_load(o->keyfile, &key);
+    if (st != TM_OK) {
+        cli_input_status(o->keyfile, st);
+        return CLI_ERR;
+    }
+    st = tm_registry_verify(reg, key, NULL, NULL, &kv->findings);
+    if (st == TM_OK || st == TM_ERR_TAMPERED) {
+        tm_status hs = tm_registry_journal(reg, key, &kv->entries, kv->head);
+        if (hs != TM_OK) kv->head[0] = '\0';
+        st = TM_OK;
+    }
+    tm_key_free(key);
+    if (st != TM_OK) return reg_error(o, reg, st);
+    kv->have = 1;
+    return CLI_OK;
+}
+
+static void json_key_view(const key_view *kv)
+{
+    if (!kv->have) {
+        fputs("null", stdout);
+        return;
+    }
+    printf("{\"verified\": %s, \"findings\": %zu, \"entries\": %llu, \"head\": ", kv->findings ? "false" : "true",
+           kv->findings, (unsigned long long)kv->entries);
+    if (kv->head[0]) printf("\"%s\"}", kv->head);
+    else fputs("null}", stdout);
+}
+
+static int export_image(void *ud, const tm_reg_image *img, uint64_t n_copies)
+{
+    size_t *n = ud;
+    fputs(*n ? ", " : "", stdout);
+    json_image(stdout, img, n_copies);
+    (*n)++;
+    return 0;
+}
+
+static int registry_export(const reg_opts *o)
+{
+    if (o->json == o->csv) return cli_usage("registry export", "want one of --json or --csv");
+    tm_registry *reg = NULL;
+    if (open_registry(o, 0, &reg) != CLI_OK) return CLI_ERR;
+    int rc = CLI_ERR;
+    tm_reg_copy *arr = NULL;
+    size_t n = 0, n_images = 0;
+    key_view kv;
+    tm_status st = tm_registry_load_copies(reg, NULL, &arr, &n);
+    if (st != TM_OK) {
+        reg_error(o, reg, st);
+        goto out;
+    }
+    if (key_view_load(o, reg, &kv) != CLI_OK) goto out;
+    if (o->csv) {
+        static const char *const head[] = {"copy", "recipient", "image", "output", "output_sha256", "created",
+                                           "code_bits", "codeword", "tag"};
+        for (size_t i = 0; i < sizeof head / sizeof head[0]; i++) csv_field(head[i], i + 1 == sizeof head / sizeof head[0]);
+        for (size_t i = 0; i < n; i++) {
+            const tm_reg_copy *c = &arr[i];
+            char id[24], t[32], sha[65], bits[16], tag[65];
+            char *cw = malloc(2 * ((c->code_len + 7u) / 8u) + 1);
+            if (!cw) {
+                cli_error(NULL, "out of memory");
+                goto out;
+            }
+            snprintf(id, sizeof id, "%lld", (long long)c->copy_id);
+            snprintf(bits, sizeof bits, "%u", c->code_len);
+            fmt_time(c->created, t);
+            fmt_hex(c->out_sha256, 32, sha);
+            fmt_hex(c->tag, 32, tag);
+            fmt_hex(c->codeword, (c->code_len + 7u) / 8u, cw);
+            const char *row[] = {id, c->recipient, c->image_id, c->out_path, sha, t, bits, cw, tag};
+            for (size_t k = 0; k < sizeof row / sizeof row[0]; k++) csv_field(row[k], k + 1 == sizeof row / sizeof row[0]);
+            free(cw);
+        }
+    } else {
+        char now[32];
+        fmt_time((int64_t)time(NULL), now);
+        fputs("{\"registry\": ", stdout);
+        cli_json_string(stdout, o->registry);
+        printf(", \"exported\": \"%s\", \"key\": ", now);
+        json_key_view(&kv);
+        fputs(", \"images\": [", stdout);
+        st = tm_registry_list_images(reg, export_image, &n_images);
+        fputs("], \"copies\": [", stdout);
+        for (size_t i = 0; i < n; i++) {
+            const tm_reg_copy *c = &arr[i];
+            size_t nb = (c->code_len + 7u) / 8u;
+            char *cw = malloc(2 * nb + 1), tag[65];
+            if (!cw) {
+                cli_error(NULL, "out of memory");
+                goto out;
+            }
+            fmt_hex(c->codeword, nb, cw);
+            fmt_hex(c->tag, 32, tag);
+            fputs(i ? ", " : "", stdout);
+            json_copy_open(stdout, c);
+            printf(", \"codeword\": \"%s\", \"tag\": \"%s\"}", cw, tag);
+            free(cw);
+        }
+        fputs("]}\n", stdout);
+        if (st != TM_OK) {
+            reg_error(o, reg, st);
+            goto out;
+        }
+    }
+    rc = CLI_OK;
+out:
+    tm_reg_copies_free(arr, n);
+    tm_registry_free(reg);
+    return rc;
+}
+
+static int count_image(void *ud, const tm_reg_image *img, uint64_t n_copies)
+{
+    (void)img;
+    (void)n_copies;
+    (*(size_t *)ud)++;
+    return 0;
+}
+
+static int cmp_cstr(const void *a, const void *b)
+{
+    return strcmp(*(const char *const *)a, *(const char *const *)b);
+}
+
+static int registry_stats(const reg_opts *o)
+{
+    tm_registry *reg = NULL;
+    if (open_registry(o, 0, &reg) != CLI_OK) return CLI_ERR;
+    int rc = CLI_ERR;
+    tm_reg_copy *arr = NULL;
+    const char **who = NULL;
+    size_t n = 0;
+    key_view kv;
+    size_t images = 0;
+    tm_status st = tm_registry_load_copies(reg, NULL, &arr, &n);
+    if (st == TM_OK) st = tm_registry_list_images(reg, count_image, &images);
+    if (st != TM_OK) {
+        reg_error(o, reg, st);
+        goto out;
+    }
+    if (key_view_load(o, reg, &kv) != CLI_OK) goto out;
+    who = malloc((n ? n : 1) * sizeof *who);
+    if (!who) {
+        cli_error(NULL, "out of memory");
+        goto out;
+    }
+    int64_t first = 0, last = 0;
+    for (size_t i = 0; i < n; i++) {
+        who[i] = arr[i].recipient;
+        if (!i || arr[i].created < first) first = arr[i].created;
+        if (!i || arr[i].created > last) last = arr[i].created;
+    }
+    qsort(who, n, sizeof *who, cmp_cstr);
+    size_t recipients = 0;
+    for (size_t i = 0; i < n; i++) recipients += !i || strcmp(who[i], who[i - 1]);
+    struct stat sb;
+    long long bytes = stat(o->registry, &sb) == 0 ? (long long)sb.st_size : -1;
+    char t0[32] = "-", t1[32] = "-";
+    if (n) fmt_time(first, t0), fmt_time(last, t1);
+    if (o->json) {
+        fputs("{\"registry\": ", stdout);
+        cli_json_string(stdout, o->registry);
+        printf(", \"bytes\": %lld, \"images\": %zu, \"copies\": %zu, \"recipients\": %zu, \"first\": ", bytes,
+               images, n, recipients);
+        if (n) printf("\"%s\", \"last\": \"%s\"", t0, t1);
+        else fputs("null, \"last\": null", stdout);
+        fputs(", \"key\": ", stdout);
+        json_key_view(&kv);
+        fputs("}\n", stdout);
+    } else {
+        printf("registry    %s (%lld bytes)\n", o->registry, bytes);
+        printf("images      %zu\n", images);
+        printf("copies      %zu, to %zu recipient%s\n", n, recipients, recipients == 1 ? "" : "s");
+        printf("first copy  %s\nlast copy   %s\n", t0, t1);
+        if (kv.have) {
+            printf("verified    %s\n", kv.findings ? "NO: run 'tracemark registry verify'" : "yes");
+            if (kv.head[0]) printf("journal     %llu entries, head %s\n", (unsigned long long)kv.entries, kv.head);
+        }
+    }
+    rc = CLI_OK;
+out:
+    free(who);
+    tm_reg_copies_free(arr, n);
+    tm_registry_free(reg);
+    return rc;
+}
+
 /* ---- dispatch ------------------------------------------------------------- */
 
 int cmd_registry(int argc, char **argv)
 {
-    enum { OPT_JSON = 256, OPT_COPIES };
+    enum { OPT_JSON = 256, OPT_COPIES, OPT_CSV };
     static const struct option opts[] = {
         {"registry", required_argument, NULL, 'r'},
         {"key", required_argument, NULL, 'k'},
         {"json", no_argument, NULL, OPT_JSON},
+        {"csv", no_argument, NULL, OPT_CSV},
         {"copies", no_argument, NULL, OPT_COPIES},
         {"help", no_argument, NULL, 'h'},
         {NULL, 0, NULL, 0},
     };
-    if (argc < 2) return cli_usage("registry", "missing subcommand (init, list, show or verify)");
+    if (argc < 2) return cli_usage("registry", "missing subcommand (init, list, show, verify, export or stats)");
     const char *sub = argv[1];
     if (!strcmp(sub, "-h") || !strcmp(sub, "--help")) {
         registry_help();
         return CLI_OK;
     }
-    if (strcmp(sub, "init") && strcmp(sub, "list") && strcmp(sub, "show") && strcmp(sub, "verify"))
-        return cli_usage("registry", "unknown subcommand '%s' (init, list, show or verify)", sub);
+    static const char *const subs[] = {"init", "list", "show", "verify", "export", "stats"};
+    size_t which = 0;
+    while (which < sizeof subs / sizeof subs[0] && strcmp(sub, subs[which])) which++;
+    if (which == sizeof subs / sizeof subs[0])
+        return cli_usage("registry", "unknown subcommand '%s' (init, list, show, verify, export or stats)", sub);
 
     char cmd[32];
     snprintf(cmd, sizeof cmd, "registry %s", sub);
-    reg_opts o = {NULL, NULL, 0, 0};
+    reg_opts o = {NULL, NULL, 0, 0, 0};
     int c;
     opterr = 0;
     optind = 1;
@@ -501,6 +744,7 @@ int cmd_registry(int argc, char **argv)
         case 'k': o.keyfile = optarg; break;
         case OPT_JSON: o.json = 1; break;
         case OPT_COPIES: o.copies = 1; break;
+        case OPT_CSV: o.csv = 1; break;
         case 'h': registry_help(); return CLI_OK;
         case ':': return cli_usage(cmd, "option '%s' needs an argument", argv[optind]);
         default: return cli_usage(cmd, "unknown option '%s'", argv[optind]);
@@ -515,7 +759,10 @@ int cmd_registry(int argc, char **argv)
     }
     if (nargs) return cli_usage(cmd, "unexpected argument '%s'", args[0]);
     if (o.copies && strcmp(sub, "list")) return cli_usage(cmd, "--copies applies to list only");
+    if (o.csv && strcmp(sub, "export")) return cli_usage(cmd, "--csv applies to export only");
     if (!strcmp(sub, "init")) return registry_init(&o);
     if (!strcmp(sub, "list")) return registry_list(&o);
+    if (!strcmp(sub, "export")) return registry_export(&o);
+    if (!strcmp(sub, "stats")) return registry_stats(&o);
     return registry_verify(&o);
 }

@@ -195,6 +195,33 @@ if command -v sqlite3 >/dev/null 2>&1; then
     has "the row named" "$ERR" "copy 100 \(accused by .*\) fails its integrity check: registry tampered \(copy 100: not in the journal"
 fi
 
+# export and stats, for a case file: every copy, quoted safely
+X="$T/exp.db"
+cp "$P" "$X"
+expect "a recipient a spreadsheet would run" 0 "$TRACEMARK" mark -k "$K" -r "$X" \
+    --recipient '=HYPERLINK("x"),y' -o "$T/formula.png" "$IMG"
+expect "export --csv" 0 "$TRACEMARK" registry export -r "$X" --csv
+lines "a header and 10 rows" "$OUT" 11
+has "csv header" "$OUT" '^"copy","recipient","image","output","output_sha256","created","code_bits","codeword","tag"$'
+has "the formula defused and its quotes doubled" "$OUT" '^"10","'"'"'=HYPERLINK\(""x""\),y",'
+ok "csv parses to 10 rows of 9 fields, the name intact" "$(python3 -c 'import csv,sys; r=list(csv.reader(open(sys.argv[1])))
+print(len(r) == 11 and all(len(x) == 9 for x in r) and r[10][1] == "'"'"'=HYPERLINK(\"x\"),y")' "$OUT")" = True
+expect "export --json -k" 0 "$TRACEMARK" registry export -r "$X" --json -k "$K"
+ok "json: 2 images, 10 copies with codewords, verified, head" "$(python3 -c 'import json,sys; d=json.load(open(sys.argv[1]))
+print(len(d["images"]) == 2 and len(d["copies"]) == 10 and all(len(c["codeword"]) == 64 for c in d["copies"])
+      and d["key"]["verified"] and d["key"]["entries"] == 12 and len(d["key"]["head"]) == 16)' "$OUT")" = True
+expect "export wants a format" 2 "$TRACEMARK" registry export -r "$X"
+expect "stats" 0 "$TRACEMARK" registry stats -r "$X" -k "$K"
+has "stats: copies and recipients" "$OUT" "^copies      10, to 10 recipients$"
+has "stats: journal" "$OUT" "^journal     12 entries, head [0-9a-f]{16}$"
+expect "stats --json" 0 "$TRACEMARK" registry stats -r "$X" --json
+has "stats json" "$OUT" '"images": 2, "copies": 10, "recipients": 10, "first": "[0-9T:Z-]+", "last": "[0-9T:Z-]+", "key": null\}$'
+if command -v sqlite3 >/dev/null 2>&1; then
+    sqlite3 "$X" "DELETE FROM copies WHERE copy_id = 2" >/dev/null
+    expect "stats of a tampered registry still runs" 0 "$TRACEMARK" registry stats -r "$X" -k "$K"
+    has "and says it does not verify" "$OUT" "^verified    NO"
+fi
+
 # threads: -j gives the same copies, rows and verdicts, in the same order
 J1="$T/j1.db"; J3="$T/j3.db"
 expect "mark -j 1" 0 "$TRACEMARK" mark -k "$K" -r "$J1" -j 1 --recipient a --recipient b --recipient c \
