@@ -40,8 +40,11 @@ static void mark_help(void)
            "XMP, IPTC, comments) never reaches a copy; the ICC profile does.\n"
            "\n"
            "With --out-dir, copies are named STEM.RECIPIENT.EXT after IN (recipient made\n"
-           "file-name safe; a short hash is added when two would collide). -o OUT is for a\n"
-           "single recipient. The output format follows OUT's extension, or IN's with\n"
+           "file-name safe; a short hash is added when two would collide), or after\n"
+           "--name's template: {stem} (IN's name without its extension), {recipient}\n"
+           "(file-name safe, as above), {n} (the recipient's number, from 1), {ext},\n"
+           "and {{ }} for braces; it must hold {recipient} or {n}, and no '/'. -o OUT is\n"
+           "for a single recipient. The output format follows OUT's extension, or IN's with\n"
            "--out-dir (--format to choose). A JPEG copy keeps IN's estimated quality and\n"
            "chroma subsampling unless --quality is given.\n"
            "\n"
@@ -53,6 +56,8 @@ static void mark_help(void)
            "  -o, --output OUT        the copy, for exactly one recipient\n"
            "  -d, --out-dir DIR       directory for the copies (created if missing)\n"
            "      --format FMT        jpg, png or webp (with --out-dir)\n"
+           "      --name TEMPLATE     copies' names in --out-dir, e.g. '{stem}-{recipient}.{ext}'\n"
+           "                          (default '{stem}.{recipient}.{ext}')\n"
            "  -q, --quality Q         JPEG/WebP quality 1..100\n"
            "      --strength S        mark strength, RMS luminance change (default 2.0)\n"
            "      --max-pixels N      refuse images larger than N pixels (default 200000000)\n"
@@ -119,7 +124,61 @@ static const char *ext_of(tm_format f)
 }
 
 /* Makes output names for every recipient: DIR/STEM.SLUG.EXT, made unique. */
-static int make_names(const mark_job *job, const char *in, const char *dir, tm_format fmt, char **names)
+#define DEFAULT_NAME "{stem}.{recipient}.{ext}"
+
+/* TEMPLATE expanded into out (cap bytes): 0, or -1 with why set (an unknown
+ * placeholder, an unclosed brace, a '/', or a name too long). */
+static int expand_name(const char *tpl, const char *stem, const char *slug, size_t n, const char *ext, char *out,
+                       size_t cap, const char **why)
+{
+    size_t len = 0;
+    char num[24];
+    snprintf(num, sizeof num, "%zu", n);
+    for (const char *p = tpl; *p;) {
+        const char *add = p;
+        size_t k = 1;
+        if (*p == '/') return *why = "holds a '/'", -1;
+        if ((p[0] == '{' && p[1] == '{') || (p[0] == '}' && p[1] == '}')) {
+            p += 2;
+        } else if (*p == '}') {
+            return *why = "has a '}' with no '{'", -1;
+        } else if (*p == '{') {
+            const char *end = strchr(p, '}');
+            if (!end) return *why = "has a '{' with no '}'", -1;
+            size_t w = (size_t)(end - p - 1);
+            if (w == 4 && !strncmp(p + 1, "stem", 4)) add = stem;
+            else if (w == 9 && !strncmp(p + 1, "recipient", 9)) add = slug;
+            else if (w == 1 && p[1] == 'n') add = num;
+            else if (w == 3 && !strncmp(p + 1, "ext", 3)) add = ext;
+            else return *why = "has an unknown placeholder (known: {stem} {recipient} {n} {ext})", -1;
+            k = strlen(add);
+            p = end + 1;
+        } else {
+            p++;
+        }
+        if (len + k >= cap) return *why = "makes a name too long", -1;
+        memcpy(out + len, add, k);
+        len += k;
+    }
+    out[len] = '\0';
+    return 0;
+}
+
+/* Whether TEMPLATE is one --name accepts: expands, and names each copy apart. */
+static int check_name(const char *tpl)
+{
+    char a[256], b[256];
+    const char *why = NULL;
+    if (expand_name(tpl, "s", "r1", 1, "e", a, sizeof a, &why) ||
+        expand_name(tpl, "s", "r2", 2, "e", b, sizeof b, &why))
+        return cli_usage("mark", "--name '%s' %s", tpl, why);
+    if (!strcmp(a, b)) return cli_usage("mark", "--name '%s' must hold {recipient} or {n}", tpl);
+    if (!strcmp(a, ".") || !strcmp(a, "..") || !a[0]) return cli_usage("mark", "--name '%s' names no file", tpl);
+    return 0;
+}
+
+static int make_names(const mark_job *job, const char *in, const char *dir, const char *tpl, tm_format fmt,
+                      char **names)
 {
     const char *base = strrchr(in, '/');
     base = base ? base + 1 : in;
@@ -143,7 +202,11 @@ static int make_names(const mark_job *job, const char *in, const char *dir, tm_f
             size_t l = strlen(slug);
             snprintf(slug + l, sizeof slug - l, "-%02x%02x%02x%02x", h[0], h[1], h[2], h[3]);
         }
-        snprintf(path, sizeof path, "%s/%s.%s.%s", dir, stem, slug, ext_of(fmt));
+        char name[1024];
+        const char *why = NULL;
+        if (expand_name(tpl, stem, slug, i + 1, ext_of(fmt), name, sizeof name, &why))
+            return cli_error(NULL, "--name '%s' %s", tpl, why), -1;
+        snprintf(path, sizeof path, "%s/%s", dir, name);
         if (!(names[i] = strdup(path))) return cli_error(NULL, "out of memory"), -1;
     }
     return 0;
@@ -239,6 +302,7 @@ int cmd_mark(int argc, char **argv)
         {"recipients", required_argument, NULL, 'F'},
         {"output", required_argument, NULL, 'o'},
         {"out-dir", required_argument, NULL, 'd'},
+        {"name", required_argument, NULL, 'N'},
         {"format", required_argument, NULL, 'T'},
         {"quality", required_argument, NULL, 'q'},
         {"strength", required_argument, NULL, 'S'},
@@ -249,7 +313,7 @@ int cmd_mark(int argc, char **argv)
         {"help", no_argument, NULL, 'h'},
         {NULL, 0, NULL, 0},
     };
-    const char *keyfile = NULL, *regfile = NULL, *output = NULL, *outdir = NULL;
+    const char *keyfile = NULL, *regfile = NULL, *output = NULL, *outdir = NULL, *name_tpl = NULL;
     tm_format fmt = TM_FORMAT_UNKNOWN;
     int quality = 0, force = 0, json = 0, jobs = 1, jobs_set = 0, made_dir = 0, c, rc = CLI_ERR;
     tm_mark_params mp;
@@ -280,6 +344,10 @@ int cmd_mark(int argc, char **argv)
             break;
         case 'o': output = optarg; break;
         case 'd': outdir = optarg; break;
+        case 'N':
+            if (check_name(optarg)) goto out;
+            name_tpl = optarg;
+            break;
         case 'T':
             if (!strcmp(optarg, "jpg") || !strcmp(optarg, "jpeg")) fmt = TM_FORMAT_JPEG;
             else if (!strcmp(optarg, "png")) fmt = TM_FORMAT_PNG;
@@ -337,6 +405,10 @@ int cmd_mark(int argc, char **argv)
         cli_usage("mark", "want either -o OUT (one recipient) or --out-dir DIR");
         goto out;
     }
+    if (output && name_tpl) {
+        cli_usage("mark", "--name names the copies of --out-dir; -o OUT names its own");
+        goto out;
+    }
     if (output && job.n != 1) {
         cli_usage("mark", "-o names one copy but there are %zu recipients: use --out-dir", job.n);
         goto out;
@@ -387,7 +459,7 @@ int cmd_mark(int argc, char **argv)
     }
     if (output) {
         if (!(names[0] = strdup(output))) goto out;
-    } else if (make_names(&job, in, outdir, fmt, names)) {
+    } else if (make_names(&job, in, outdir, name_tpl ? name_tpl : DEFAULT_NAME, fmt, names)) {
         goto out;
     }
     st = tm_registry_open(regfile, 1, &reg);

@@ -148,6 +148,24 @@ expect "colliding slugs" 0 "$TRACEMARK" mark -k "$K" -r "$R" --recipient "Ann Le
 ok "two files for colliding slugs" "$(ls "$T/slug" | wc -l)" -eq 2
 ok "names disambiguated by a hash" "$(ls "$T/slug" | grep -c '^skimage_coffee\.ann-lee-[0-9a-f]\{8\}\.png$')" -eq 2
 
+# --name: the copies' names from a template
+expect "--name template" 0 "$TRACEMARK" mark -k "$K" -r "$R" --recipient "Ann Lee" --recipient zed \
+    --name '{n}_{stem}-{recipient}.{ext}' --out-dir "$T/named" "$IMG"
+ok "first copy named by the template" -f "$T/named/1_skimage_coffee-ann-lee.png"
+ok "second copy named by the template" -f "$T/named/2_skimage_coffee-zed.png"
+ok "and nothing else" "$(ls "$T/named" | wc -l)" -eq 2
+expect "--name braces" 0 "$TRACEMARK" mark -k "$K" -r "$R" --recipient zed --name '{{{recipient}}}.{ext}' \
+    --out-dir "$T/braced" "$IMG"
+ok "literal braces" -f "$T/braced/{zed}.png"
+for bad in '{stem}.{ext}' '{bogus}-{n}' 'sub/{n}.png' '{n' 'x}{n}'; do
+    expect "--name '$bad' refused" 2 "$TRACEMARK" mark -k "$K" -r "$R" --recipient zed --name "$bad" \
+        --out-dir "$T/badname" "$IMG"
+    has "--name '$bad' explained" "$ERR" "^tracemark: mark: --name '"
+done
+ok "nothing made for a bad --name" ! -e "$T/badname"
+expect "--name with -o refused" 2 "$TRACEMARK" mark -k "$K" -r "$R" --recipient zed --name '{n}.png' \
+    -o "$T/o.png" "$IMG"
+
 # two mark runs on one registry at the same time: both succeed, no row lost
 P="$T/par.db"
 "$TRACEMARK" mark -k "$K" -r "$P" --recipients "$T/list.txt" --recipient p1 --recipient p2 --recipient p3 \
