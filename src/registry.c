@@ -785,9 +785,11 @@ static tm_status journal_of(tm_registry *reg, int kind, const char *ref, jentry 
 
 /* Whether the stored head is the HMAC of the last entry (an empty journal
  * and no head agree). */
-static tm_status head_agrees(tm_registry *reg, const tm_key *key, int64_t seq, const uint8_t link[32], int *ok)
+static tm_status head_agrees(tm_registry *reg, const tm_key *key, int64_t seq, const uint8_t link[32], int *ok,
+                             char want[96])
 {
-    char want[96], have[96] = "";
+    char have[96] = "";
+    want[0] = '\0';
     int found = 0;
     sqlite3_stmt *s = stmt(reg, S_META_GET);
     sqlite3_bind_text(s, 1, HEAD_NAME, -1, SQLITE_STATIC);
@@ -1443,20 +1445,29 @@ static void report(sink *k, int64_t id, const char *why)
     if (k->bad) k->bad(k->ud, id, why);
 }
 
-/* Whether the journal's last record of (kind, ref) is this row as stored. */
+/* Whether e, the journal's last record of a row, is that row as stored
+ * (tag): 1, or 0 with the reason appended to why. */
+static int entry_matches(const jentry *e, const uint8_t tag[32], char *why, size_t cap)
+{
+    if (!e->found)
+        append_reason(why, cap, "not in the journal (added behind tracemark's back, or a deleted row put back "
+                                "under a new id)");
+    else if (CRYPTO_memcmp(e->row_tag, tag, 32) != 0)
+        append_reason(why, cap, "not the version the journal last recorded (entry %lld): an earlier version "
+                                "restored, or rows swapped", (long long)e->seq);
+    else
+        return 1;
+    return 0;
+}
+
+/* entry_matches for the journal's last record of (kind, ref). */
 static tm_status journal_check(tm_registry *reg, int kind, const char *ref, const uint8_t tag[32], char *why,
                                size_t cap)
 {
     jentry e;
     tm_status st = journal_of(reg, kind, ref, &e);
-    if (st != TM_OK) return st;
-    if (!e.found)
-        append_reason(why, cap, "not in the journal (added behind tracemark's back, or a deleted row put back "
-                                "under a new id)");
-    else if (CRYPTO_memcmp(e.row_tag, tag, 32) != 0)
-        append_reason(why, cap, "not the version the journal last recorded (entry %lld): an earlier version "
-                                "restored, or rows swapped", (long long)e.seq);
-    return TM_OK;
+    if (st == TM_OK) entry_matches(&e, tag, why, cap);
+    return st;
 }
 
 static tm_status verify_copies(tm_registry *reg, const tm_key *key, sink *k)
@@ -1577,7 +1588,8 @@ static tm_status verify_journal(tm_registry *reg, const tm_key *key, sink *k)
     if (st != TM_OK) return st;
     if (rc != SQLITE_DONE) return db_fail(reg, rc, "cannot read the journal");
     int head_ok;
-    if ((st = head_agrees(reg, key, expect - 1, prev, &head_ok)) != TM_OK) return st;
+    char head[96];
+    if ((st = head_agrees(reg, key, expect - 1, prev, &head_ok, head)) != TM_OK) return st;
     if (!head_ok)
         report(k, 0, "the journal's head does not match its last entry (entries removed from its end, or the head "
                      "altered)");
@@ -1645,7 +1657,7 @@ tm_status tm_registry_check_copy(tm_registry *reg, const tm_key *key, const tm_r
     snprintf(ref, sizeof ref, "%lld", (long long)c->copy_id);
     jentry e;
     if ((st = journal_of(reg, J_COPY, ref, &e)) != TM_OK) return st;
-    if (e.found && CRYPTO_memcmp(e.row_tag, c->tag, 32) == 0) {
+    if (entry_matches(&e, c->tag, why, sizeof why)) {
         /* the entry follows from the one before it */
         uint8_t prev[32] = {0}, want[32];
         int have_prev = e.seq == 1;
@@ -1661,8 +1673,6 @@ tm_status tm_registry_check_copy(tm_registry *reg, const tm_key *key, const tm_r
             return fail(reg, st, "cannot compute a journal link");
         if (have_prev && CRYPTO_memcmp(want, e.link, 32) == 0) return TM_OK;
         snprintf(why, sizeof why, "its journal entry %lld does not follow the one before", (long long)e.seq);
-    } else {
-        journal_check(reg, J_COPY, ref, c->tag, why, sizeof why);
     }
     return fail(reg, TM_ERR_TAMPERED, "copy %lld: %s", (long long)c->copy_id, why);
 }
@@ -1681,9 +1691,8 @@ tm_status tm_registry_journal(tm_registry *reg, const tm_key *key, uint64_t *ent
     if ((st = journal_last(reg, &seq, link)) != TM_OK) return st;
     if (seq == 0) return TM_OK;
     int ok;
-    if ((st = head_agrees(reg, key, seq, link, &ok)) != TM_OK) return st;
+    if ((st = head_agrees(reg, key, seq, link, &ok, text)) != TM_OK) return st;
     if (!ok) return fail(reg, TM_ERR_TAMPERED, "the journal's head does not match its last entry");
-    if ((st = head_text(key, seq, link, text)) != TM_OK) return fail(reg, st, "cannot compute the journal head");
     *entries = (uint64_t)seq;
     snprintf(head, 17, "%s", strchr(text, ':') + 1);
     return TM_OK;

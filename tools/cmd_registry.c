@@ -97,10 +97,7 @@ static void fmt_hex(const uint8_t *p, size_t n, char *out)
 
 static int reg_error(const reg_opts *o, tm_registry *reg, tm_status st)
 {
-    const char *msg = tm_registry_errmsg(reg);
-    if (msg && *msg) cli_error(o->registry, "%s", msg);
-    else cli_status(o->registry, st);
-    return CLI_ERR;
+    return cli_registry_status(o->registry, reg, st);
 }
 
 static int open_registry(const reg_opts *o, int create, tm_registry **reg)
@@ -546,6 +543,15 @@ static void json_key_view(const key_view *kv)
     else fputs("null}", stdout);
 }
 
+/* A copy's codeword in hex, malloc'd (NULL when out of memory). */
+static char *codeword_hex(const tm_reg_copy *c)
+{
+    size_t nb = (c->code_len + 7u) / 8u;
+    char *cw = malloc(2 * nb + 1);
+    if (cw) fmt_hex(c->codeword, nb, cw);
+    return cw;
+}
+
 static int export_image(void *ud, const tm_reg_image *img, uint64_t n_copies)
 {
     size_t *n = ud;
@@ -577,7 +583,7 @@ static int registry_export(const reg_opts *o)
         for (size_t i = 0; i < n; i++) {
             const tm_reg_copy *c = &arr[i];
             char id[24], t[32], sha[65], bits[16], tag[65];
-            char *cw = malloc(2 * ((c->code_len + 7u) / 8u) + 1);
+            char *cw = codeword_hex(c);
             if (!cw) {
                 cli_error(NULL, "out of memory");
                 goto out;
@@ -587,7 +593,6 @@ static int registry_export(const reg_opts *o)
             fmt_time(c->created, t);
             fmt_hex(c->out_sha256, 32, sha);
             fmt_hex(c->tag, 32, tag);
-            fmt_hex(c->codeword, (c->code_len + 7u) / 8u, cw);
             const char *row[] = {id, c->recipient, c->image_id, c->out_path, sha, t, bits, cw, tag};
             for (size_t k = 0; k < sizeof row / sizeof row[0]; k++) csv_field(row[k], k + 1 == sizeof row / sizeof row[0]);
             free(cw);
@@ -604,13 +609,11 @@ static int registry_export(const reg_opts *o)
         fputs("], \"copies\": [", stdout);
         for (size_t i = 0; i < n; i++) {
             const tm_reg_copy *c = &arr[i];
-            size_t nb = (c->code_len + 7u) / 8u;
-            char *cw = malloc(2 * nb + 1), tag[65];
+            char *cw = codeword_hex(c), tag[65];
             if (!cw) {
                 cli_error(NULL, "out of memory");
                 goto out;
             }
-            fmt_hex(c->codeword, nb, cw);
             fmt_hex(c->tag, 32, tag);
             fputs(i ? ", " : "", stdout);
             json_copy_open(stdout, c);
