@@ -4,7 +4,8 @@
 set -eu
 PKGS="build-essential autoconf automake libtool pkg-config
   libfftw3-dev libjpeg62-turbo-dev libturbojpeg0-dev libpng-dev libwebp-dev
-  libssl-dev libgsl-dev libcunit1-dev libsqlite3-dev sqlite3 python3 imagemagick"
+  libssl-dev libgsl-dev libcunit1-dev libsqlite3-dev sqlite3 python3 imagemagick
+  libfreetype-dev libfontconfig-dev fonts-dejavu-core"
 # Skip apt when everything is there already (fast re-runs, no root needed).
 missing=""
 for p in $PKGS; do

@@ -39,17 +39,6 @@ typedef struct attack_def {
     tm_status (*run)(const step_args *a, const tm_image *in, tm_image **out, char *err, size_t errlen);
 } attack_def;
 
-tm_status tm_fail_arg(char *err, size_t errlen, const char *fmt, ...)
-{
-    if (err && errlen) {
-        va_list ap;
-        va_start(ap, fmt);
-        vsnprintf(err, errlen, fmt, ap);
-        va_end(ap);
-    }
-    return TM_ERR_ARG;
-}
-
 /* The value of argument key, or NULL when not given. */
 static const char *arg(const step_args *a, const char *key)
 {

@@ -405,21 +405,9 @@ static tm_status float_original(tm_embedder *e)
     return st;
 }
 
-tm_status tm_embedder_mark(tm_embedder *e, const char *recipient, tm_image **out)
+/* Adds cw's tile, through the mask, to img (the original's size). */
+static void add_mark(const tm_embedder *e, const copy_ws *cw, tm_image *img)
 {
-    if (!e || !recipient || !out) return TM_ERR_ARG;
-    *out = NULL;
-    copy_ws *cw;
-    tm_status st = ws_take(e, &cw);
-    if (st != TM_OK) return st;
-    st = make_tile(e, cw, recipient);
-    if (st == TM_OK) st = float_original(e);
-    tm_image *img = NULL;
-    if (st == TM_OK) st = tm_image_clone(e->orig, &img);
-    if (st != TM_OK) {
-        ws_give(e, cw);
-        return st;
-    }
     int w = img->width, h = img->height;
     int nc = img->channels >= 3 ? 3 : 1;
     int side = e->side;
@@ -434,9 +422,37 @@ tm_status tm_embedder_mark(tm_embedder *e, const char *recipient, tm_image **out
             }
         }
     }
+}
+
+tm_status tm_embedder_original(tm_embedder *e, tm_image **out)
+{
+    if (!e || !out) return TM_ERR_ARG;
+    *out = NULL;
+    tm_status st = float_original(e);
+    return st == TM_OK ? tm_image_clone(e->orig, out) : st;
+}
+
+tm_status tm_embedder_mark_onto(tm_embedder *e, const char *recipient, tm_image *img)
+{
+    if (!e || !recipient || !img) return TM_ERR_ARG;
+    if (img->width != e->width || img->height != e->height) return TM_ERR_DIMENSIONS;
+    copy_ws *cw;
+    tm_status st = ws_take(e, &cw);
+    if (st != TM_OK) return st;
+    if ((st = make_tile(e, cw, recipient)) == TM_OK) add_mark(e, cw, img);
     ws_give(e, cw);
-    *out = img;
-    return TM_OK;
+    return st;
+}
+
+tm_status tm_embedder_mark(tm_embedder *e, const char *recipient, tm_image **out)
+{
+    if (!e || !recipient || !out) return TM_ERR_ARG;
+    tm_status st = tm_embedder_original(e, out);
+    if (st == TM_OK && (st = tm_embedder_mark_onto(e, recipient, *out)) != TM_OK) {
+        tm_image_free(*out);
+        *out = NULL;
+    }
+    return st;
 }
 
 /* The copy's luminance into cw->luma8: the original's plus gain * tile,

@@ -6,6 +6,7 @@
  * keeps every algorithm free of per-depth variants (docs/image-io.md). */
 #include "config.h"
 
+#include <math.h>
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
@@ -210,6 +211,23 @@ tm_status tm_image_decode(const void *data, size_t len, const tm_load_options *o
     return tm_image_decode_planes(data, len, opts, out, NULL, info);
 }
 
+/* Shrinks *img so that its longer side is at most max_side (0: no limit),
+ * keeping the aspect ratio (the colour description goes with it). */
+static tm_status shrink_to(tm_image **img, int max_side)
+{
+    tm_image *in = *img;
+    int lo = in->width > in->height ? in->width : in->height;
+    if (!max_side || lo <= max_side) return TM_OK;
+    double k = (double)max_side / lo;
+    int w = (int)lround(in->width * k), h = (int)lround(in->height * k);
+    tm_image *r = NULL;
+    tm_status st = tm_resample(in, w < 1 ? 1 : w, h < 1 ? 1 : h, &r);
+    if (st != TM_OK) return st;
+    tm_image_free(in);
+    *img = r;
+    return TM_OK;
+}
+
 tm_status tm_image_decode_planes(const void *data, size_t len, const tm_load_options *opts,
                                  tm_image **out, tm_jpeg_planes **planes, tm_image_info *info)
 {
@@ -226,6 +244,7 @@ tm_status tm_image_decode_planes(const void *data, size_t len, const tm_load_opt
     memset(info, 0, sizeof *info);
     info->orientation = 1;
 
+    if (opts->max_side < 0) return TM_ERR_ARG;
     tm_status st;
     tm_image *img = NULL;
     switch (tm_format_sniff(data, len)) {
@@ -234,9 +253,16 @@ tm_status tm_image_decode_planes(const void *data, size_t len, const tm_load_opt
     case TM_FORMAT_WEBP: st = tm_webp_decode(data, len, opts, &img, info); break;
     default: return len < 12 && len > 0 ? TM_ERR_TRUNCATED : TM_ERR_FORMAT;
     }
-    if (st == TM_OK && !img) return TM_OK; /* read as planes */
+    if (st == TM_OK && !img) { /* read as planes, which are never resized: decoded again if too large */
+        if (!opts->max_side || ((*planes)->width <= opts->max_side && (*planes)->height <= opts->max_side))
+            return TM_OK;
+        tm_jpeg_planes_free(*planes);
+        *planes = NULL;
+        st = tm_jpeg_decode_planes(data, len, opts, &img, NULL, info);
+    }
     if (st == TM_OK && opts->luma_only && img->channels > 1) st = to_luma(&img);
     if (st == TM_OK && info->orientation != 1) st = tm_image_orient(img, info->orientation);
+    if (st == TM_OK) st = shrink_to(&img, opts->max_side);
     if (st != TM_OK) {
         tm_image_free(img);
         return st;

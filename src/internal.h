@@ -114,7 +114,8 @@ static inline uint16_t tm_to_u16(float v)
 }
 
 /* Writes the printf-style message into err (errlen bytes, may be NULL) and
- * returns TM_ERR_ARG: the one-line reason a spec or argument was refused. */
+ * returns st (tm_fail_arg: TM_ERR_ARG): the one-line reason a call failed. */
+tm_status tm_fail(tm_status st, char *err, size_t errlen, const char *fmt, ...) __attribute__((format(printf, 4, 5)));
 tm_status tm_fail_arg(char *err, size_t errlen, const char *fmt, ...) __attribute__((format(printf, 3, 4)));
 
 /* ---- robustness lab (lab.c sweeps, report.c writes) ------------------------ */

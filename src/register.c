@@ -41,7 +41,7 @@
 #define COARSE_SUSPECT 192   /* .. unless the suspect's would be shorter than this */
 #define LP_RADII 256         /* log-polar samples: radii .. */
 #define LP_ANGLES 360        /* .. and angles over [0, 180) degrees */
-#define FMT_PEAKS 4          /* scale/turn peaks tried */
+#define FMT_PEAKS 16         /* scale/turn peaks tried (the true one is often not among the first few) */
 #define COARSE_SAMPLES 16384 /* suspect samples in the cost, coarse .. */
 #define FINE_SAMPLES 65536   /* .. and fine */
 #define FOUND_NCC 0.8        /* registered: the overlap correlates at least this .. */

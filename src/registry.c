@@ -16,6 +16,12 @@
  * brought to schema 2, its rows verified first, when it is bound to its key
  * on a handle that may write.
  *
+ * Shards made on several marking hosts under one key are merged row by row
+ * (tm_registry_merge): each source verified in full, each new row tagged and
+ * journaled again in the destination, any disagreement refused. A snapshot
+ * for trace workers is a page copy by SQLite's backup API, in rollback
+ * journal mode so that it can be read from read-only storage.
+ *
  * Several processes may mark into one registry at once: the file is in WAL
  * mode, every write runs in a BEGIN IMMEDIATE transaction (so no reader ever
  * has to upgrade to a writer and deadlock), SQLite waits up to
@@ -109,6 +115,7 @@ enum {
     S_COPIES_IMAGE,
     S_COPIES_RECIPIENT,
     S_COPY_ID,
+    S_COPY_PAIR,
     S_COUNT_ALL,
     S_COUNT_IMAGE,
     S_VERIFY,
@@ -146,6 +153,7 @@ static const char *const stmt_sql[N_STMTS] = {
     [S_COPIES_IMAGE] = "SELECT " COPY_COLUMNS " FROM copies WHERE image_id = ?1 ORDER BY copy_id",
     [S_COPIES_RECIPIENT] = "SELECT " COPY_COLUMNS " FROM copies WHERE recipient = ?1 ORDER BY copy_id",
     [S_COPY_ID] = "SELECT " COPY_COLUMNS " FROM copies WHERE copy_id = ?1",
+    [S_COPY_PAIR] = "SELECT " COPY_COLUMNS " FROM copies WHERE image_id = ?1 AND recipient = ?2",
     [S_COUNT_ALL] = "SELECT count(*) FROM copies",
     [S_COUNT_IMAGE] = "SELECT count(*) FROM copies WHERE image_id = ?1",
     [S_VERIFY] = "SELECT c.copy_id, c.image_id, c.recipient, c.out_path, c.out_sha256, c.created,"
@@ -171,6 +179,7 @@ struct tm_registry {
     sqlite3_stmt *stmt[N_STMTS];
     int version;        /* the file's schema version, once open */
     int ready;          /* opened and prepared */
+    int readonly;       /* opened by tm_registry_open_readonly: never written */
     const tm_key *key;  /* bound by tm_registry_check_key */
     char refused[512];  /* why an older schema was not brought up to date */
     char errmsg[512];
@@ -443,12 +452,14 @@ static tm_status prepare(tm_registry *reg, int from, int to)
     return TM_OK;
 }
 
-tm_status tm_registry_open(const char *path, int create, tm_registry **out)
+/* tm_registry_open and tm_registry_open_readonly (create is then 0). */
+static tm_status open_registry(const char *path, int create, int readonly, tm_registry **out)
 {
     if (!out) return TM_ERR_ARG;
     tm_registry *reg = calloc(1, sizeof *reg);
     *out = reg;
     if (!reg) return TM_ERR_NOMEM;
+    reg->readonly = readonly;
     if (!path || !*path) return fail(reg, TM_ERR_ARG, "no registry file given");
 
     struct stat sb;
@@ -464,7 +475,8 @@ tm_status tm_registry_open(const char *path, int create, tm_registry **out)
 
     /* NOMUTEX: a handle is used by one thread at a time (see the header),
      * so SQLite's per-call connection lock is pure cost (15% of a load). */
-    int flags = SQLITE_OPEN_READWRITE | SQLITE_OPEN_NOMUTEX | (create ? SQLITE_OPEN_CREATE : 0);
+    int flags = (readonly ? SQLITE_OPEN_READONLY : SQLITE_OPEN_READWRITE) | SQLITE_OPEN_NOMUTEX |
+                (create ? SQLITE_OPEN_CREATE : 0);
     int rc = sqlite3_open_v2(path, &reg->db, flags, NULL);
     if (rc != SQLITE_OK) return db_fail(reg, rc, "cannot open the registry");
     sqlite3_busy_timeout(reg->db, BUSY_TIMEOUT_MS);
@@ -475,6 +487,10 @@ tm_status tm_registry_open(const char *path, int create, tm_registry **out)
 
     probe p;
     tm_status st = probe_file(reg, &p);
+    if (st != TM_OK && (sqlite3_errcode(reg->db) & 0xff) == SQLITE_READONLY)
+        return fail(reg, TM_ERR_IO, "cannot read the registry here: it is in WAL mode and SQLite cannot create its "
+                                    "-shm file beside it (a read-only directory); copy it somewhere writable, or "
+                                    "read a 'tracemark registry snapshot' of it");
     if (st != TM_OK) return st;
     if (is_blank(&p) && create) {
         st = init_schema(reg);
@@ -493,6 +509,16 @@ tm_status tm_registry_open(const char *path, int create, tm_registry **out)
     st = prepare(reg, 0, p.version >= 2 ? N_STMTS : S_V2);
     if (st == TM_OK) reg->ready = 1;
     return st;
+}
+
+tm_status tm_registry_open(const char *path, int create, tm_registry **out)
+{
+    return open_registry(path, create, 0, out);
+}
+
+tm_status tm_registry_open_readonly(const char *path, tm_registry **out)
+{
+    return open_registry(path, 0, 1, out);
 }
 
 void tm_registry_free(tm_registry *reg)
@@ -519,6 +545,7 @@ static tm_status usable(tm_registry *reg)
  * which also brings an older schema up to date). */
 static tm_status writable(tm_registry *reg)
 {
+    if (reg->readonly) return fail(reg, TM_ERR_ARG, "registry was opened read-only");
     if (!reg->key) return fail(reg, TM_ERR_ARG, "no key bound to the registry (tm_registry_check_key first)");
     if (reg->refused[0]) return fail(reg, TM_ERR_TAMPERED, "%s", reg->refused);
     if (reg->version < SCHEMA_VERSION)
@@ -849,16 +876,18 @@ typedef struct sink {
 
 static tm_status verify_copies(tm_registry *reg, const tm_key *key, sink *k);
 
-/* The first finding, for a message. */
-typedef struct bad_first {
+/* The findings of a verify: how many, and the first (its copy, 0 for an
+ * image or the journal, and why). */
+typedef struct finding {
+    size_t n;
     int64_t id;
-    char why[200];
-} bad_first;
+    char why[400];
+} finding;
 
-static void note_first(void *ud, int64_t copy_id, const char *why)
+static void note_finding(void *ud, int64_t copy_id, const char *why)
 {
-    bad_first *f = ud;
-    if (f->id) return;
+    finding *f = ud;
+    if (f->n++) return;
     f->id = copy_id;
     snprintf(f->why, sizeof f->why, "%s", why);
 }
@@ -873,8 +902,8 @@ static tm_status upgrade(tm_registry *reg, const tm_key *key)
     tm_status st = probe_file(reg, &p);
     if (st != TM_OK) return st;
     if (p.version < 2) {
-        bad_first first = {0, ""};
-        sink k = {note_first, &first, 0};
+        finding first = {0, 0, ""};
+        sink k = {note_finding, &first, 0};
         if ((st = verify_copies(reg, key, &k)) != TM_OK) return st;
         if (k.n)
             return fail(reg, TM_ERR_TAMPERED,
@@ -962,9 +991,10 @@ tm_status tm_registry_check_key(tm_registry *reg, const tm_key *key)
     if (st == TM_OK && found) st = compare_fingerprint(reg, have, mine);
     if (st != TM_OK) return st;
     /* Done, unless the fingerprint is to be stored (first use) or an older
-     * schema brought up to date: neither on a read-only file. */
+     * schema brought up to date: neither on a read-only file, nor on a
+     * read-only handle (whatever the file), which only reads. */
     int old = reg->version < SCHEMA_VERSION;
-    if ((found && !old) || (found && sqlite3_db_readonly(reg->db, "main") == 1)) {
+    if ((found && !old) || (found && sqlite3_db_readonly(reg->db, "main") == 1) || reg->readonly) {
         reg->key = key;
         return TM_OK;
     }
@@ -998,6 +1028,33 @@ tm_status tm_registry_check_key(tm_registry *reg, const tm_key *key)
 
 /* ---- images ------------------------------------------------------------- */
 
+/* Records row (params set, created not 0) with its tag under key and
+ * journals it, in the caller's transaction; *added 0 when a row with its id
+ * is there already, which is kept. */
+static tm_status image_insert(tm_registry *reg, const tm_key *key, const tm_reg_image *row, int *added)
+{
+    uint8_t tag[32];
+    *added = 0;
+    tm_status st = image_tag(key, row, tag);
+    if (st != TM_OK) return fail(reg, st, "cannot compute the image tag");
+    sqlite3_stmt *s = stmt(reg, S_IMAGE_PUT);
+    sqlite3_bind_text(s, 1, row->image_id, -1, SQLITE_STATIC);
+    sqlite3_bind_blob(s, 2, row->content_sha256, 32, SQLITE_STATIC);
+    sqlite3_bind_int(s, 3, row->width);
+    sqlite3_bind_int(s, 4, row->height);
+    if (row->original_path) sqlite3_bind_text(s, 5, row->original_path, -1, SQLITE_STATIC);
+    sqlite3_bind_int64(s, 6, (sqlite3_int64)row->phash);
+    sqlite3_bind_text(s, 7, row->params, -1, SQLITE_STATIC);
+    sqlite3_bind_int64(s, 8, row->created);
+    sqlite3_bind_blob(s, 9, tag, 32, SQLITE_STATIC);
+    int rc = sqlite3_step(s);
+    sqlite3_reset(s);
+    if (rc != SQLITE_DONE) return db_fail(reg, rc, "cannot record the image");
+    if (sqlite3_changes(reg->db) == 0) return TM_OK;
+    *added = 1;
+    return journal_add(reg, key, J_IMAGE, row->image_id, tag);
+}
+
 tm_status tm_registry_put_image(tm_registry *reg, const tm_reg_image *img)
 {
     tm_status st = usable(reg);
@@ -1009,25 +1066,10 @@ tm_status tm_registry_put_image(tm_registry *reg, const tm_reg_image *img)
     tm_reg_image row = *img;
     if (!row.params) row.params = (char *)"{}";
     if (!row.created) row.created = (int64_t)time(NULL);
-    uint8_t tag[32];
-    if ((st = image_tag(reg->key, &row, tag)) != TM_OK) return fail(reg, st, "cannot compute the image tag");
-    int own;
+    int own, added;
     st = write_begin(reg, &own);
     if (st != TM_OK) return st;
-    sqlite3_stmt *s = stmt(reg, S_IMAGE_PUT);
-    sqlite3_bind_text(s, 1, row.image_id, -1, SQLITE_STATIC);
-    sqlite3_bind_blob(s, 2, row.content_sha256, 32, SQLITE_STATIC);
-    sqlite3_bind_int(s, 3, row.width);
-    sqlite3_bind_int(s, 4, row.height);
-    if (row.original_path) sqlite3_bind_text(s, 5, row.original_path, -1, SQLITE_STATIC);
-    sqlite3_bind_int64(s, 6, (sqlite3_int64)row.phash);
-    sqlite3_bind_text(s, 7, row.params, -1, SQLITE_STATIC);
-    sqlite3_bind_int64(s, 8, row.created);
-    sqlite3_bind_blob(s, 9, tag, 32, SQLITE_STATIC);
-    int rc = sqlite3_step(s);
-    sqlite3_reset(s);
-    if (rc != SQLITE_DONE) st = db_fail(reg, rc, "cannot record the image");
-    else if (sqlite3_changes(reg->db) > 0) st = journal_add(reg, reg->key, J_IMAGE, row.image_id, tag);
+    st = image_insert(reg, reg->key, &row, &added);
     return write_end(reg, own, st);
 }
 
@@ -1139,6 +1181,15 @@ tm_status tm_reg_copy_check(const tm_key *key, const tm_reg_copy *c)
     return CRYPTO_memcmp(tag, c->tag, 32) == 0 ? TM_OK : TM_ERR_TAMPERED;
 }
 
+/* Whether key is the one bound to reg (another handle on the same key
+ * counts: same fingerprint). */
+static int same_key(const tm_registry *reg, const tm_key *key)
+{
+    if (key == reg->key) return 1;
+    char a[17], b[17];
+    return tm_key_fingerprint(key, a) == TM_OK && tm_key_fingerprint(reg->key, b) == TM_OK && !strcmp(a, b);
+}
+
 tm_status tm_registry_put_copy(tm_registry *reg, const tm_key *key, const tm_reg_copy *c,
                                int64_t *copy_id)
 {
@@ -1153,11 +1204,7 @@ tm_status tm_registry_put_copy(tm_registry *reg, const tm_key *key, const tm_reg
         return fail(reg, TM_ERR_ARG, "codeword must have 1..%u bits", MAX_CODE_BITS);
     if (!reg->key && (st = tm_registry_check_key(reg, key)) != TM_OK) return st;
     if ((st = writable(reg)) != TM_OK) return st;
-    if (key != reg->key) { /* another handle on a key: the same one? */
-        char a[17], b[17];
-        if (tm_key_fingerprint(key, a) != TM_OK || tm_key_fingerprint(reg->key, b) != TM_OK || strcmp(a, b))
-            return fail(reg, TM_ERR_KEY, "copy written with a key other than the registry's");
-    }
+    if (!same_key(reg, key)) return fail(reg, TM_ERR_KEY, "copy written with a key other than the registry's");
 
     int64_t created = c->created ? c->created : (int64_t)time(NULL);
     size_t cw_len = (c->code_len + 7u) / 8u;
@@ -1696,4 +1743,307 @@ tm_status tm_registry_journal(tm_registry *reg, const tm_key *key, uint64_t *ent
     *entries = (uint64_t)seq;
     snprintf(head, 17, "%s", strchr(text, ':') + 1);
     return TM_OK;
+}
+
+/* ---- merging shards, and snapshots -------------------------------------- */
+
+tm_status tm_registry_verify_whole(tm_registry *reg, const tm_key *key)
+{
+    finding f = {0, 0, ""};
+    tm_status st = tm_registry_verify(reg, key, note_finding, &f, NULL);
+    if (st != TM_ERR_TAMPERED || !f.n) return st;
+    char first[440];
+    if (f.id > 0) snprintf(first, sizeof first, "copy %lld: %s", (long long)f.id, f.why);
+    else snprintf(first, sizeof first, "%s", f.why);
+    return fail(reg, st, "fails verification (%zu finding%s, the first: %s): see 'tracemark registry verify'", f.n,
+                f.n == 1 ? "" : "s", first);
+}
+
+static void hex_prefix(const uint8_t *p, char out[17])
+{
+    for (int i = 0; i < 8; i++) snprintf(out + 2 * i, 3, "%02x", p[i]);
+}
+
+/* What differs between two rows of one image, as far as a trace cares (its
+ * original's path and its date may differ from host to host), written to
+ * why; 0 when nothing does. */
+static int image_differs(const tm_reg_image *a, const tm_reg_image *b, char *why, size_t cap)
+{
+    why[0] = '\0';
+    if (memcmp(a->content_sha256, b->content_sha256, 32) != 0) append_reason(why, cap, "content hash");
+    if (a->width != b->width || a->height != b->height)
+        append_reason(why, cap, "size (%dx%d here, %dx%d there)", a->width, a->height, b->width, b->height);
+    if (a->phash != b->phash)
+        append_reason(why, cap, "perceptual hash (%016llx here, %016llx there)", (unsigned long long)a->phash,
+                      (unsigned long long)b->phash);
+    if (strcmp(a->params ? a->params : "", b->params ? b->params : "") != 0) append_reason(why, cap, "mark parameters");
+    return why[0] != '\0';
+}
+
+/* The source's images into dest: new ones recorded as they are (tagged,
+ * journaled), known ones compared. */
+static tm_status merge_images(tm_registry *dest, tm_registry *src, const tm_key *key, tm_merge_stats *ms)
+{
+    sqlite3_stmt *s = stmt(src, S_IMAGE_LIST);
+    tm_status st = TM_OK;
+    int rc;
+    while ((rc = sqlite3_step(s)) == SQLITE_ROW) {
+        tm_reg_image img;
+        image_view(s, &img);
+        ms->images++;
+        if (!valid_image_id(img.image_id) || img.width <= 0 || img.height <= 0 || !img.params) {
+            ms->src_at_fault = 1;
+            st = fail(src, TM_ERR_REGISTRY, "image %.40s: not a valid image row", img.image_id);
+            break;
+        }
+        sqlite3_stmt *d = stmt(dest, S_IMAGE_GET);
+        sqlite3_bind_text(d, 1, img.image_id, -1, SQLITE_STATIC);
+        int drc = sqlite3_step(d);
+        if (drc == SQLITE_ROW) {
+            tm_reg_image have;
+            char why[300];
+            image_view(d, &have);
+            if (image_differs(&img, &have, why, sizeof why)) {
+                ms->src_at_fault = 1;
+                st = fail(src, TM_ERR_EXISTS,
+                          "conflict: image %s is in the destination with another %s (two different originals under "
+                          "one image id, or marked by another version of tracemark)",
+                          img.image_id, why);
+            }
+            sqlite3_reset(d);
+        } else if (drc == SQLITE_DONE) {
+            int added;
+            sqlite3_reset(d);
+            st = image_insert(dest, key, &img, &added);
+            ms->images_added += (uint64_t)added;
+        } else {
+            st = db_fail(dest, drc, "cannot read images");
+            sqlite3_reset(d);
+        }
+        if (st != TM_OK) break;
+    }
+    if (st == TM_OK && rc != SQLITE_DONE) {
+        ms->src_at_fault = 1;
+        st = db_fail(src, rc, "cannot read images");
+    }
+    sqlite3_reset(s);
+    return st;
+}
+
+/* Compares the source's copy (row of s) with dest's copy of the same image
+ * and recipient (row of d): TM_OK when they are the same copy. */
+static tm_status same_copy(tm_registry *src, sqlite3_stmt *s, sqlite3_stmt *d, tm_merge_stats *ms)
+{
+    int64_t id = sqlite3_column_int64(s, 0), did = sqlite3_column_int64(d, 0);
+    const char *image_id = (const char *)sqlite3_column_text(s, 1);
+    const char *recipient = (const char *)sqlite3_column_text(s, 2);
+    const char *path = (const char *)sqlite3_column_text(s, 3), *dpath = (const char *)sqlite3_column_text(d, 3);
+    int n = sqlite3_column_bytes(s, 7), dn = sqlite3_column_bytes(d, 7);
+    const void *cw = sqlite3_column_blob(s, 7), *dcw = sqlite3_column_blob(d, 7);
+    uint8_t sha[32], dsha[32];
+    copy_blob32(s, 4, sha);
+    copy_blob32(d, 4, dsha);
+    if (sqlite3_column_int64(s, 6) != sqlite3_column_int64(d, 6) || n != dn || (n && memcmp(cw, dcw, (size_t)n))) {
+        ms->src_at_fault = 1;
+        return fail(src, TM_ERR_EXISTS,
+                    "conflict: copy %lld (image %s, recipient '%s') has another codeword than the destination's copy "
+                    "%lld of that image and recipient; a codeword follows from the key, the image and the recipient, "
+                    "so one of the two was made with another key or another scheme",
+                    (long long)id, image_id, recipient, (long long)did);
+    }
+    if (strcmp(path, dpath ? dpath : "") != 0 || memcmp(sha, dsha, 32) != 0) {
+        char h[17], dh[17];
+        hex_prefix(sha, h);
+        hex_prefix(dsha, dh);
+        ms->src_at_fault = 1;
+        return fail(src, TM_ERR_EXISTS,
+                    "conflict: recipient '%s' was given two copies of image %s: copy %lld here ('%s', sha256 %s...), "
+                    "copy %lld in the destination ('%s', sha256 %s...)%s; a recipient's copy of an image is "
+                    "recorded once",
+                    recipient, image_id, (long long)id, path, h, (long long)did, dpath ? dpath : "", dh,
+                    memcmp(sha, dsha, 32) ? "" : ", the same bytes at two paths");
+    }
+    return TM_OK;
+}
+
+/* The source's copies into dest: each new one under a new copy id, tagged
+ * and journaled as put_copy does; known ones compared. */
+static tm_status merge_copies(tm_registry *dest, tm_registry *src, const tm_key *key, tm_merge_stats *ms)
+{
+    sqlite3_stmt *s = stmt(src, S_COPIES_ALL);
+    tm_status st = TM_OK;
+    int rc;
+    while ((rc = sqlite3_step(s)) == SQLITE_ROW) {
+        int64_t id = sqlite3_column_int64(s, 0);
+        const char *image_id = (const char *)sqlite3_column_text(s, 1);
+        const char *recipient = (const char *)sqlite3_column_text(s, 2);
+        const char *out_path = (const char *)sqlite3_column_text(s, 3);
+        uint8_t out_sha[32], tag[32];
+        int sha_ok = blob32(s, 4, out_sha);
+        int64_t created = sqlite3_column_int64(s, 5), code_len = sqlite3_column_int64(s, 6);
+        const uint8_t *cw = sqlite3_column_blob(s, 7);
+        size_t cw_len = (size_t)sqlite3_column_bytes(s, 7);
+        ms->copies++;
+        /* verified already; checked again so nothing here reads out of bounds */
+        if (!image_id || !recipient || !*recipient || !out_path || !sha_ok || !cw || code_len <= 0 ||
+            code_len > (int64_t)MAX_CODE_BITS || cw_len != (size_t)(code_len + 7) / 8) {
+            ms->src_at_fault = 1;
+            st = fail(src, TM_ERR_REGISTRY, "copy %lld: not a valid copy row", (long long)id);
+            break;
+        }
+        sqlite3_stmt *d = stmt(dest, S_COPY_PAIR);
+        sqlite3_bind_text(d, 1, image_id, -1, SQLITE_STATIC);
+        sqlite3_bind_text(d, 2, recipient, -1, SQLITE_STATIC);
+        int drc = sqlite3_step(d);
+        if (drc == SQLITE_ROW) st = same_copy(src, s, d, ms);
+        else if (drc != SQLITE_DONE) st = db_fail(dest, drc, "cannot look up the copy");
+        sqlite3_reset(d);
+        if (st != TM_OK) break;
+        if (drc == SQLITE_ROW) continue; /* there already */
+
+        st = row_tag(key, image_id, recipient, out_path, out_sha, created, (uint64_t)code_len, cw, cw_len, tag);
+        if (st != TM_OK) {
+            st = fail(dest, st, "cannot compute the row tag");
+            break;
+        }
+        d = stmt(dest, S_COPY_INSERT);
+        sqlite3_bind_text(d, 1, image_id, -1, SQLITE_STATIC);
+        sqlite3_bind_text(d, 2, recipient, -1, SQLITE_STATIC);
+        sqlite3_bind_text(d, 3, out_path, -1, SQLITE_STATIC);
+        sqlite3_bind_blob(d, 4, out_sha, 32, SQLITE_STATIC);
+        sqlite3_bind_int64(d, 5, created);
+        sqlite3_bind_int64(d, 6, code_len);
+        sqlite3_bind_blob(d, 7, cw, (int)cw_len, SQLITE_STATIC);
+        sqlite3_bind_blob(d, 8, tag, 32, SQLITE_STATIC);
+        drc = sqlite3_step(d);
+        sqlite3_reset(d);
+        if (drc != SQLITE_DONE) {
+            st = db_fail(dest, drc, "cannot record the copy");
+            break;
+        }
+        char ref[24];
+        snprintf(ref, sizeof ref, "%lld", (long long)sqlite3_last_insert_rowid(dest->db));
+        if ((st = journal_add(dest, key, J_COPY, ref, tag)) != TM_OK) break;
+        ms->copies_added++;
+    }
+    if (st == TM_OK && rc != SQLITE_DONE) {
+        ms->src_at_fault = 1;
+        st = db_fail(src, rc, "cannot read copies");
+    }
+    sqlite3_reset(s);
+    return st;
+}
+
+tm_status tm_registry_merge(tm_registry *dest, tm_registry *src, const tm_key *key, tm_merge_stats *ms)
+{
+    tm_merge_stats local;
+    if (!ms) ms = &local;
+    memset(ms, 0, sizeof *ms);
+    tm_status st = usable(dest);
+    if (st != TM_OK) return st;
+    if ((st = usable(src)) != TM_OK) {
+        ms->src_at_fault = 1;
+        return st;
+    }
+    if (!key) return fail(dest, TM_ERR_ARG, "no key");
+    if (src == dest) return fail(dest, TM_ERR_ARG, "a registry handle cannot be merged into itself");
+    if ((st = writable(dest)) != TM_OK) return st;
+    if (!same_key(dest, key)) return fail(dest, TM_ERR_KEY, "merging with a key other than the registry's");
+
+    /* One read snapshot of the source for the verify and the copy. */
+    int own_read = sqlite3_get_autocommit(src->db);
+    if (own_read) {
+        int rc = exec_retry(src, "BEGIN");
+        if (rc != SQLITE_OK) {
+            ms->src_at_fault = 1;
+            return db_fail(src, rc, "cannot read the registry");
+        }
+    }
+    if ((st = tm_registry_verify_whole(src, key)) != TM_OK) {
+        ms->src_at_fault = 1;
+        goto out;
+    }
+    /* Our own transaction, or a savepoint in the caller's batch, so that a
+     * failure takes back all of this call and nothing before it. */
+    int own;
+    if ((st = write_begin(dest, &own)) != TM_OK) goto out;
+    if (!own) {
+        int rc = sqlite3_exec(dest->db, "SAVEPOINT tm_merge", NULL, NULL, NULL);
+        if (rc != SQLITE_OK) {
+            st = db_fail(dest, rc, "cannot start the merge");
+            goto out;
+        }
+    }
+    st = merge_images(dest, src, key, ms);
+    if (st == TM_OK) st = merge_copies(dest, src, key, ms);
+    if (own) {
+        st = write_end(dest, own, st);
+    } else if (st == TM_OK) {
+        int rc = sqlite3_exec(dest->db, "RELEASE tm_merge", NULL, NULL, NULL);
+        if (rc != SQLITE_OK) st = db_fail(dest, rc, "cannot finish the merge");
+    } else {
+        sqlite3_exec(dest->db, "ROLLBACK TO tm_merge; RELEASE tm_merge", NULL, NULL, NULL);
+    }
+    if (st != TM_OK) ms->images_added = ms->copies_added = 0;
+out:
+    if (own_read) rollback_quiet(src); /* it only read */
+    return st;
+}
+
+tm_status tm_registry_snapshot(tm_registry *reg, const char *path)
+{
+    tm_status st = usable(reg);
+    if (st != TM_OK) return st;
+    if (!path || !*path) return fail(reg, TM_ERR_ARG, "no snapshot file given");
+    if (!sqlite3_get_autocommit(reg->db)) return fail(reg, TM_ERR_ARG, "a batch is open on the registry");
+    struct stat sb;
+    if (lstat(path, &sb) == 0) return fail(reg, TM_ERR_EXISTS, "file exists, refusing to overwrite");
+
+    size_t n = strlen(path) + 16;
+    char *tmp = malloc(n);
+    if (!tmp) return fail(reg, TM_ERR_NOMEM, "out of memory");
+    snprintf(tmp, n, "%s.tmp-XXXXXX", path);
+    int fd = mkstemp(tmp);
+    if (fd < 0) {
+        st = fail(reg, TM_ERR_IO, "cannot create the snapshot: %s", strerror(errno));
+        free(tmp);
+        return st;
+    }
+    mode_t um = umask(0); /* the mode a plain create would give */
+    umask(um);
+    (void)fchmod(fd, 0666 & ~um);
+    close(fd);
+
+    sqlite3 *db = NULL;
+    int rc = sqlite3_open_v2(tmp, &db, SQLITE_OPEN_READWRITE | SQLITE_OPEN_NOMUTEX, NULL);
+    if (rc == SQLITE_OK) {
+        /* One step copies every page under one read lock: a consistent
+         * state even while others write. Busy only in rollback mode. */
+        sqlite3_backup *b = sqlite3_backup_init(db, "main", reg->db, "main");
+        if (!b) {
+            rc = sqlite3_errcode(db);
+        } else {
+            for (int attempt = 0;; attempt++) {
+                rc = sqlite3_backup_step(b, -1);
+                if (((rc & 0xff) != SQLITE_BUSY && (rc & 0xff) != SQLITE_LOCKED) || attempt >= BUSY_RETRIES) break;
+                sqlite3_sleep(10 + 40 * attempt);
+            }
+            int frc = sqlite3_backup_finish(b);
+            rc = rc == SQLITE_DONE ? frc : rc;
+        }
+    }
+    if (rc == SQLITE_OK) rc = sqlite3_exec(db, "PRAGMA journal_mode = DELETE", NULL, NULL, NULL);
+    if (rc != SQLITE_OK)
+        st = fail(reg, status_of(rc) == TM_OK ? TM_ERR_INTERNAL : status_of(rc), "cannot write the snapshot: %s",
+                  db ? sqlite3_errmsg(db) : sqlite3_errstr(rc));
+    sqlite3_close_v2(db);
+    if (st == TM_OK && link(tmp, path) != 0) {
+        int e = errno;
+        if ((e == EPERM || e == ENOTSUP || e == EOPNOTSUPP) && lstat(path, &sb) != 0) e = rename(tmp, path) ? errno : 0;
+        if (e == EEXIST) st = fail(reg, TM_ERR_EXISTS, "file exists, refusing to overwrite");
+        else if (e) st = fail(reg, TM_ERR_IO, "cannot write the snapshot: %s", strerror(e));
+    }
+    unlink(tmp);
+    free(tmp);
+    return st;
 }

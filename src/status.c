@@ -1,6 +1,10 @@
-/* status.c -- the status table and library version. */
+/* status.c -- the status table, failure messages and the library version. */
 #include "config.h"
-#include "tracemark.h"
+
+#include <stdarg.h>
+#include <stdio.h>
+
+#include "internal.h"
 
 const char *tm_strerror(tm_status st)
 {
@@ -31,4 +35,28 @@ const char *tm_strerror(tm_status st)
 const char *tm_version(void)
 {
     return PACKAGE_VERSION;
+}
+
+static tm_status vfail(tm_status st, char *err, size_t errlen, const char *fmt, va_list ap)
+{
+    if (err && errlen) vsnprintf(err, errlen, fmt, ap);
+    return st;
+}
+
+tm_status tm_fail(tm_status st, char *err, size_t errlen, const char *fmt, ...)
+{
+    va_list ap;
+    va_start(ap, fmt);
+    vfail(st, err, errlen, fmt, ap);
+    va_end(ap);
+    return st;
+}
+
+tm_status tm_fail_arg(char *err, size_t errlen, const char *fmt, ...)
+{
+    va_list ap;
+    va_start(ap, fmt);
+    vfail(TM_ERR_ARG, err, errlen, fmt, ap);
+    va_end(ap);
+    return TM_ERR_ARG;
 }

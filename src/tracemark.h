@@ -124,6 +124,9 @@ typedef struct tm_load_options {
     uint64_t max_pixels;       /* refuse larger images before allocating; default 200e6 */
     int luma_only;             /* decode to one plane, the BT.601 luminance (all tracing reads):
                                   a YCbCr JPEG's Y is taken as stored, skipping its chroma */
+    int max_side;              /* 0, or shrink an image whose longer side (upright) exceeds this
+                                  to that side (Lanczos-3, antialiased; the other side rounded):
+                                  a lower-resolution delivery, the same pixels every time */
 } tm_load_options;
 
 /* Fills *opts with defaults. */
@@ -309,6 +312,13 @@ typedef struct tm_reg_copy {
  * memory, to a handle good only for tm_registry_errmsg and tm_registry_free. */
 TM_API tm_status tm_registry_open(const char *path, int create, tm_registry **out);
 
+/* Opens the existing registry at path for reading only: nothing is ever
+ * written to the file (tm_registry_check_key binds the key without storing
+ * a fingerprint or bringing an older schema up to date; writes fail with
+ * TM_ERR_ARG), so it may be another host's shard or a copy on read-only
+ * storage. Failures as tm_registry_open. */
+TM_API tm_status tm_registry_open_readonly(const char *path, tm_registry **out);
+
 /* Closes the registry (rolling back an unfinished batch); NULL is a no-op. */
 TM_API void tm_registry_free(tm_registry *reg);
 
@@ -398,6 +408,10 @@ TM_API tm_status tm_registry_verify(tm_registry *reg, const tm_key *key,
                                    void (*bad)(void *ud, int64_t copy_id, const char *why),
                                    void *ud, size_t *n_bad);
 
+/* tm_registry_verify for a yes or no: TM_ERR_TAMPERED with the number of
+ * findings and the first in tm_registry_errmsg. */
+TM_API tm_status tm_registry_verify_whole(tm_registry *reg, const tm_key *key);
+
 /* The checks of one copy a trace relies on, without a walk of the whole
  * registry: its tag, and that the journal's last record of it is this row
  * and follows from the entry before. TM_ERR_TAMPERED (errmsg says why). */
@@ -409,6 +423,42 @@ TM_API tm_status tm_registry_check_copy(tm_registry *reg, const tm_key *key, con
  * head against the last entry (TM_ERR_TAMPERED if it does not match). 0 and
  * "" for an empty journal or a registry of schema 1. */
 TM_API tm_status tm_registry_journal(tm_registry *reg, const tm_key *key, uint64_t *entries, char head[17]);
+
+/* What tm_registry_merge took from one source registry. */
+typedef struct tm_merge_stats {
+    uint64_t images, images_added;  /* the source's image rows; those new to the destination */
+    uint64_t copies, copies_added;  /* the source's copies; those new to the destination (the
+                                       rest were there already: same image, recipient,
+                                       codeword, output path and output hash) */
+    int src_at_fault;               /* on failure: 1 when src was refused (damaged, another key,
+                                       fails verification, or in conflict with dest) and
+                                       tm_registry_errmsg(src) says why; 0 when dest's does */
+} tm_merge_stats;
+
+/* Merges src (another host's registry made with the same key; may be opened
+ * read-only) into dest, whose key must be bound: src is first verified in
+ * full (tm_registry_verify: every tag and its journal; TM_ERR_KEY for
+ * another key's registry, TM_ERR_TAMPERED naming the first finding), then
+ * its images and copies are added to dest under new copy ids, tagged and
+ * journaled as tm_registry_put_copy would. An image already in dest must
+ * agree on content hash, size, perceptual hash and mark parameters (dest's
+ * row is kept: its original path and date stand); a copy already in dest
+ * (same image and recipient) must have the same codeword, output path and
+ * output hash, and is then left as it is. Any disagreement is refused as a
+ * conflict (TM_ERR_EXISTS, both rows named). All in one transaction of dest,
+ * or in the caller's batch when one is open (to be rolled back on failure):
+ * on failure dest is unchanged. Merging a source again adds nothing. dest
+ * is not verified here: tm_registry_verify it first, in the same batch.
+ * *ms (may be NULL) gets the counts. */
+TM_API tm_status tm_registry_merge(tm_registry *dest, tm_registry *src, const tm_key *key, tm_merge_stats *ms);
+
+/* Writes a consistent copy of the registry as it stands at one moment (other
+ * processes may be writing to it) to a new file at path, page for page: the
+ * same rows, copy ids, journal and head. The copy uses a rollback journal,
+ * not WAL, so readers need no shared-memory file beside it (it can sit on
+ * read-only storage, one per trace worker). TM_ERR_EXISTS if path exists;
+ * a batch must not be open on reg. */
+TM_API tm_status tm_registry_snapshot(tm_registry *reg, const char *path);
 
 /* ---- marking ------------------------------------------------------------ */
 
@@ -473,6 +523,17 @@ TM_API tm_status tm_embedder_codeword(const tm_embedder *e, const char *recipien
 /* Makes the recipient's marked copy as a new image (*out, caller frees). */
 TM_API tm_status tm_embedder_mark(tm_embedder *e, const char *recipient, tm_image **out);
 
+/* The unmarked original as a new image (*out, caller frees): the pixels
+ * the marks are added to. */
+TM_API tm_status tm_embedder_original(tm_embedder *e, tm_image **out);
+
+/* Adds the recipient's mark to img in place: an image of the original's
+ * size made from it (tm_embedder_original), e.g. with a visible watermark
+ * drawn on it (tm_visible_apply). The mark hides where the original's
+ * texture does: its mask is the original's. TM_ERR_DIMENSIONS for another
+ * size. tm_embedder_mark is tm_embedder_original then this. */
+TM_API tm_status tm_embedder_mark_onto(tm_embedder *e, const char *recipient, tm_image *img);
+
 /* Makes the recipient's marked copy as an encoded file (*data, malloc'd, *len
  * bytes) with options so. */
 TM_API tm_status tm_embedder_mark_encode(tm_embedder *e, const char *recipient, const tm_save_options *so,
@@ -480,6 +541,42 @@ TM_API tm_status tm_embedder_mark_encode(tm_embedder *e, const char *recipient, 
 
 /* JSON describing the scheme parameters recorded with each image. */
 TM_API const char *tm_scheme_params_json(void);
+
+/* ---- visible watermark -------------------------------------------------- */
+
+/* A semi-transparent line of text ("For review only - Alice") tiled over
+ * the whole image, in staggered rows turned by an angle: light letters with
+ * a thin dark outline, so it reads on dark and light pictures alike. It is
+ * drawn with FreeType, in a font found through fontconfig unless named
+ * (docs/visible.md); `mark --visible` draws it before the invisible mark. */
+
+/* The longest text tm_visible_apply accepts, in bytes. */
+#define TM_VISIBLE_MAX_TEXT 256
+
+typedef struct tm_visible_params {
+    const char *text;  /* UTF-8, one line, the recipient already substituted */
+    double opacity;    /* of the letters, in (0, 1]; default 0.25 */
+    double angle_deg;  /* counter-clockwise, in [-180, 180]; default 30 */
+    double size;       /* the font's em as a fraction of the image's shorter side,
+                          in (0, 1]; default 0.05 */
+    const char *font;  /* a font file, or NULL: the default (tm_visible_font) */
+} tm_visible_params;
+
+/* Fills *p with defaults (text NULL: the caller must set it). */
+TM_API void tm_visible_params_init(tm_visible_params *p);
+
+/* Writes to path (cap bytes) the font file tm_visible_apply would use for
+ * font (NULL: the configured default, else fontconfig's best match for
+ * "DejaVu Sans:bold"); TM_ERR_NOT_FOUND with the reason in err when there is
+ * none. The file itself is not opened. */
+TM_API tm_status tm_visible_font(const char *font, char *path, size_t cap, char *err, size_t errlen);
+
+/* Draws the text of p tiled over img's colour channels in place (alpha
+ * untouched), the same pixels every time for the same inputs. Bad
+ * parameters, text that is not one line of UTF-8 and a font file that does
+ * not load give TM_ERR_ARG, no default font TM_ERR_NOT_FOUND, with the
+ * reason in err (may be NULL); img is then left as it was. */
+TM_API tm_status tm_visible_apply(tm_image *img, const tm_visible_params *p, char *err, size_t errlen);
 
 /* ---- attacks ------------------------------------------------------------ */
 

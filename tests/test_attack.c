@@ -46,18 +46,6 @@ static tm_image *smooth_rgb(void)
     return img;
 }
 
-/* A constant image (every colour sample v; alpha, if any, 200). */
-static tm_image *flat(int w, int h, int channels, float v)
-{
-    tm_image *img = NULL;
-    CU_ASSERT_EQUAL_FATAL(tm_image_create(w, h, channels, &img), TM_OK);
-    int nc = channels == 2 || channels == 4 ? channels - 1 : channels;
-    for (int c = 0; c < channels; c++)
-        for (size_t i = 0; i < (size_t)w * h; i++) img->plane[c][i] = c < nc ? v : 200.0f;
-    return img;
-}
-
-
 static void stats(const tm_image *img, int c, double *mean, double *var)
 {
     size_t n = (size_t)img->width * img->height;
@@ -303,7 +291,7 @@ static void test_pointwise_values(void)
     tm_image_free(in);
 
     /* Alpha is not a colour: pointwise changes leave it alone. */
-    tm_image *rgba = flat(16, 16, 4, 100), *out = tm_test_attack("brightness:50,contrast:2", rgba);
+    tm_image *rgba = tm_test_flat(16, 16, 4, 100), *out = tm_test_attack("brightness:50,contrast:2", rgba);
     CU_ASSERT_EQUAL(plane_maxdiff(rgba, 3, out, 3), 0.0);
     CU_ASSERT(plane_maxdiff(rgba, 0, out, 0) > 50);
     tm_image_free(out);
@@ -317,7 +305,7 @@ static void test_blur(void)
     /* 128 plus uniform noise in [-40, 40] (xorshift seed 12345). */
     const uint32_t seed = 12345;
     uint32_t s = seed;
-    tm_image *in = flat(64, 64, 2, 128);
+    tm_image *in = tm_test_flat(64, 64, 2, 128);
     for (size_t i = 0; i < 64 * 64; i++) {
         s ^= s << 13;
         s ^= s >> 17;
@@ -345,7 +333,7 @@ static void test_blur(void)
     tm_image_free(in);
 
     /* A constant image stays constant (the kernel sums to one). */
-    tm_image *c = flat(20, 20, 3, 77), *cb = tm_test_attack("blur:sigma=3", c);
+    tm_image *c = tm_test_flat(20, 20, 3, 77), *cb = tm_test_attack("blur:sigma=3", c);
     CU_ASSERT(tm_test_maxdiff(c, cb) < 1e-3);
     tm_image_free(cb);
     tm_image_free(c);
@@ -353,7 +341,7 @@ static void test_blur(void)
 
 static void test_noise(void)
 {
-    tm_image *in = flat(W, H, 3, 128);
+    tm_image *in = tm_test_flat(W, H, 3, 128);
     tm_image *a = tm_test_attack("noise:sigma=5:seed=3", in), *a2 = tm_test_attack("noise:sigma=5:seed=3", in);
     tm_image *b = tm_test_attack("noise:sigma=5:seed=4", in), *p = tm_test_attack("noise:5:3", in);
     tm_image *def = tm_test_attack("noise:sigma=5", in), *one = tm_test_attack("noise:sigma=5:seed=1", in);
@@ -384,7 +372,7 @@ static void test_noise(void)
     tm_image_free(in);
 
     /* Clamped to 0..255. */
-    tm_image *w = flat(32, 32, 1, 255), *wn = tm_test_attack("noise:sigma=20", w);
+    tm_image *w = tm_test_flat(32, 32, 1, 255), *wn = tm_test_attack("noise:sigma=20", w);
     float mx = 0, mn = 255;
     for (size_t i = 0; i < 32 * 32; i++) {
         mx = fmaxf(mx, wn->plane[0][i]);
@@ -503,7 +491,7 @@ static void test_sharpen(void)
 
     /* A step edge 64 | 192 overshoots on both sides; far from it nothing moves;
      * alpha is not touched. */
-    tm_image *edge = flat(40, 8, 2, 64);
+    tm_image *edge = tm_test_flat(40, 8, 2, 64);
     for (int y = 0; y < 8; y++)
         for (int x = 20; x < 40; x++) edge->plane[0][y * 40 + x] = 192;
     tm_image *se = tm_test_attack("sharpen:amount=1:sigma=1", edge);
@@ -524,7 +512,7 @@ static void test_sharpen(void)
     /* White noise: out = (1 + A) v - A blur(v) keeps more than twice the
      * variance at A = 1 (about 3.4 times), and more with a larger A. */
     uint32_t s = 4242;
-    tm_image *nz = flat(64, 64, 1, 128);
+    tm_image *nz = tm_test_flat(64, 64, 1, 128);
     for (size_t i = 0; i < 64 * 64; i++) {
         s ^= s << 13;
         s ^= s >> 17;
@@ -546,7 +534,7 @@ static void test_sharpen(void)
     tm_image_free(nz);
 
     /* A constant image stays constant. */
-    tm_image *c = flat(20, 20, 3, 77), *cs = tm_test_attack("sharpen:amount=5:sigma=3", c);
+    tm_image *c = tm_test_flat(20, 20, 3, 77), *cs = tm_test_attack("sharpen:amount=5:sigma=3", c);
     CU_ASSERT(tm_test_maxdiff(c, cs) < 1e-3);
     tm_image_free(cs);
     tm_image_free(c);
@@ -600,7 +588,7 @@ static void test_median(void)
     }
 
     /* Isolated impulses vanish, a straight edge survives exactly. */
-    tm_image *imp = flat(30, 20, 1, 100);
+    tm_image *imp = tm_test_flat(30, 20, 1, 100);
     imp->plane[0][5 * 30 + 5] = 255;
     imp->plane[0][10 * 30 + 20] = 0;
     imp->plane[0][0] = 255; /* a corner: clamped border */
@@ -773,7 +761,7 @@ static void test_quantize(void)
     tm_image_free(in);
 
     /* An image with no more colours than the palette keeps them exactly. */
-    tm_image *few = flat(20, 10, 3, 0);
+    tm_image *few = tm_test_flat(20, 10, 3, 0);
     static const float cols[5][3] = {{0, 0, 0}, {255, 255, 255}, {12, 200, 7}, {13, 200, 7}, {90, 91, 92}};
     for (size_t i = 0; i < 200; i++)
         for (int ch = 0; ch < 3; ch++) few->plane[ch][i] = cols[(i * 7) % 5][ch];
@@ -788,7 +776,7 @@ static void test_quantize(void)
     tm_image_free(few);
 
     /* Median cut finds two clusters: two colours land on their means. */
-    tm_image *two = flat(32, 32, 3, 0);
+    tm_image *two = tm_test_flat(32, 32, 3, 0);
     uint32_t s = 99;
     double sum[2][3] = {{0}}, cnt[2] = {0};
     for (size_t i = 0; i < 32 * 32; i++) {
@@ -830,7 +818,7 @@ static void test_quantize(void)
  * one. */
 static void test_quantize_dither(void)
 {
-    tm_image *in = flat(128, 32, 3, 0);
+    tm_image *in = tm_test_flat(128, 32, 3, 0);
     for (int y = 0; y < 32; y++)
         for (int x = 0; x < 128; x++) {
             in->plane[0][y * 128 + x] = (float)(2 * x);
@@ -930,7 +918,7 @@ static void test_screenshot(void)
     tm_image_free(q20);
     tm_image_free(ref);
     /* Nothing left once the border is gone. */
-    tm_image *tiny = flat(40, 8, 3, 50), *out = tiny;
+    tm_image *tiny = tm_test_flat(40, 8, 3, 50), *out = tiny;
     char err[256] = "";
     CU_ASSERT_EQUAL(tm_attack_apply("screenshot", tiny, &out, err, sizeof err), TM_ERR_ARG);
     CU_ASSERT_PTR_NULL(out);
@@ -946,7 +934,7 @@ static void test_screenshot(void)
  * displacement at every pixel. */
 static tm_image *coords(int w, int h, int channels)
 {
-    tm_image *img = flat(w, h, channels, 50);
+    tm_image *img = tm_test_flat(w, h, channels, 50);
     for (int y = 0; y < h; y++)
         for (int x = 0; x < w; x++) {
             img->plane[0][y * w + x] = (float)x;
@@ -1102,7 +1090,7 @@ static void test_combine_pixelwise(void)
 static void test_combine_interleave(void)
 {
     tm_image *in[3];
-    for (int k = 0; k < 3; k++) in[k] = flat(W, H, 3, 10.0f * (k + 1)); /* 10, 20, 30 */
+    for (int k = 0; k < 3; k++) in[k] = tm_test_flat(W, H, 3, 10.0f * (k + 1)); /* 10, 20, 30 */
     static const struct {
         const char *spec;
         int n, block;
@@ -1130,7 +1118,7 @@ static void test_combine_interleave(void)
 
 static void test_combine_errors(void)
 {
-    tm_image *a = flat(W, H, 3, 10), *b = flat(W, H, 3, 20), *small = flat(W / 2, H, 3, 20), *grey = flat(W, H, 1, 20);
+    tm_image *a = tm_test_flat(W, H, 3, 10), *b = tm_test_flat(W, H, 3, 20), *small = tm_test_flat(W / 2, H, 3, 20), *grey = tm_test_flat(W, H, 1, 20);
     tm_image *ab[17];
     for (int k = 0; k < 17; k++) ab[k] = k % 2 ? b : a;
     tm_image *mism[2] = {a, small}, *chan[3] = {a, b, grey}, *hole[3] = {a, NULL, b};

@@ -149,6 +149,60 @@ static void test_encode_args(void)
     tm_image_free(img);
 }
 
+/* max_side shrinks on load to the longer side asked, keeping the shape and
+ * the mean; an image that fits is read exactly as without it, planes too. */
+static void test_max_side(void)
+{
+    tm_image *src = tm_test_synthetic(300, 200, 3, 7, 1), *got = NULL, *plain = NULL;
+    CU_ASSERT_PTR_NOT_NULL_FATAL(src);
+    static const tm_format fmts[] = {TM_FORMAT_PNG, TM_FORMAT_JPEG};
+    for (size_t f = 0; f < 2; f++) {
+        tm_save_options so;
+        tm_save_options_init(&so);
+        so.format = fmts[f];
+        uint8_t *data;
+        size_t len;
+        CU_ASSERT_EQUAL_FATAL(tm_image_encode(src, &so, &data, &len), TM_OK);
+        tm_load_options lo;
+        tm_load_options_init(&lo);
+        CU_ASSERT_EQUAL(tm_image_decode(data, len, &lo, &plain, NULL), TM_OK);
+        lo.max_side = 120;
+        CU_ASSERT_EQUAL(tm_image_decode(data, len, &lo, &got, NULL), TM_OK);
+        if (got && plain) {
+            CU_ASSERT_EQUAL(got->width, 120);
+            CU_ASSERT_EQUAL(got->height, 80);
+            double ma = 0, mb = 0;
+            for (size_t i = 0; i < 300 * 200; i++) ma += plain->plane[1][i];
+            for (size_t i = 0; i < 120 * 80; i++) mb += got->plane[1][i];
+            CU_ASSERT_DOUBLE_EQUAL(ma / (300 * 200), mb / (120 * 80), 1.0);
+        }
+        tm_image_free(got);
+        lo.max_side = 300; /* fits: the same pixels */
+        CU_ASSERT_EQUAL(tm_image_decode(data, len, &lo, &got, NULL), TM_OK);
+        if (got && plain) CU_ASSERT_EQUAL(tm_test_maxdiff(got, plain), 0);
+        tm_image_free(got);
+        /* planes: kept when the image fits, not when it is shrunk */
+        tm_jpeg_planes *planes = NULL;
+        got = NULL;
+        CU_ASSERT_EQUAL(tm_image_decode_planes(data, len, &lo, &got, &planes, NULL), TM_OK);
+        CU_ASSERT_EQUAL(planes != NULL, fmts[f] == TM_FORMAT_JPEG);
+        tm_jpeg_planes_free(planes);
+        tm_image_free(got);
+        lo.max_side = 150;
+        planes = NULL;
+        got = NULL;
+        CU_ASSERT_EQUAL(tm_image_decode_planes(data, len, &lo, &got, &planes, NULL), TM_OK);
+        CU_ASSERT_PTR_NULL(planes);
+        CU_ASSERT_TRUE(got && got->width == 150 && got->height == 100);
+        tm_image_free(got);
+        lo.max_side = -1;
+        CU_ASSERT_EQUAL(tm_image_decode(data, len, &lo, &got, NULL), TM_ERR_ARG);
+        tm_image_free(plain);
+        free(data);
+    }
+    tm_image_free(src);
+}
+
 static void test_strerror(void)
 {
     for (int s = TM_OK; s <= TM_ERR_INTERNAL; s++) {
@@ -169,6 +223,7 @@ static CU_TestInfo tests[] = {
     {"decode rejects non-images", test_decode_rejects},
     {"dimension and pixel budget", test_dimensions_budget},
     {"encode argument checks", test_encode_args},
+    {"max_side shrinks on load", test_max_side},
     {"status strings", test_strerror},
     CU_TEST_INFO_NULL,
 };

@@ -1,7 +1,9 @@
 /* test_registry.c -- the recipient registry: round trips, replacement of a
  * recipient's copy, tamper evidence (rows edited behind the library's back
  * with raw SQLite), key binding, refusal of files that are not registries,
- * two processes writing at once, and loading a large registry. */
+ * two processes writing at once, loading a large registry, merging shards
+ * (conflicts and untrusted shards refused, the destination unchanged to the
+ * byte) and snapshots. */
 #include "testutil.h"
 
 #include <sqlite3.h>
@@ -783,6 +785,462 @@ static void test_load_many(void)
     tm_key_free(key);
 }
 
+/* ---- merging shards ------------------------------------------------------ */
+
+/* An image row with every field a merge compares given. */
+static void put_image_as(tm_registry *reg, const char *id, int w, int h, int sha_salt, uint64_t phash,
+                         const char *params, const char *path, int64_t created)
+{
+    tm_reg_image img;
+    memset(&img, 0, sizeof img);
+    snprintf(img.image_id, sizeof img.image_id, "%s", id);
+    for (int i = 0; i < 32; i++) img.content_sha256[i] = (uint8_t)(i * 7 + sha_salt);
+    img.width = w;
+    img.height = h;
+    img.original_path = (char *)path;
+    img.phash = phash;
+    img.params = (char *)params;
+    img.created = created;
+    CU_ASSERT_EQUAL_FATAL(tm_registry_put_image(reg, &img), TM_OK);
+}
+
+#define PARAMS "{\"strength\":1.0,\"m\":512}"
+#define PHASH 0xfedcba9876543210ull
+
+/* Shard A (host 1): image1 to alice and bob. */
+static void make_shard_a(const char *path, const tm_key *key)
+{
+    tm_registry *reg = open_reg(path, 1);
+    CU_ASSERT_EQUAL(tm_registry_check_key(reg, key), TM_OK);
+    put_image_as(reg, image1, 640, 480, 640, PHASH, PARAMS, "/host1/photo.jpg", 1700000000);
+    put_copy(reg, key, image1, "alice@example.com", "out/alice.jpg", 512, 1);
+    put_copy(reg, key, image1, "bob@example.com", "out/bob.jpg", 512, 2);
+    tm_registry_free(reg);
+}
+
+/* Shard B (host 2): image1 (its original elsewhere, marked later) to alice
+ * again, the very copy A has, and to carol; image2 to dave. */
+static void make_shard_b(const char *path, const tm_key *key)
+{
+    tm_registry *reg = open_reg(path, 1);
+    CU_ASSERT_EQUAL(tm_registry_check_key(reg, key), TM_OK);
+    put_image_as(reg, image2, 800, 480, 800, PHASH, PARAMS, "/host2/other.jpg", 1700000500);
+    put_image_as(reg, image1, 640, 480, 640, PHASH, PARAMS, "/host2/photo.jpg", 1700000900);
+    put_copy(reg, key, image2, "dave", "out/dave.jpg", 512, 4);
+    put_copy(reg, key, image1, "alice@example.com", "out/alice.jpg", 512, 1);
+    put_copy(reg, key, image1, "carol", "out/carol.png", 512, 3);
+    tm_registry_free(reg);
+}
+
+static tm_registry *open_ro(const char *path)
+{
+    tm_registry *reg = NULL;
+    tm_status st = tm_registry_open_readonly(path, &reg);
+    if (st != TM_OK) fprintf(stderr, "open_readonly %s: %s (%s)\n", path, tm_strerror(st), tm_registry_errmsg(reg));
+    CU_ASSERT_EQUAL_FATAL(st, TM_OK);
+    return reg;
+}
+
+/* Merges the registry at src_path into the one at dest_path (created if
+ * missing) under key; returns the status, with *ms and the message. */
+static tm_status merge_files(const char *dest_path, const char *src_path, const tm_key *key, tm_merge_stats *ms,
+                             char *msg, size_t cap)
+{
+    tm_registry *dest = open_reg(dest_path, 1), *src = open_ro(src_path);
+    tm_status st = tm_registry_check_key(dest, key);
+    CU_ASSERT_EQUAL(st, TM_OK);
+    if (st == TM_OK) st = tm_registry_merge(dest, src, key, ms);
+    if (msg) snprintf(msg, cap, "%s", tm_registry_errmsg(ms->src_at_fault ? src : dest));
+    tm_registry_free(src);
+    tm_registry_free(dest);
+    return st;
+}
+
+static int same_bytes(const uint8_t *a, size_t na, const char *path)
+{
+    size_t nb = 0;
+    uint8_t *b = tm_test_slurp(path, &nb);
+    int same = na == nb && memcmp(a, b, na) == 0;
+    free(b);
+    return same;
+}
+
+static void test_merge_shards(void)
+{
+    char a[768], b[768], dest[768];
+    snprintf(a, sizeof a, "%s", tm_test_path("shard-a.reg"));
+    snprintf(b, sizeof b, "%s", tm_test_path("shard-b.reg"));
+    snprintf(dest, sizeof dest, "%s", tm_test_path("merged.reg"));
+    tm_key *key = make_key(0);
+    make_shard_a(a, key);
+    make_shard_b(b, key);
+    size_t na = 0, nb = 0;
+    uint8_t *a_bytes = tm_test_slurp(a, &na), *b_bytes = tm_test_slurp(b, &nb);
+
+    tm_merge_stats ms;
+    char msg[512];
+    CU_ASSERT_EQUAL(merge_files(dest, a, key, &ms, msg, sizeof msg), TM_OK);
+    CU_ASSERT_EQUAL(ms.images, 1);
+    CU_ASSERT_EQUAL(ms.images_added, 1);
+    CU_ASSERT_EQUAL(ms.copies, 2);
+    CU_ASSERT_EQUAL(ms.copies_added, 2);
+    tm_status st = merge_files(dest, b, key, &ms, msg, sizeof msg);
+    if (st != TM_OK) fprintf(stderr, "merge b: %s\n", msg);
+    CU_ASSERT_EQUAL(st, TM_OK);
+    CU_ASSERT_EQUAL(ms.images, 2);
+    CU_ASSERT_EQUAL(ms.images_added, 1); /* image1 was there */
+    CU_ASSERT_EQUAL(ms.copies, 3);
+    CU_ASSERT_EQUAL(ms.copies_added, 2); /* alice's copy was there */
+    /* the shards were only read */
+    CU_ASSERT(same_bytes(a_bytes, na, a));
+    CU_ASSERT(same_bytes(b_bytes, nb, b));
+
+    /* DEST verifies: tags, journal (2 images + 4 copies), head */
+    CU_ASSERT_EQUAL(verify_quiet(dest, key), TM_OK);
+    tm_registry *reg = open_reg(dest, 0);
+    uint64_t entries = 0;
+    char head[17];
+    CU_ASSERT_EQUAL(tm_registry_journal(reg, key, &entries, head), TM_OK);
+    CU_ASSERT_EQUAL(entries, 6);
+    tm_reg_image img;
+    CU_ASSERT_EQUAL_FATAL(tm_registry_get_image(reg, image1, &img), TM_OK);
+    CU_ASSERT_STRING_EQUAL(img.original_path, "/host1/photo.jpg"); /* DEST's row kept */
+    CU_ASSERT_EQUAL(img.created, 1700000000);
+    tm_reg_image_clear(&img);
+    CU_ASSERT_EQUAL_FATAL(tm_registry_get_image(reg, image2, &img), TM_OK);
+    CU_ASSERT_STRING_EQUAL(img.original_path, "/host2/other.jpg"); /* new: as the shard had it */
+    CU_ASSERT_EQUAL(img.created, 1700000500);
+    CU_ASSERT_EQUAL(img.width, 800);
+    tm_reg_image_clear(&img);
+
+    /* copy ids are DEST's, in merge order; the rows are the shards' */
+    tm_reg_copy *arr = NULL;
+    size_t n = 0;
+    CU_ASSERT_EQUAL_FATAL(tm_registry_load_copies(reg, NULL, &arr, &n), TM_OK);
+    CU_ASSERT_EQUAL_FATAL(n, 4);
+    static const char *who[] = {"alice@example.com", "bob@example.com", "dave", "carol"};
+    static const uint32_t seed[] = {1, 2, 4, 3};
+    for (size_t i = 0; i < n; i++) {
+        uint8_t want[64];
+        fill_codeword(want, 512, seed[i]);
+        CU_ASSERT_EQUAL(arr[i].copy_id, (int64_t)i + 1);
+        CU_ASSERT_STRING_EQUAL(arr[i].recipient, who[i]);
+        CU_ASSERT_EQUAL(arr[i].created, 1700000100 + seed[i]);
+        CU_ASSERT_EQUAL(arr[i].out_sha256[0], (uint8_t)seed[i]);
+        CU_ASSERT(memcmp(arr[i].codeword, want, 64) == 0);
+        CU_ASSERT_EQUAL(tm_registry_check_copy(reg, key, &arr[i]), TM_OK);
+    }
+    tm_reg_copies_free(arr, n);
+    tm_registry_free(reg);
+
+    /* Again: nothing added, DEST unchanged to the byte. */
+    size_t nd = 0;
+    uint8_t *d_bytes = tm_test_slurp(dest, &nd);
+    CU_ASSERT_EQUAL(merge_files(dest, a, key, &ms, NULL, 0), TM_OK);
+    CU_ASSERT_EQUAL(ms.copies, 2);
+    CU_ASSERT_EQUAL(ms.copies_added, 0);
+    CU_ASSERT_EQUAL(ms.images_added, 0);
+    CU_ASSERT_EQUAL(merge_files(dest, b, key, &ms, NULL, 0), TM_OK);
+    CU_ASSERT_EQUAL(ms.copies_added, 0);
+    CU_ASSERT(same_bytes(d_bytes, nd, dest));
+    /* and the merged registry merged into a fresh one is a copy of it */
+    char again[768];
+    snprintf(again, sizeof again, "%s", tm_test_path("merged2.reg"));
+    CU_ASSERT_EQUAL(merge_files(again, dest, key, &ms, NULL, 0), TM_OK);
+    CU_ASSERT_EQUAL(ms.copies_added, 4);
+    CU_ASSERT_EQUAL(verify_quiet(again, key), TM_OK);
+    free(d_bytes);
+    free(a_bytes);
+    free(b_bytes);
+    tm_key_free(key);
+}
+
+/* Shard B with one thing changed against A, merged after A: refused as a
+ * conflict naming what differs, DEST unchanged to the byte. */
+static void expect_conflict(const char *name, int what, const char *want)
+{
+    char a[768], b[768], dest[768];
+    snprintf(a, sizeof a, "%s", tm_test_path("conflict-a.reg"));
+    snprintf(b, sizeof b, "%s-b", tm_test_path(name));
+    snprintf(dest, sizeof dest, "%s-dest", tm_test_path(name));
+    tm_key *key = make_key(0);
+    struct stat sb;
+    if (stat(a, &sb) != 0) make_shard_a(a, key);
+    tm_merge_stats ms;
+    CU_ASSERT_EQUAL_FATAL(merge_files(dest, a, key, &ms, NULL, 0), TM_OK);
+
+    tm_registry *reg = open_reg(b, 1);
+    CU_ASSERT_EQUAL(tm_registry_check_key(reg, key), TM_OK);
+    put_image_as(reg, image2, 800, 480, 800, PHASH, PARAMS, "/host2/other.jpg", 1700000500); /* new: fine */
+    put_image_as(reg, image1, what == 2 ? 641 : 640, 480, what == 1 ? 99 : 640, what == 3 ? PHASH ^ 1 : PHASH,
+                 what == 4 ? "{\"strength\":2.0,\"m\":512}" : PARAMS, "/host2/photo.jpg", 1700000900);
+    put_copy(reg, key, image2, "dave", "out/dave.jpg", 512, 4); /* new: fine, merged before the conflict */
+    put_copy(reg, key, image1, "carol", "out/carol.png", 512, 3);
+    if (what == 5) put_copy(reg, key, image1, "bob@example.com", "out/bob.jpg", 512, 9);   /* other codeword */
+    if (what == 6) put_copy(reg, key, image1, "bob@example.com", "out/bob2.jpg", 512, 2);  /* other path */
+    if (what == 7) {                                                                      /* other bytes */
+        uint8_t cw[64];
+        fill_codeword(cw, 512, 2);
+        tm_reg_copy c;
+        memset(&c, 0, sizeof c);
+        c.image_id = image1;
+        c.recipient = "bob@example.com";
+        c.out_path = "out/bob.jpg";
+        for (int i = 0; i < 32; i++) c.out_sha256[i] = (uint8_t)(2 + i + (i == 31));
+        c.created = 1700000102;
+        c.code_len = 512;
+        c.codeword = cw;
+        CU_ASSERT_EQUAL(tm_registry_put_copy(reg, key, &c, NULL), TM_OK);
+    }
+    tm_registry_free(reg);
+
+    size_t nd = 0;
+    uint8_t *before = tm_test_slurp(dest, &nd);
+    char msg[512];
+    tm_status st = merge_files(dest, b, key, &ms, msg, sizeof msg);
+    CU_ASSERT_EQUAL(st, TM_ERR_EXISTS);
+    CU_ASSERT_EQUAL(ms.src_at_fault, 1);
+    CU_ASSERT_EQUAL(ms.copies_added, 0);
+    if (!strstr(msg, "conflict") || !strstr(msg, want)) {
+        fprintf(stderr, "%s: message '%s' lacks 'conflict' or '%s'\n", name, msg, want);
+        CU_FAIL("conflict message");
+    }
+    CU_ASSERT(same_bytes(before, nd, dest));
+    CU_ASSERT_EQUAL(verify_quiet(dest, key), TM_OK);
+    reg = open_reg(dest, 0);
+    uint64_t n = 0;
+    CU_ASSERT_EQUAL(tm_registry_count_copies(reg, NULL, &n), TM_OK);
+    CU_ASSERT_EQUAL(n, 2);
+    tm_registry_free(reg);
+    free(before);
+    tm_key_free(key);
+}
+
+static void test_merge_conflicts(void)
+{
+    expect_conflict("c-sha", 1, "content hash");
+    expect_conflict("c-size", 2, "size (641x480 here, 640x480 there)");
+    expect_conflict("c-phash", 3, "perceptual hash");
+    expect_conflict("c-params", 4, "mark parameters");
+    expect_conflict("c-codeword", 5, "another codeword than the destination's copy 2");
+    expect_conflict("c-path", 6, "'bob@example.com' was given two copies of image");
+    expect_conflict("c-bytes", 7, "here ('out/bob.jpg', sha256 0203");
+    char both[128];
+    snprintf(both, sizeof both, "copy 2 in the destination ('out/bob.jpg'");
+    expect_conflict("c-path2", 6, both);
+}
+
+/* Shards that are not to be trusted, and wrong uses. */
+static void test_merge_refused(void)
+{
+    char a[768], dest[768], bad[768];
+    snprintf(a, sizeof a, "%s", tm_test_path("refuse-a.reg"));
+    snprintf(dest, sizeof dest, "%s", tm_test_path("refuse-dest.reg"));
+    tm_key *key = make_key(0), *other = make_key(1);
+    make_shard_a(a, key);
+    tm_merge_stats ms;
+    CU_ASSERT_EQUAL_FATAL(merge_files(dest, a, key, &ms, NULL, 0), TM_OK);
+    size_t nd = 0;
+    uint8_t *before = tm_test_slurp(dest, &nd);
+
+    static const struct {
+        const char *name, *sql;
+        tm_status st;
+        const char *want;
+    } cases[] = {
+        {"r-edit.reg", "UPDATE copies SET recipient = 'mallory' WHERE copy_id = 2", TM_ERR_TAMPERED,
+         "fails verification (1 finding, the first: copy 2: tag does not match"},
+        {"r-deleted.reg", "DELETE FROM copies WHERE copy_id = 1", TM_ERR_TAMPERED, "copy 1: deleted"},
+        {"r-journal.reg", "DELETE FROM journal WHERE seq = 3; UPDATE journal SET seq = 3 WHERE seq = 4",
+         TM_ERR_TAMPERED, "fails verification"},
+        {"r-image.reg", "UPDATE images SET phash = 5", TM_ERR_TAMPERED, "image 00112233445566778899aabbccddeeff"},
+        {"r-fp.reg", "UPDATE meta SET value = '0123456789abcdef' WHERE name = 'key_fingerprint'", TM_ERR_KEY,
+         "another key (fingerprint 0123456789abcdef)"},
+    };
+    for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
+        snprintf(bad, sizeof bad, "%s", tm_test_path(cases[i].name));
+        tm_registry *reg = open_reg(bad, 1);
+        CU_ASSERT_EQUAL(tm_registry_check_key(reg, key), TM_OK);
+        put_image_as(reg, image1, 640, 480, 640, PHASH, PARAMS, "/host3/photo.jpg", 1700000000);
+        put_copy(reg, key, image1, "erin", "out/erin.jpg", 512, 11);
+        put_copy(reg, key, image1, "frank", "out/frank.jpg", 512, 12);
+        tm_registry_free(reg);
+        raw_exec(bad, cases[i].sql);
+        char msg[512];
+        tm_status st = merge_files(dest, bad, key, &ms, msg, sizeof msg);
+        CU_ASSERT_EQUAL(st, cases[i].st);
+        CU_ASSERT_EQUAL(ms.src_at_fault, 1);
+        if (!strstr(msg, cases[i].want)) {
+            fprintf(stderr, "%s: message '%s' lacks '%s'\n", cases[i].name, msg, cases[i].want);
+            CU_FAIL("refusal message");
+        }
+        CU_ASSERT(same_bytes(before, nd, dest));
+    }
+
+    /* A shard made with another key. */
+    snprintf(bad, sizeof bad, "%s", tm_test_path("r-other.reg"));
+    make_shard_a(bad, other);
+    char msg[512], fp[17], want[64];
+    CU_ASSERT_EQUAL(merge_files(dest, bad, key, &ms, msg, sizeof msg), TM_ERR_KEY);
+    CU_ASSERT_EQUAL(ms.src_at_fault, 1);
+    CU_ASSERT_EQUAL(tm_key_fingerprint(other, fp), TM_OK);
+    snprintf(want, sizeof want, "another key (fingerprint %s)", fp);
+    CU_ASSERT_PTR_NOT_NULL(strstr(msg, want));
+    CU_ASSERT(same_bytes(before, nd, dest));
+    /* ... also when it holds no fingerprint: its tags do not verify */
+    raw_exec(bad, "DELETE FROM meta WHERE name = 'key_fingerprint'");
+    CU_ASSERT_EQUAL(merge_files(dest, bad, key, &ms, msg, sizeof msg), TM_ERR_TAMPERED);
+    CU_ASSERT_PTR_NOT_NULL(strstr(msg, "tag does not match"));
+    CU_ASSERT(same_bytes(before, nd, dest));
+
+    /* Wrong uses: DEST without its key, another key, a read-only DEST, itself. */
+    tm_registry *d = open_reg(dest, 0), *s = open_ro(a);
+    CU_ASSERT_EQUAL(tm_registry_merge(d, s, key, &ms), TM_ERR_ARG); /* no key bound */
+    CU_ASSERT_PTR_NOT_NULL(strstr(tm_registry_errmsg(d), "no key bound"));
+    CU_ASSERT_EQUAL(ms.src_at_fault, 0);
+    CU_ASSERT_EQUAL(tm_registry_check_key(d, other), TM_ERR_KEY);
+    CU_ASSERT_EQUAL(tm_registry_check_key(d, key), TM_OK);
+    CU_ASSERT_EQUAL(tm_registry_merge(d, s, other, &ms), TM_ERR_KEY);
+    CU_ASSERT_EQUAL(tm_registry_merge(d, d, key, &ms), TM_ERR_ARG);
+    CU_ASSERT_EQUAL(tm_registry_merge(d, s, NULL, NULL), TM_ERR_ARG);
+    CU_ASSERT_EQUAL(tm_registry_check_key(s, key), TM_OK);
+    CU_ASSERT_EQUAL(tm_registry_merge(s, d, key, &ms), TM_ERR_ARG); /* s is read-only */
+    CU_ASSERT_PTR_NOT_NULL(strstr(tm_registry_errmsg(s), "read-only"));
+    tm_registry_free(s);
+    tm_registry_free(d);
+    CU_ASSERT(same_bytes(before, nd, dest));
+    free(before);
+    tm_key_free(key);
+    tm_key_free(other);
+}
+
+/* In the caller's batch, a failed merge takes back only its own rows. */
+static void test_merge_in_batch(void)
+{
+    char a[768], dest[768], b[768];
+    snprintf(a, sizeof a, "%s", tm_test_path("batch-a.reg"));
+    snprintf(b, sizeof b, "%s", tm_test_path("batch-b.reg"));
+    snprintf(dest, sizeof dest, "%s", tm_test_path("batch-dest.reg"));
+    tm_key *key = make_key(0);
+    make_shard_a(a, key);
+    make_shard_b(b, key);
+    raw_exec(b, "PRAGMA foreign_keys = OFF; UPDATE copies SET codeword = x'00' || substr(codeword, 2)"
+                " WHERE recipient = 'alice@example.com'");
+    tm_registry *d = open_reg(dest, 1), *sa = open_ro(a), *sb = open_ro(b);
+    CU_ASSERT_EQUAL(tm_registry_check_key(d, key), TM_OK);
+    CU_ASSERT_EQUAL_FATAL(tm_registry_begin(d), TM_OK);
+    put_image_as(d, image2, 800, 480, 800, PHASH, PARAMS, "/here/other.jpg", 1700000000);
+    put_copy(d, key, image2, "zoe", "out/zoe.jpg", 512, 20);
+    tm_merge_stats ms;
+    CU_ASSERT_EQUAL(tm_registry_merge(d, sa, key, &ms), TM_OK);
+    CU_ASSERT_EQUAL(ms.copies_added, 2);
+    CU_ASSERT_EQUAL(tm_registry_merge(d, sb, key, &ms), TM_ERR_TAMPERED); /* its alice row was edited */
+    CU_ASSERT_EQUAL(ms.src_at_fault, 1);
+    CU_ASSERT_EQUAL(tm_registry_commit(d), TM_OK);
+    uint64_t n = 0;
+    CU_ASSERT_EQUAL(tm_registry_count_copies(d, NULL, &n), TM_OK);
+    CU_ASSERT_EQUAL(n, 3); /* zoe and shard A's two */
+    tm_registry_free(sb);
+    tm_registry_free(sa);
+    tm_registry_free(d);
+    CU_ASSERT_EQUAL(verify_quiet(dest, key), TM_OK);
+    tm_key_free(key);
+}
+
+/* A schema 1 shard is merged as it is (read, never upgraded), and a
+ * read-only handle never writes: no fingerprint stored, no upgrade. */
+static void test_merge_schema1_and_readonly(void)
+{
+    tm_key *key = make_key(0);
+    char v1[768], dest[768], src[4096];
+    snprintf(v1, sizeof v1, "%s", tm_test_path("shard-v1.reg"));
+    snprintf(dest, sizeof dest, "%s", tm_test_path("dest-v1.reg"));
+    snprintf(src, sizeof src, "%s/tests/data/registry/v1.db", TM_SRCDIR);
+    copy_file(src, v1);
+    size_t n1 = 0;
+    uint8_t *v1_bytes = tm_test_slurp(v1, &n1);
+    tm_merge_stats ms;
+    CU_ASSERT_EQUAL(merge_files(dest, v1, key, &ms, NULL, 0), TM_OK);
+    CU_ASSERT_EQUAL(ms.images_added, 1);
+    CU_ASSERT_EQUAL(ms.copies_added, 3);
+    CU_ASSERT(same_bytes(v1_bytes, n1, v1)); /* not upgraded */
+    CU_ASSERT_EQUAL(verify_quiet(dest, key), TM_OK);
+    free(v1_bytes);
+
+    /* an unbound registry opened read-only: the key binds, nothing is stored */
+    char unbound[768];
+    snprintf(unbound, sizeof unbound, "%s", tm_test_path("unbound.reg"));
+    tm_registry_free(open_reg(unbound, 1));
+    size_t nu = 0;
+    uint8_t *u_bytes = tm_test_slurp(unbound, &nu);
+    tm_registry *reg = open_ro(unbound);
+    CU_ASSERT_EQUAL(tm_registry_check_key(reg, key), TM_OK);
+    tm_reg_image img;
+    memset(&img, 0, sizeof img);
+    snprintf(img.image_id, sizeof img.image_id, "%s", image1);
+    img.width = img.height = 8;
+    CU_ASSERT_EQUAL(tm_registry_put_image(reg, &img), TM_ERR_ARG);
+    CU_ASSERT_PTR_NOT_NULL(strstr(tm_registry_errmsg(reg), "read-only"));
+    tm_registry_free(reg);
+    CU_ASSERT(same_bytes(u_bytes, nu, unbound));
+    free(u_bytes);
+    reg = NULL;
+    CU_ASSERT_EQUAL(tm_registry_open_readonly(tm_test_path("nowhere.reg"), &reg), TM_ERR_REGISTRY);
+    tm_registry_free(reg);
+    tm_key_free(key);
+}
+
+/* A snapshot is the registry page for page, taken while another handle
+ * holds uncommitted writes (which it does not see), and needs no WAL. */
+static void test_snapshot(void)
+{
+    tm_key *key = make_key(0);
+    char path[768], snap[768], snap2[768];
+    snprintf(path, sizeof path, "%s", tm_test_path("snap-src.reg"));
+    snprintf(snap, sizeof snap, "%s", tm_test_path("snap.reg"));
+    snprintf(snap2, sizeof snap2, "%s", tm_test_path("snap2.reg"));
+    make_sample(path, key);
+    tm_registry *writer = open_reg(path, 0), *reg = open_ro(path);
+    CU_ASSERT_EQUAL(tm_registry_check_key(writer, key), TM_OK);
+    CU_ASSERT_EQUAL_FATAL(tm_registry_begin(writer), TM_OK);
+    put_copy(writer, key, image2, "uncommitted", "x.jpg", 64, 30);
+    CU_ASSERT_EQUAL(tm_registry_snapshot(reg, snap), TM_OK);
+    CU_ASSERT_EQUAL(tm_registry_snapshot(reg, snap), TM_ERR_EXISTS);
+    CU_ASSERT_EQUAL(tm_registry_snapshot(writer, snap2), TM_ERR_ARG); /* its batch is open */
+    CU_ASSERT_EQUAL(tm_registry_commit(writer), TM_OK);
+    tm_registry_free(writer);
+
+    tm_registry *copy = open_ro(snap);
+    tm_reg_copy *x = NULL, *y = NULL;
+    size_t nx = 0, ny = 0;
+    CU_ASSERT_EQUAL_FATAL(tm_registry_load_copies(copy, NULL, &x, &nx), TM_OK);
+    CU_ASSERT_EQUAL_FATAL(tm_registry_load_copies(reg, NULL, &y, &ny), TM_OK);
+    CU_ASSERT_EQUAL_FATAL(nx, 4);
+    CU_ASSERT_EQUAL_FATAL(ny, 5);
+    for (size_t i = 0; i < nx; i++) {
+        CU_ASSERT_EQUAL(x[i].copy_id, y[i].copy_id);
+        CU_ASSERT_STRING_EQUAL(x[i].recipient, y[i].recipient);
+        CU_ASSERT(memcmp(x[i].tag, y[i].tag, 32) == 0);
+        CU_ASSERT_EQUAL(tm_registry_check_copy(copy, key, &x[i]), TM_OK);
+    }
+    tm_reg_copies_free(x, nx);
+    tm_reg_copies_free(y, ny);
+    uint64_t entries = 0;
+    char head[17];
+    CU_ASSERT_EQUAL(tm_registry_journal(copy, key, &entries, head), TM_OK);
+    CU_ASSERT_EQUAL(entries, 6);
+    CU_ASSERT_EQUAL(tm_registry_verify(copy, key, NULL, NULL, NULL), TM_OK);
+    tm_registry_free(copy);
+    tm_registry_free(reg);
+    size_t n = 0;
+    uint8_t *bytes = tm_test_slurp(snap, &n);
+    CU_ASSERT_FATAL(n > 100);
+    CU_ASSERT_EQUAL(bytes[18], 1); /* rollback journal, not WAL */
+    CU_ASSERT_EQUAL(bytes[19], 1);
+    free(bytes);
+    tm_key_free(key);
+}
+
 static CU_TestInfo tests[] = {
     {"round trip of images and copies", test_round_trip},
     {"same recipient again replaces the row", test_same_recipient_replaces},
@@ -795,6 +1253,12 @@ static CU_TestInfo tests[] = {
     {"two processes write at once", test_concurrent_writers},
     {"four processes create at once", test_concurrent_create},
     {"load 10^5 copies", test_load_many},
+    {"merge two shards, then again: nothing added", test_merge_shards},
+    {"merge conflicts refused, the destination unchanged", test_merge_conflicts},
+    {"merge refuses tampered and other-key shards", test_merge_refused},
+    {"merge in a batch takes back only its own rows", test_merge_in_batch},
+    {"merge a schema 1 shard; read-only handles never write", test_merge_schema1_and_readonly},
+    {"snapshot: a consistent copy, page for page", test_snapshot},
     CU_TEST_INFO_NULL,
 };
 

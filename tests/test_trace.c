@@ -197,6 +197,29 @@ static void test_deterministic_and_luma_only(void)
     tm_image_free(orig);
 }
 
+/* The original handed out and marked in place (the visible-mark path):
+ * the same copy as tm_embedder_mark; another size refused, img untouched. */
+static void test_mark_onto(void)
+{
+    tm_image *orig = tm_test_synthetic(256, 192, 3, 11, 1), *a = NULL, *b = NULL, *small = NULL;
+    tm_embedder *e = NULL;
+    CU_ASSERT_EQUAL_FATAL(tm_embedder_create(key_a, orig, NULL, &e), TM_OK);
+    CU_ASSERT_EQUAL_FATAL(tm_embedder_mark(e, "alice", &a), TM_OK);
+    CU_ASSERT_EQUAL_FATAL(tm_embedder_original(e, &b), TM_OK);
+    CU_ASSERT_EQUAL(tm_test_maxdiff(b, orig), 0.0);
+    CU_ASSERT_EQUAL(tm_embedder_mark_onto(e, "alice", b), TM_OK);
+    CU_ASSERT_EQUAL(tm_test_maxdiff(a, b), 0.0);
+    CU_ASSERT_EQUAL_FATAL(tm_image_create(128, 96, 3, &small), TM_OK);
+    CU_ASSERT_EQUAL(tm_embedder_mark_onto(e, "alice", small), TM_ERR_DIMENSIONS);
+    CU_ASSERT_EQUAL(small->plane[0][0], 0.0f);
+    CU_ASSERT_EQUAL(tm_embedder_mark_onto(e, "", b), TM_ERR_ARG);
+    tm_image_free(a);
+    tm_image_free(b);
+    tm_image_free(small);
+    tm_embedder_free(e);
+    tm_image_free(orig);
+}
+
 /* Too small or flat suspects are inconclusive, never accused. */
 static void test_unreadable_suspects(void)
 {
@@ -769,6 +792,7 @@ static void test_rounds_keep_the_budget(void)
 }
 
 static CU_TestInfo tests[] = {
+    {"mark onto the original handed out", test_mark_onto},
     {"collusion: later rounds name the weaker colluders", test_collusion_rounds},
     {"collusion: the rounds keep the budget", test_rounds_keep_the_budget},
     {"scale and rotation", test_scale_and_rotation},

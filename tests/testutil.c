@@ -151,3 +151,13 @@ int tm_test_main(const char *suite, CU_TestInfo *tests)
     if (run == 0) return 2;
     return failed ? 1 : 0;
 }
+
+tm_image *tm_test_flat(int w, int h, int channels, float v)
+{
+    tm_image *img = NULL;
+    CU_ASSERT_EQUAL_FATAL(tm_image_create(w, h, channels, &img), TM_OK);
+    int nc = channels == 2 || channels == 4 ? channels - 1 : channels;
+    for (int c = 0; c < channels; c++)
+        for (size_t i = 0; i < (size_t)w * h; i++) img->plane[c][i] = c < nc ? v : 200.0f;
+    return img;
+}

@@ -27,6 +27,9 @@ const char *tm_test_corpus(const char *name);
  * codecs see realistic structure; values in 0..255 (integers when round). */
 tm_image *tm_test_synthetic(int w, int h, int channels, uint32_t seed, int round);
 
+/* A constant image: every colour sample v, alpha (2 or 4 channels) 200. */
+tm_image *tm_test_flat(int w, int h, int channels, float v);
+
 /* Largest absolute sample difference between two images of equal shape,
  * or -1 when the shapes differ. */
 double tm_test_maxdiff(const tm_image *a, const tm_image *b);

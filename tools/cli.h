@@ -80,6 +80,33 @@ void cli_json_number(FILE *f, const char *fmt, double v);
 /* True when the stream is a terminal (progress output is shown only then). */
 int cli_isatty(FILE *f);
 
+/* How much the program says besides its results, from the global options
+ * before COMMAND: -q (CLI_QUIET: no progress, notes or summaries), none
+ * (CLI_NORMAL), -v (CLI_VERBOSE: also the details behind each result).
+ * Errors and warnings are printed whatever it is. */
+enum { CLI_QUIET = -1, CLI_NORMAL = 0, CLI_VERBOSE = 1 };
+extern int cli_verbosity;
+
+/* Prints "tracemark: note: <message>" on stderr, unless quiet. */
+void cli_note(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
+
+/* True when output to f may be coloured: f is a terminal, NO_COLOR is unset
+ * or empty (https://no-color.org) and TERM is not "dumb". */
+int cli_colour(FILE *f);
+
+/* A progress bar on stderr: drawn only when stderr is a terminal and the
+ * program is not quiet, at most ten times a second; cli_progress_clear
+ * wipes it before other output. what names the units ("copies"). */
+typedef struct cli_progress {
+    const char *what;
+    int tty, drawn;
+    double t0, last;
+} cli_progress;
+
+void cli_progress_start(cli_progress *p, const char *what);
+void cli_progress_show(cli_progress *p, size_t done, size_t total);
+void cli_progress_clear(cli_progress *p);
+
 /* The subcommands. */
 int cmd_strip(int argc, char **argv);
 int cmd_inspect(int argc, char **argv);

@@ -48,6 +48,17 @@ static void mark_help(void)
            "--out-dir (--format to choose). A JPEG copy keeps IN's estimated quality and\n"
            "chroma subsampling unless --quality is given.\n"
            "\n"
+           "--max-size delivers a lower resolution, for recipients who do not need full\n"
+           "detail: IN is shrunk (antialiased) so its longer side is at most PX pixels,\n"
+           "and the mark is made at that size, so a copy traces at the size delivered.\n"
+           "The registry records IN as the original; an informed trace shrinks it the\n"
+           "same way.\n"
+           "\n"
+           "--visible puts a visible, tiled, semi-transparent text across the whole copy\n"
+           "before the invisible mark, e.g. 'For review only - %%r' (%%r: the recipient,\n"
+           "%%%% a percent sign): a deterrent for drafts; the invisible mark still traces\n"
+           "under it. The font is --visible-font's, else fontconfig's DejaVu Sans Bold.\n"
+           "\n"
            "Options:\n"
            "  -k, --key FILE          secret key (from 'tracemark keygen')\n"
            "  -r, --registry FILE     recipient registry (SQLite)\n"
@@ -59,6 +70,12 @@ static void mark_help(void)
            "      --name TEMPLATE     copies' names in --out-dir, e.g. '{stem}-{recipient}.{ext}'\n"
            "                          (default '{stem}.{recipient}.{ext}')\n"
            "  -q, --quality Q         JPEG/WebP quality 1..100\n"
+           "      --max-size PX       shrink IN so its longer side is at most PX (256..65500)\n"
+           "      --visible TEXT      draw TEXT (%%r: the recipient) visibly across the copy\n"
+           "      --visible-opacity O the letters' opacity, in (0, 1] (default 0.25)\n"
+           "      --visible-angle DEG the text's slant, counter-clockwise (default 30)\n"
+           "      --visible-size F    letter size, a fraction of the shorter side (default 0.05)\n"
+           "      --visible-font FILE a TrueType/OpenType font file\n"
            "      --strength S        mark strength, RMS luminance change (default 2.0)\n"
            "      --max-pixels N      refuse images larger than N pixels (default 200000000)\n"
            "  -f, --force             replace existing output files\n"
@@ -217,6 +234,28 @@ static void hex(const uint8_t *b, size_t n, char *out)
     for (size_t i = 0; i < n; i++) snprintf(out + 2 * i, 3, "%02x", b[i]);
 }
 
+/* The visible text for recipient into out (cap bytes): the template with
+ * %r the recipient and %% a percent sign. Returns -1 with *why set when the
+ * template holds another % or the text does not fit. */
+static int expand_visible(const char *tpl, const char *recipient, char *out, size_t cap, const char **why)
+{
+    size_t j = 0;
+    for (const char *p = tpl; *p; p++) {
+        const char *piece = p;
+        size_t len = 1;
+        if (*p == '%') {
+            if (p[1] == 'r') piece = recipient, len = strlen(recipient);
+            else if (p[1] != '%') return *why = "has a '%' that is neither %r nor %%", -1;
+            p++;
+        }
+        if (j + len >= cap) return *why = "makes a text longer than 256 bytes", -1;
+        memcpy(out + j, piece, len);
+        j += len;
+    }
+    out[j] = 0;
+    return 0;
+}
+
 /* The copies of one run, made by cli_parallel's threads: each index is one
  * recipient's codeword, copy, hash and atomic write. After a failure the
  * copies not yet begun are skipped (status TM_ERR_INTERNAL, never
@@ -224,6 +263,7 @@ static void hex(const uint8_t *b, size_t n, char *out)
 typedef struct copies_run {
     tm_embedder *emb;
     const tm_save_options *so;
+    const tm_visible_params *vis; /* the visible watermark (its text a template), or NULL */
     const mark_job *job;
     char **names;
     char **tmps;    /* the staged copies' temporary names */
@@ -231,11 +271,63 @@ typedef struct copies_run {
     uint8_t (*words)[TM_CODEWORD_BYTES];
     tm_status *sts;
     int *errs;      /* errno of a failed write */
-    int progress;
+    cli_progress progress;
     pthread_mutex_t lock;  /* failed, done and the progress line */
     int failed;
     size_t done;
 } copies_run;
+
+/* The recipient's copy with the visible watermark drawn first, then the
+ * invisible mark over it (so the letters do not cut into the mark), encoded
+ * into *data. The text was checked for every recipient before any work. */
+static tm_status visible_copy(tm_embedder *emb, const tm_visible_params *vis, const char *who,
+                              const tm_save_options *so, uint8_t **data, size_t *len)
+{
+    char text[TM_VISIBLE_MAX_TEXT + 1];
+    const char *why;
+    tm_visible_params vp = *vis;
+    if (expand_visible(vis->text, who, text, sizeof text, &why)) return TM_ERR_ARG;
+    vp.text = text;
+    tm_image *img = NULL;
+    tm_status st = tm_embedder_original(emb, &img);
+    if (st == TM_OK) st = tm_visible_apply(img, &vp, NULL, 0);
+    if (st == TM_OK) st = tm_embedder_mark_onto(emb, who, img);
+    if (st == TM_OK) st = tm_image_encode(img, so, data, len);
+    tm_image_free(img);
+    return st;
+}
+
+/* Checks the visible watermark for every recipient on a small image, so a
+ * bad option, font or text is refused before any work, and names its font
+ * file in font (cap bytes), found once for all the copies. Returns -1 after
+ * an error message. */
+static int check_visible(const tm_visible_params *vis, const mark_job *job, char *font, size_t cap)
+{
+    char err[256] = "";
+    if (tm_visible_font(vis->font, font, cap, err, sizeof err) != TM_OK)
+        return cli_error(NULL, "--visible: %s", err[0] ? err : "no font found"), -1;
+    tm_image *probe = NULL;
+    if (tm_image_create(64, 64, 3, &probe) != TM_OK) return cli_error(NULL, "out of memory"), -1;
+    int rc = 0;
+    for (size_t i = 0; i < job->n && rc == 0; i++) {
+        char text[TM_VISIBLE_MAX_TEXT + 1];
+        const char *why;
+        tm_visible_params vp = *vis;
+        if (expand_visible(vis->text, job->id[i], text, sizeof text, &why)) {
+            cli_usage("mark", "--visible '%s' %s (for %s)", vis->text, why, job->id[i]);
+            rc = -1;
+            break;
+        }
+        vp.text = text;
+        vp.font = font;
+        if (tm_visible_apply(probe, &vp, err, sizeof err) != TM_OK) {
+            cli_error(NULL, "--visible: %s", err);
+            rc = -1;
+        }
+    }
+    tm_image_free(probe);
+    return rc;
+}
 
 static void make_copy(void *ctx, size_t i)
 {
@@ -251,7 +343,8 @@ static void make_copy(void *ctx, size_t i)
     size_t len = 0;
     const char *who = cr->job->id[i];
     tm_status st = tm_embedder_codeword(cr->emb, who, cr->words[i]);
-    if (st == TM_OK) st = tm_embedder_mark_encode(cr->emb, who, cr->so, &data, &len);
+    if (st == TM_OK && cr->vis) st = visible_copy(cr->emb, cr->vis, who, cr->so, &data, &len);
+    else if (st == TM_OK) st = tm_embedder_mark_encode(cr->emb, who, cr->so, &data, &len);
     if (st == TM_OK) st = tm_sha256(data, len, cr->shas[i]);
     char tmp[PATH_MAX];
     if (st == TM_OK) st = tm_file_stage(cr->names[i], data, len, 0644, tmp, sizeof tmp);
@@ -265,7 +358,7 @@ static void make_copy(void *ctx, size_t i)
     pthread_mutex_lock(&cr->lock);
     if (st == TM_OK) {
         cr->done++;
-        if (cr->progress) fprintf(stderr, "\rtracemark: marking %zu/%zu", cr->done, cr->job->n);
+        cli_progress_show(&cr->progress, cr->done, cr->job->n);
     } else {
         cr->failed = 1;
     }
@@ -307,6 +400,12 @@ int cmd_mark(int argc, char **argv)
         {"quality", required_argument, NULL, 'q'},
         {"strength", required_argument, NULL, 'S'},
         {"max-pixels", required_argument, NULL, 'M'},
+        {"max-size", required_argument, NULL, 'X'},
+        {"visible", required_argument, NULL, 'V'},
+        {"visible-opacity", required_argument, NULL, 'A'},
+        {"visible-angle", required_argument, NULL, 'G'},
+        {"visible-size", required_argument, NULL, 'Z'},
+        {"visible-font", required_argument, NULL, 'P'},
         {"force", no_argument, NULL, 'f'},
         {"jobs", required_argument, NULL, 'j'},
         {"json", no_argument, NULL, 'J'},
@@ -320,6 +419,9 @@ int cmd_mark(int argc, char **argv)
     tm_mark_params_init(&mp);
     tm_load_options lo;
     tm_load_options_init(&lo);
+    tm_visible_params vis;
+    tm_visible_params_init(&vis);
+    int vis_tuned = 0; /* a --visible-* option given */
     mark_job job = {0};
     char **names = NULL;
     char **tmps = NULL;
@@ -374,6 +476,39 @@ int cmd_mark(int argc, char **argv)
         case 'M':
             if (cli_parse_max_pixels("mark", optarg, &lo)) goto out;
             break;
+        case 'X':
+            if (cli_parse_u64(optarg, &u) || u < 256 || u > 65500) {
+                cli_usage("mark", "--max-size wants a longer side of 256..65500 pixels, not '%s'", optarg);
+                goto out;
+            }
+            lo.max_side = (int)u;
+            break;
+        case 'V': vis.text = optarg; break;
+        case 'A':
+            if (cli_parse_double(optarg, &vis.opacity) || !(vis.opacity > 0 && vis.opacity <= 1)) {
+                cli_usage("mark", "--visible-opacity wants a number in (0, 1], not '%s'", optarg);
+                goto out;
+            }
+            vis_tuned = 1;
+            break;
+        case 'G':
+            if (cli_parse_double(optarg, &vis.angle_deg) || vis.angle_deg < -180 || vis.angle_deg > 180) {
+                cli_usage("mark", "--visible-angle wants degrees in [-180, 180], not '%s'", optarg);
+                goto out;
+            }
+            vis_tuned = 1;
+            break;
+        case 'Z':
+            if (cli_parse_double(optarg, &vis.size) || !(vis.size > 0 && vis.size <= 1)) {
+                cli_usage("mark", "--visible-size wants a fraction in (0, 1], not '%s'", optarg);
+                goto out;
+            }
+            vis_tuned = 1;
+            break;
+        case 'P':
+            vis.font = optarg;
+            vis_tuned = 1;
+            break;
         case 'f': force = 1; break;
         case 'j':
             if (cli_parse_jobs("mark", optarg, &jobs)) goto out;
@@ -409,6 +544,18 @@ int cmd_mark(int argc, char **argv)
         cli_usage("mark", "--name names the copies of --out-dir; -o OUT names its own");
         goto out;
     }
+    if (vis_tuned && !vis.text) {
+        cli_usage("mark", "--visible-opacity, --visible-angle, --visible-size and --visible-font go with --visible TEXT");
+        goto out;
+    }
+    char font[4096];
+    if (vis.text) {
+        if (check_visible(&vis, &job, font, sizeof font)) goto out;
+        vis.font = font;
+        if (cli_verbosity == CLI_VERBOSE)
+            fprintf(stderr, "tracemark: visible text '%s' in %s, opacity %g, at %g deg, size %g\n", vis.text, font,
+                    vis.opacity, vis.angle_deg, vis.size);
+    }
     if (output && job.n != 1) {
         cli_usage("mark", "-o names one copy but there are %zu recipients: use --out-dir", job.n);
         goto out;
@@ -434,6 +581,15 @@ int cmd_mark(int argc, char **argv)
     if (st != TM_OK) {
         cli_input_status(in, st);
         goto out;
+    }
+    if (cli_verbosity == CLI_VERBOSE) {
+        int w, h;
+        tm_embedder_size(emb, &w, &h);
+        int sw = info.orientation >= 5 ? info.height : info.width, sh = info.orientation >= 5 ? info.width : info.height;
+        fprintf(stderr, "tracemark: %s: %dx%d %s", in, sw, sh, tm_format_name(info.format));
+        if (w != sw || h != sh) fprintf(stderr, ", shrunk to %dx%d", w, h);
+        fprintf(stderr, "; image %s; mark period %d px, strength %g\n", tm_embedder_image_id(emb),
+                125 * tm_mark_tile_scale(w, h), mp.strength);
     }
     if (outdir) { /* made here is removed again if the run fails */
         struct stat sb;
@@ -502,11 +658,12 @@ int cmd_mark(int argc, char **argv)
         goto out;
     }
     copies_run cr = {.emb = emb, .so = &so, .job = &job, .names = names, .shas = shas, .words = words,
-                     .sts = sts, .errs = errs, .tmps = tmps, .progress = cli_isatty(stderr) && job.n > 3 && !json};
+                     .sts = sts, .errs = errs, .tmps = tmps, .vis = vis.text ? &vis : NULL};
+    cli_progress_start(&cr.progress, "copies");
     pthread_mutex_init(&cr.lock, NULL);
     cli_parallel(job.n, jobs, make_copy, &cr);
     pthread_mutex_destroy(&cr.lock);
-    if (cr.progress) fputc('\n', stderr);
+    cli_progress_clear(&cr.progress);
     int failed = 0;
     for (size_t i = 0; i < job.n && !failed; i++)
         if (sts[i] != TM_OK) { /* the first failure in recipient order; later ones may not have run */
@@ -582,7 +739,15 @@ int cmd_mark(int argc, char **argv)
         }
         printf("]}\n");
     } else {
-        for (size_t i = 0; i < job.n; i++) printf("%s -> %s\n", job.id[i], names[i]);
+        for (size_t i = 0; i < job.n; i++) {
+            printf("%s -> %s", job.id[i], names[i]);
+            if (cli_verbosity == CLI_VERBOSE) {
+                char h[65];
+                hex(shas[i], 32, h);
+                printf(" (copy %lld, sha256 %s)", (long long)ids[i], h);
+            }
+            putchar('\n');
+        }
         printf("marked %zu cop%s of %s (image %s) in %s\n", job.n, job.n == 1 ? "y" : "ies", in,
                tm_embedder_image_id(emb), regfile);
     }

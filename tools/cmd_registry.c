@@ -1,6 +1,6 @@
-/* cmd_registry.c -- `tracemark registry`: create, list, show and verify the
- * recipient registry. Parsing and printing only; the registry logic lives in
- * src/registry.c. */
+/* cmd_registry.c -- `tracemark registry`: create, list, show, verify,
+ * export, merge and snapshot the recipient registry. Parsing and printing
+ * only; the registry logic lives in src/registry.c. */
 #include "config.h"
 
 #include <getopt.h>
@@ -14,12 +14,14 @@
 
 static void registry_help(void)
 {
-    printf("Usage: tracemark registry init   -r REGISTRY [-k KEYFILE]\n"
-           "       tracemark registry list   -r REGISTRY [--copies] [--json]\n"
-           "       tracemark registry show   -r REGISTRY [--json] ID\n"
-           "       tracemark registry verify -r REGISTRY -k KEYFILE [--json]\n"
-           "       tracemark registry export -r REGISTRY (--json | --csv) [-k KEYFILE]\n"
-           "       tracemark registry stats  -r REGISTRY [--json] [-k KEYFILE]\n"
+    printf("Usage: tracemark registry init     -r REGISTRY [-k KEYFILE]\n"
+           "       tracemark registry list     -r REGISTRY [--copies] [--json]\n"
+           "       tracemark registry show     -r REGISTRY [--json] ID\n"
+           "       tracemark registry verify   -r REGISTRY -k KEYFILE [--json]\n"
+           "       tracemark registry export   -r REGISTRY (--json | --csv) [-k KEYFILE]\n"
+           "       tracemark registry stats    -r REGISTRY [--json] [-k KEYFILE]\n"
+           "       tracemark registry merge    -r DEST -k KEYFILE [--json] SRC...\n"
+           "       tracemark registry snapshot -r REGISTRY [--json] FILE\n"
            "\n"
            "The registry (a SQLite file) records every original image that was marked\n"
            "and every copy handed out: who received it, where it was written and the\n"
@@ -49,6 +51,21 @@ static void registry_help(void)
            "  stats    how many images, copies and recipients, the first and last\n"
            "           copy's date, the file's size; with -k, the journal's length\n"
            "           and head\n"
+           "  merge    add each SRC registry (another host's, marked with the same key)\n"
+           "           to DEST, which is created if missing. Each SRC is read only and\n"
+           "           must verify in full (as verify) before anything is taken from\n"
+           "           it, and DEST too. An image both have must agree on its content,\n"
+           "           size, perceptual hash and parameters (DEST's original path and\n"
+           "           date are kept); a copy both have (same image and recipient) must\n"
+           "           have the same codeword, output path and output hash, and is then\n"
+           "           already present. Any other difference is a conflict and the\n"
+           "           merge is refused. New copies get new ids in DEST, tagged and\n"
+           "           journaled there. All or nothing: on any refusal DEST is left as\n"
+           "           it was; merging a SRC again adds nothing. One line per SRC, then\n"
+           "           DEST's journal head (write it down)\n"
+           "  snapshot a consistent copy of REGISTRY as it stands (others may be writing\n"
+           "           to it) in the new FILE: the same rows, copy ids and journal, in a\n"
+           "           file readers can use from read-only storage (trace workers)\n"
            "\n"
            "Options:\n"
            "  -r, --registry=FILE  the registry file\n"
@@ -63,9 +80,11 @@ static void registry_help(void)
            "  tracemark registry show -r designs.reg alice@example.com\n"
            "  tracemark registry verify -r designs.reg -k team.key\n"
            "  tracemark registry export -r designs.reg --csv > case-2026-17.csv\n"
+           "  tracemark registry merge -r designs.reg -k team.key host1.reg host2.reg\n"
            "\n"
            "Exit status: 0 success (verify: every row is good); 1 show found nothing, or\n"
-           "verify found bad rows; 2 error (missing or damaged registry, wrong key).\n");
+           "verify found bad rows; 2 error (missing or damaged registry, wrong key; merge:\n"
+           "a SRC refused or in conflict, DEST unchanged).\n");
 }
 
 typedef struct reg_opts {
@@ -709,6 +728,139 @@ out:
     return rc;
 }
 
+/* ---- merge and snapshot -------------------------------------------------- */
+
+static void json_merge_source(const char *file, const tm_merge_stats *m, int first)
+{
+    fputs(first ? "" : ", ", stdout);
+    fputs("{\"file\": ", stdout);
+    cli_json_string(stdout, file);
+    printf(", \"images\": %llu, \"images_added\": %llu, \"copies\": %llu, \"copies_added\": %llu, "
+           "\"copies_present\": %llu}",
+           (unsigned long long)m->images, (unsigned long long)m->images_added, (unsigned long long)m->copies,
+           (unsigned long long)m->copies_added, (unsigned long long)(m->copies - m->copies_added));
+}
+
+static int registry_merge(const reg_opts *o, int nsrc, char **srcs)
+{
+    if (!o->keyfile) return cli_usage("registry merge", "missing -k KEYFILE");
+    tm_key *key = NULL;
+    tm_registry *dest = NULL;
+    tm_registry **src = calloc((size_t)nsrc, sizeof *src);
+    tm_merge_stats *ms = calloc((size_t)nsrc, sizeof *ms);
+    int rc = CLI_ERR, batch = 0;
+    tm_status st;
+    if (!src || !ms) {
+        cli_error(NULL, "out of memory");
+        goto out;
+    }
+    if ((st = tm_key_load(o->keyfile, &key)) != TM_OK) {
+        cli_input_status(o->keyfile, st);
+        goto out;
+    }
+    /* the shards first: one that cannot be read is refused before DEST is touched */
+    for (int i = 0; i < nsrc; i++)
+        if ((st = tm_registry_open_readonly(srcs[i], &src[i])) != TM_OK) {
+            cli_registry_status(srcs[i], src[i], st);
+            goto out;
+        }
+    if (open_registry(o, 1, &dest) != CLI_OK) goto out;
+    if ((st = tm_registry_check_key(dest, key)) != TM_OK || (st = tm_registry_begin(dest)) != TM_OK) {
+        reg_error(o, dest, st);
+        goto out;
+    }
+    batch = 1;
+    /* DEST verified once, under the write lock the merges then use */
+    if ((st = tm_registry_verify_whole(dest, key)) != TM_OK) {
+        reg_error(o, dest, st);
+        goto out;
+    }
+    for (int i = 0; i < nsrc; i++)
+        if ((st = tm_registry_merge(dest, src[i], key, &ms[i])) != TM_OK) {
+            if (ms[i].src_at_fault) cli_registry_status(srcs[i], src[i], st);
+            else reg_error(o, dest, st);
+            goto out;
+        }
+    st = tm_registry_commit(dest);
+    batch = 0;
+    uint64_t entries = 0, total = 0, added = 0;
+    char head[17] = "";
+    if (st == TM_OK) st = tm_registry_journal(dest, key, &entries, head);
+    if (st == TM_OK) st = tm_registry_count_copies(dest, NULL, &total);
+    if (st != TM_OK) {
+        reg_error(o, dest, st);
+        goto out;
+    }
+    for (int i = 0; i < nsrc; i++) added += ms[i].copies_added;
+    if (o->json) {
+        fputs("{\"registry\": ", stdout);
+        cli_json_string(stdout, o->registry);
+        fputs(", \"sources\": [", stdout);
+        for (int i = 0; i < nsrc; i++) json_merge_source(srcs[i], &ms[i], i == 0);
+        printf("], \"added\": %llu, \"copies\": %llu, \"journal\": {\"entries\": %llu, \"head\": ",
+               (unsigned long long)added, (unsigned long long)total, (unsigned long long)entries);
+        if (head[0]) printf("\"%s\"}}\n", head);
+        else fputs("null}}\n", stdout);
+    } else {
+        for (int i = 0; i < nsrc; i++) {
+            const tm_merge_stats *m = &ms[i];
+            printf("%s: %llu image%s (%llu new), %llu cop%s: %llu added, %llu already present%s\n", srcs[i],
+                   (unsigned long long)m->images, m->images == 1 ? "" : "s", (unsigned long long)m->images_added,
+                   (unsigned long long)m->copies, m->copies == 1 ? "y" : "ies", (unsigned long long)m->copies_added,
+                   (unsigned long long)(m->copies - m->copies_added),
+                   m->copies_added || m->images_added ? "" : " (merged before: nothing to add)");
+        }
+        printf("%s: %llu cop%s added from %d registr%s, %llu in all", o->registry, (unsigned long long)added,
+               added == 1 ? "y" : "ies", nsrc, nsrc == 1 ? "y" : "ies", (unsigned long long)total);
+        if (head[0]) printf("; journal of %llu entries, head %s", (unsigned long long)entries, head);
+        putchar('\n');
+    }
+    rc = CLI_OK;
+out:
+    if (batch) tm_registry_rollback(dest);
+    tm_registry_free(dest);
+    for (int i = 0; src && i < nsrc; i++) tm_registry_free(src[i]);
+    free(src);
+    free(ms);
+    tm_key_free(key);
+    return rc;
+}
+
+static int registry_snapshot(const reg_opts *o, const char *file)
+{
+    tm_registry *reg = NULL, *snap = NULL;
+    int rc = CLI_ERR;
+    uint64_t n = 0;
+    tm_status st = tm_registry_open_readonly(o->registry, &reg);
+    if (st != TM_OK) {
+        reg_error(o, reg, st);
+        goto out;
+    }
+    if ((st = tm_registry_snapshot(reg, file)) != TM_OK) {
+        cli_registry_status(file, reg, st);
+        goto out;
+    }
+    /* counted in the snapshot itself: the registry may have moved on */
+    if ((st = tm_registry_open_readonly(file, &snap)) != TM_OK || (st = tm_registry_count_copies(snap, NULL, &n)) != TM_OK) {
+        cli_registry_status(file, snap, st);
+        goto out;
+    }
+    if (o->json) {
+        fputs("{\"registry\": ", stdout);
+        cli_json_string(stdout, o->registry);
+        fputs(", \"snapshot\": ", stdout);
+        cli_json_string(stdout, file);
+        printf(", \"copies\": %llu}\n", (unsigned long long)n);
+    } else {
+        printf("%s: snapshot of %s, %llu cop%s\n", file, o->registry, (unsigned long long)n, n == 1 ? "y" : "ies");
+    }
+    rc = CLI_OK;
+out:
+    tm_registry_free(snap);
+    tm_registry_free(reg);
+    return rc;
+}
+
 /* ---- dispatch ------------------------------------------------------------- */
 
 int cmd_registry(int argc, char **argv)
@@ -723,17 +875,18 @@ int cmd_registry(int argc, char **argv)
         {"help", no_argument, NULL, 'h'},
         {NULL, 0, NULL, 0},
     };
-    if (argc < 2) return cli_usage("registry", "missing subcommand (init, list, show, verify, export or stats)");
+#define SUBCOMMANDS "init, list, show, verify, export, stats, merge or snapshot"
+    if (argc < 2) return cli_usage("registry", "missing subcommand (" SUBCOMMANDS ")");
     const char *sub = argv[1];
     if (!strcmp(sub, "-h") || !strcmp(sub, "--help")) {
         registry_help();
         return CLI_OK;
     }
-    static const char *const subs[] = {"init", "list", "show", "verify", "export", "stats"};
+    static const char *const subs[] = {"init", "list", "show", "verify", "export", "stats", "merge", "snapshot"};
     size_t which = 0;
     while (which < sizeof subs / sizeof subs[0] && strcmp(sub, subs[which])) which++;
     if (which == sizeof subs / sizeof subs[0])
-        return cli_usage("registry", "unknown subcommand '%s' (init, list, show, verify, export or stats)", sub);
+        return cli_usage("registry", "unknown subcommand '%s' (" SUBCOMMANDS ")", sub);
 
     char cmd[32];
     snprintf(cmd, sizeof cmd, "registry %s", sub);
@@ -756,13 +909,21 @@ int cmd_registry(int argc, char **argv)
     int nargs = argc - 1 - optind;
     char **args = argv + 1 + optind;
     if (!o.registry) return cli_usage(cmd, "missing -r REGISTRY");
+    if (o.copies && strcmp(sub, "list")) return cli_usage(cmd, "--copies applies to list only");
+    if (o.csv && strcmp(sub, "export")) return cli_usage(cmd, "--csv applies to export only");
     if (!strcmp(sub, "show")) {
         if (nargs != 1) return cli_usage(cmd, nargs ? "too many arguments" : "missing ID");
         return registry_show(&o, args[0]);
     }
+    if (!strcmp(sub, "merge")) {
+        if (nargs < 1) return cli_usage(cmd, "missing SRC registry");
+        return registry_merge(&o, nargs, args);
+    }
+    if (!strcmp(sub, "snapshot")) {
+        if (nargs != 1) return cli_usage(cmd, nargs ? "too many arguments" : "missing FILE");
+        return registry_snapshot(&o, args[0]);
+    }
     if (nargs) return cli_usage(cmd, "unexpected argument '%s'", args[0]);
-    if (o.copies && strcmp(sub, "list")) return cli_usage(cmd, "--copies applies to list only");
-    if (o.csv && strcmp(sub, "export")) return cli_usage(cmd, "--csv applies to export only");
     if (!strcmp(sub, "init")) return registry_init(&o);
     if (!strcmp(sub, "list")) return registry_list(&o);
     if (!strcmp(sub, "export")) return registry_export(&o);

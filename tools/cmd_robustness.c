@@ -96,7 +96,7 @@ static void robustness_help(void)
            "      --showcase NAME    the image whose mark the report shows (default: the\n"
            "                         first of at least 1 MP)\n"
            "  -f, --force            replace existing --json/--report files\n"
-           "  -q, --quiet            no progress bar, no summary on stdout\n"
+           "  -q, --quiet            no progress bar, no summary on stdout (as tracemark -q)\n"
            "  -h, --help             show this help\n"
            "\n"
            "Progress goes to stderr when it is a terminal. Ctrl-C (or SIGTERM) stops the\n"
@@ -116,49 +116,12 @@ static void robustness_help(void)
            TM_CORPUS_DIR ? TM_CORPUS_DIR : "none recorded", n_default, cpus > 0 ? cpus : 1);
 }
 
-/* Progress on a terminal: a bar, trials done, time spent and left. */
-typedef struct progress {
-    int tty;
-    struct timespec t0;
-    double last;
-    int drawn;
-} progress;
-
-static double seconds_since(const struct timespec *t0)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (double)(ts.tv_sec - t0->tv_sec) + (ts.tv_nsec - t0->tv_nsec) / 1e9;
-}
-
+/* Progress on a terminal (cli_progress); a stop signal ends the run. */
 static int on_progress(void *ud, size_t done, size_t total)
 {
-    progress *p = ud;
     if (stop_signal) return 1;
-    if (!p->tty) return 0;
-    double t = seconds_since(&p->t0);
-    if (t - p->last < 0.1 && done < total) return 0;
-    p->last = t;
-    double frac = total ? (double)done / (double)total : 0;
-    int width = 30, fill = (int)(frac * width);
-    char bar[64];
-    for (int i = 0; i < width; i++) bar[i] = i < fill ? '=' : i == fill ? '>' : ' ';
-    bar[width] = 0;
-    fprintf(stderr, "\r%3.0f%% [%s] %zu/%zu trials  %d:%02d", 100 * frac, bar, done, total, (int)t / 60, (int)t % 60);
-    if (done > 0 && done < total) {
-        int left = (int)(t / frac - t);
-        fprintf(stderr, "  ~%d:%02d left ", left / 60, left % 60);
-    } else {
-        fputs("            ", stderr);
-    }
-    p->drawn = 1;
+    cli_progress_show(ud, done, total);
     return 0;
-}
-
-static void progress_clear(progress *p)
-{
-    if (p->tty && p->drawn) fprintf(stderr, "\r%80s\r", "");
-    p->drawn = 0;
 }
 
 /* The command line as one string, arguments with blanks or quotes quoted. */
@@ -251,7 +214,7 @@ int cmd_robustness(int argc, char **argv)
     long cpus = sysconf(_SC_NPROCESSORS_ONLN);
     lp.jobs = cpus > 0 ? (int)(cpus > 1024 ? 1024 : cpus) : 1;
     const char *attacks = NULL, *grid_file = NULL, *key_file = NULL, *json = NULL, *report = NULL;
-    int list_grid = 0, force = 0, quiet = 0, c, rc = CLI_ERR;
+    int list_grid = 0, force = 0, c, rc = CLI_ERR;
     optind = 1;
     opterr = 0;
     while ((c = getopt_long(argc, argv, "a:n:l:m:j:k:fqh", opts, NULL)) != -1) {
@@ -300,7 +263,7 @@ int cmd_robustness(int argc, char **argv)
         case OPT_REPORT: report = optarg; break;
         case OPT_SHOWCASE: lp.showcase = optarg; break;
         case 'f': force = 1; break;
-        case 'q': quiet = 1; break;
+        case 'q': cli_verbosity = CLI_QUIET; break;
         case 'h': robustness_help(); return CLI_OK;
         default: return cli_usage("robustness", "unknown or incomplete option '%s'", argv[optind - 1]);
         }
@@ -335,7 +298,7 @@ int cmd_robustness(int argc, char **argv)
     tm_key *key = NULL;
     tm_lab *lab = NULL;
     char *cmdline = NULL, *md = NULL, err[512] = "";
-    progress prog = {0};
+    cli_progress prog = {0};
     st = tm_lab_grid_parse(text, &grid, err, sizeof err);
     free(grid_text);
     if (st != TM_OK) {
@@ -395,10 +358,9 @@ int cmd_robustness(int argc, char **argv)
         cli_error(dir, "no JPEG, PNG or WebP images here");
         goto out;
     }
-    prog.tty = !quiet && cli_isatty(stderr);
-    clock_gettime(CLOCK_MONOTONIC, &prog.t0);
+    cli_progress_start(&prog, "trials");
     st = tm_lab_run(lab, on_progress, &prog);
-    progress_clear(&prog);
+    cli_progress_clear(&prog);
     if (stop_signal) goto out;
     if (st != TM_OK) {
         cli_error("robustness", "%s", tm_lab_errmsg(lab)[0] ? tm_lab_errmsg(lab) : tm_strerror(st));
@@ -417,7 +379,7 @@ int cmd_robustness(int argc, char **argv)
         if (json) unlink(json); /* all or nothing */
         goto out;
     }
-    if (!quiet) {
+    if (cli_verbosity != CLI_QUIET) {
         if ((st = tm_lab_summary_markdown(lab, &md)) != TM_OK) {
             cli_status("robustness", st);
             goto out;
@@ -435,7 +397,7 @@ int cmd_robustness(int argc, char **argv)
         rc = CLI_OK;
     }
 out:
-    progress_clear(&prog);
+    cli_progress_clear(&prog);
     tm_lab_free(lab); /* removes the scratch directory */
     tm_lab_grid_free(grid);
     tm_key_free(key);

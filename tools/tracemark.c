@@ -11,6 +11,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/resource.h>
+#include <time.h>
 #include <sys/stat.h>
 #include <unistd.h>
 #ifdef HAVE_SYS_PRCTL_H
@@ -279,10 +280,73 @@ int cli_isatty(FILE *f)
     return isatty(fileno(f));
 }
 
+int cli_verbosity = CLI_NORMAL;
+
+void cli_note(const char *fmt, ...)
+{
+    if (cli_verbosity == CLI_QUIET) return;
+    char msg[1024];
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(msg, sizeof msg, fmt, ap);
+    va_end(ap);
+    cli_error(NULL, "note: %s", msg);
+}
+
+int cli_colour(FILE *f)
+{
+    const char *no = getenv("NO_COLOR"), *term = getenv("TERM");
+    return cli_isatty(f) && !(no && *no) && !(term && !strcmp(term, "dumb"));
+}
+
+static double monotonic_s(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (double)ts.tv_sec + ts.tv_nsec / 1e9;
+}
+
+void cli_progress_start(cli_progress *p, const char *what)
+{
+    p->what = what;
+    p->tty = cli_verbosity != CLI_QUIET && cli_isatty(stderr);
+    p->drawn = 0;
+    p->t0 = monotonic_s();
+    p->last = -1;
+}
+
+void cli_progress_show(cli_progress *p, size_t done, size_t total)
+{
+    if (!p->tty) return;
+    double t = monotonic_s() - p->t0;
+    if (t - p->last < 0.1 && done < total) return;
+    p->last = t;
+    double frac = total ? (double)done / (double)total : 0;
+    int width = 30, fill = (int)(frac * width);
+    char bar[64];
+    for (int i = 0; i < width; i++) bar[i] = i < fill ? '=' : i == fill ? '>' : ' ';
+    bar[width] = 0;
+    fprintf(stderr, "\r%3.0f%% [%s] %zu/%zu %s  %d:%02d", 100 * frac, bar, done, total, p->what, (int)t / 60,
+            (int)t % 60);
+    if (done > 0 && done < total) {
+        int left = (int)(t / frac - t);
+        fprintf(stderr, "  ~%d:%02d left ", left / 60, left % 60);
+    } else {
+        fputs("            ", stderr);
+    }
+    p->drawn = 1;
+}
+
+void cli_progress_clear(cli_progress *p)
+{
+    if (p->tty && p->drawn) fprintf(stderr, "\r%90s\r", "");
+    p->drawn = 0;
+}
+
 static void usage(FILE *f)
 {
     fprintf(f,
-            "Usage: tracemark COMMAND [OPTIONS] [ARGS]\n"
+            "Usage: tracemark [-q | -v] COMMAND [OPTIONS] [ARGS]\n"
             "\n"
             "Forensic invisible watermarks: give every recipient of a confidential image\n"
             "a copy carrying a keyed, recipient-specific mark, and trace a leaked copy\n"
@@ -294,6 +358,9 @@ static void usage(FILE *f)
     fprintf(f,
             "\n"
             "Options:\n"
+            "  -q, --quiet    before COMMAND: no progress bars, notes or summaries (errors\n"
+            "                 and warnings still)\n"
+            "  -v, --verbose  before COMMAND: also the details behind each result\n"
             "  -h, --help     show this help\n"
             "  -V, --version  show the version\n"
             "\n"
@@ -306,7 +373,9 @@ static void usage(FILE *f)
             "                         bit of a few samples), keeping what was learnt there\n"
             "  TRACEMARK_THREADS      threads for 'mark' and 'trace' when --jobs is not\n"
             "                         given (default 1; the copies and verdicts are the same)\n"
-            "  TMPDIR                 where 'robustness' keeps its scratch files\n");
+            "  TMPDIR                 where 'robustness' keeps its scratch files\n"
+            "  NO_COLOR               when set and not empty, never colour the output (it is\n"
+            "                         coloured only on a terminal)\n");
 }
 
 static const cli_command *find_command(const char *name)
@@ -323,7 +392,7 @@ static int cmd_help(int argc, char **argv)
         return CLI_OK;
     }
     if (argc > 2) return cli_usage("help", "too many arguments");
-    const cli_command *c = find_command(argv[1]);
+    const cli_command *c = find_command(!strcmp(argv[1], "-h") || !strcmp(argv[1], "--help") ? "help" : argv[1]);
     if (!c || c->run == cmd_help) {
         if (c) {
             printf("Usage: tracemark help [COMMAND]\n\nShows help for tracemark or one of its commands.\n");
@@ -350,6 +419,15 @@ int main(int argc, char **argv)
 #ifdef HAVE_SYS_PRCTL_H
     prctl(PR_SET_DUMPABLE, 0, 0, 0, 0);
 #endif
+    int first = 1; /* the global options before COMMAND */
+    for (; first < argc; first++) {
+        const char *o = argv[first];
+        if (!strcmp(o, "-q") || !strcmp(o, "--quiet")) cli_verbosity = CLI_QUIET;
+        else if (!strcmp(o, "-v") || !strcmp(o, "--verbose")) cli_verbosity = CLI_VERBOSE;
+        else break;
+    }
+    argc -= first - 1;
+    argv += first - 1;
     if (argc < 2) {
         usage(stderr);
         return CLI_ERR;

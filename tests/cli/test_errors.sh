@@ -199,7 +199,7 @@ fails "mark a directory" "is a directory" "$TRACEMARK" mark -k "$K" -r "$R" --re
     "$B/directory.jpg"
 fails "trace --original a directory" "is a directory" "$TRACEMARK" trace -k "$K" -r "$R" --original \
     "$B/directory.jpg" "$LEAK"
-fails "trace a directory with no image in it" "no \.jpg, \.jpeg, \.png or \.webp file" "$TRACEMARK" trace \
+fails "trace a directory with no image in it" "a directory with no JPEG, PNG or WebP image in it" "$TRACEMARK" trace \
     -k "$K" -r "$R" "$B/directory.jpg"
 fails "trace a file name with a newline: one line" "^tracemark: $B/two\?lines\.jpg: no such file$" \
     "$TRACEMARK" trace -k "$K" -r "$R" "$B/two

@@ -36,7 +36,7 @@ has "blind: accused" "$OUT" '"accused": \[\{"recipient": "Bob Smith"'
 has "blind: transform read from the mark" "$OUT" '"transform": \{"scale": 1, "rotation_deg": 0, "aspect": 1, "flip": false, "offset": \[[0-9]+, [0-9]+\]\}'
 has "blind: informed null" "$OUT" '"informed": null'
 expect "trace --original with a text line" 0 "$TRACEMARK" trace -k "$K" -r "$R" --original "$IMG" "$T/leak.jpg"
-has "text: informed line" "$OUT" "^  informed: the suspect is .*skimage_coffee.png at scale 1 .*the original was taken out before reading"
+has "text: informed line" "$OUT" "^  informed: the suspect is .*skimage_coffee.png \(600x400\) at scale 1 .*the original was taken out before reading"
 expect "--blind with --original refused" 2 "$TRACEMARK" trace -k "$K" -r "$R" --blind --original "$IMG" "$T/leak.jpg"
 expect "--original missing" 2 "$TRACEMARK" trace -k "$K" -r "$R" --original "$T/nonexistent.png" "$T/leak.jpg"
 has "--original missing: named" "$ERR" "nonexistent.png"

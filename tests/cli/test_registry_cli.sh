@@ -1,8 +1,9 @@
 #!/bin/sh
 # test_registry_cli.sh -- end-to-end checks of `tracemark keygen` and
 # `tracemark registry`: exit codes, stdout/stderr contracts, file modes.
-# Needs $TRACEMARK (the built binary). Registries with copies need `mark`,
-# so here the registry commands run on empty, missing and invalid files.
+# Needs $TRACEMARK (the built binary). Most registry commands run here on
+# empty, missing and invalid files; `registry merge` and `snapshot` on
+# shards marked with `mark` (needs $TM_SRCDIR for a corpus image).
 set -u
 
 T=${TRACEMARK:?set TRACEMARK to the tracemark binary}
@@ -167,6 +168,95 @@ if command -v sqlite3 >/dev/null 2>&1; then
     sqlite3 other.db 'CREATE TABLE t(x)' >/dev/null
     run 2 "$T" registry list -r other.db
     grep_in err "not a tracemark registry"
+fi
+
+# ---- registry merge: shards marked on two hosts -----------------------------
+# The same image marked for different recipients into two registries (as two
+# marking hosts would), merged, and a leaked copy from each traced against
+# the merged registry.
+IMG=${TM_SRCDIR:+$TM_SRCDIR/corpus/skimage_rocket.jpg}
+if [ -n "$IMG" ] && [ -f "$IMG" ]; then
+    run 0 "$T" registry --help
+    grep_in out "tracemark registry merge    -r DEST -k KEYFILE [--json] SRC..."
+    grep_in out "tracemark registry snapshot -r REGISTRY [--json] FILE"
+    run 0 "$T" mark -k team.key -r host1.reg --recipient alice --recipient bob --out-dir host1 "$IMG"
+    run 0 "$T" mark -k team.key -r host2.reg --recipient carol --recipient dave --out-dir host2 "$IMG"
+    sha256sum host1.reg host2.reg >shards.sum
+    run 0 "$T" registry merge -k team.key -r merged.reg host1.reg host2.reg
+    grep_in out "host1.reg: 1 image (1 new), 2 copies: 2 added, 0 already present"
+    grep_in out "host2.reg: 1 image (0 new), 2 copies: 2 added, 0 already present"
+    grep_in out "merged.reg: 4 copies added from 2 registries, 4 in all; journal of 5 entries, head "
+    empty err
+    if sha256sum -c shards.sum >/dev/null 2>&1; then ok; else bad "merge changed a shard"; fi
+    run 0 "$T" registry verify -k team.key -r merged.reg
+    grep_in out "4 copies verified, all good"
+    for who in bob:host1 carol:host2; do
+        name=${who%%:*}
+        run 0 "$T" attack jpeg:q=70 "${who#*:}/skimage_rocket.$name.jpg" "leak-$name.jpg"
+        run 0 "$T" trace -k team.key -r merged.reg --json "leak-$name.jpg"
+        grep_in out "\"accused\": [{\"recipient\": \"$name\""
+        one_line out
+    done
+
+    # again: nothing to add, and said so; the file as it was
+    sha256sum merged.reg >merged.sum
+    run 0 "$T" registry merge -k team.key -r merged.reg host2.reg
+    grep_in out "host2.reg: 1 image (0 new), 2 copies: 0 added, 2 already present (merged before: nothing to add)"
+    if sha256sum -c merged.sum >/dev/null 2>&1; then ok; else bad "a repeated merge changed DEST"; fi
+    run 0 "$T" registry merge -k team.key -r merged.reg --json host1.reg
+    grep_in out '"sources": [{"file": "host1.reg", "images": 1, "images_added": 0, "copies": 2, "copies_added": 0, "copies_present": 2}], "added": 0, "copies": 4, "journal": {"entries": 5, "head": "'
+    if command -v python3 >/dev/null 2>&1; then
+        if python3 -c 'import json,sys; d=json.load(sys.stdin); assert d["copies"]==4' <out; then ok; else bad "merge --json does not parse"; fi
+    fi
+
+    # bob marked again on a third host: the same recipient twice, refused
+    run 0 "$T" mark -k team.key -r host3.reg --recipient erin --recipient bob --out-dir host3 "$IMG"
+    run 2 "$T" registry merge -k team.key -r merged.reg host3.reg
+    grep_in err "tracemark: host3.reg: conflict: recipient 'bob' was given two copies of image"
+    grep_in err "host3/skimage_rocket.bob.jpg"
+    grep_in err "host1/skimage_rocket.bob.jpg"
+    one_line err
+    empty out
+    if sha256sum -c merged.sum >/dev/null 2>&1; then ok; else bad "a refused merge changed DEST"; fi
+    # all or nothing over several shards: erin's copy is not taken either
+    run 2 "$T" registry merge -k team.key -r merged.reg host1.reg host3.reg
+    if sha256sum -c merged.sum >/dev/null 2>&1; then ok; else bad "a refused merge of two changed DEST"; fi
+
+    # a shard edited behind tracemark's back, and one of another key
+    if command -v sqlite3 >/dev/null 2>&1; then
+        cp host2.reg edited.reg
+        sqlite3 edited.reg "UPDATE copies SET recipient = 'mallory' WHERE recipient = 'dave'" >/dev/null
+        run 2 "$T" registry merge -k team.key -r merged.reg edited.reg
+        grep_in err "tracemark: edited.reg: fails verification (1 finding, the first: copy 2: tag does not match"
+        one_line err
+        if sha256sum -c merged.sum >/dev/null 2>&1; then ok; else bad "a tampered shard changed DEST"; fi
+    fi
+    run 0 "$T" mark -k other.key -r foreign.reg --recipient zed --out-dir foreign "$IMG"
+    run 2 "$T" registry merge -k team.key -r merged.reg foreign.reg
+    grep_in err "tracemark: foreign.reg: registry was made with another key"
+    if sha256sum -c merged.sum >/dev/null 2>&1; then ok; else bad "another key's shard changed DEST"; fi
+    run 2 "$T" registry merge -k other.key -r merged.reg host1.reg
+    grep_in err "tracemark: merged.reg: registry was made with another key (fingerprint $fp)"
+    run 2 "$T" registry merge -k team.key -r fresh.reg missing.reg
+    grep_in err "tracemark: missing.reg: no such registry"
+    if [ ! -e fresh.reg ]; then ok; else bad "a merge of a missing shard created DEST"; fi
+    run 2 "$T" registry merge -r merged.reg host1.reg
+    grep_in err "missing -k KEYFILE"
+    run 2 "$T" registry merge -k team.key -r merged.reg
+    grep_in err "missing SRC registry"
+
+    # snapshot: the same rows and head, in rollback-journal mode
+    run 0 "$T" registry snapshot -r merged.reg snap.reg
+    grep_in out "snap.reg: snapshot of merged.reg, 4 copies"
+    run 0 "$T" registry verify -k team.key -r snap.reg
+    grep_in out "4 copies verified, all good; journal of 5 entries"
+    "$T" registry list -r merged.reg --copies >a.list 2>&1
+    "$T" registry list -r snap.reg --copies >b.list 2>&1
+    if cmp -s a.list b.list; then ok; else bad "snapshot lists other copies"; fi
+    run 2 "$T" registry snapshot -r merged.reg snap.reg
+    if [ "$(cat err)" = "tracemark: snap.reg: file exists, refusing to overwrite" ]; then ok; else bad "snapshot exists: $(cat err)"; fi
+    run 2 "$T" registry snapshot -r merged.reg
+    grep_in err "missing FILE"
 fi
 
 echo "$pass passed, $fail failed"
