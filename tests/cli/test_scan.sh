@@ -39,6 +39,7 @@ has "summary: alice first, twice" "$OUT" "^  alice: accused in 2 suspects$"
 has "summary: bob once" "$OUT" "^  bob: accused in 1 suspect$"
 ok "alice listed before bob" "$(grep -n '^  alice' "$OUT" | cut -d: -f1)" -lt "$(grep -n '^  bob' "$OUT" | cut -d: -f1)"
 hasnt "no colour off a terminal" "$OUT" "$(printf '\033')"
+hasnt "no progress bar off a terminal" "$ERR" "/5 suspects"
 
 expect "-R --json -j 2" 0 "$TRACEMARK" trace -k "$K" -r "$R" -R --json -j 2 "$S"
 lines "stdout: one JSON line per suspect, nothing else" "$OUT" 5
@@ -71,6 +72,11 @@ if command -v script >/dev/null 2>&1 && script -qec true /dev/null >/dev/null 2>
     NO_COLOR=1 script -qec "'$TRACEMARK' trace -k '$K' -r '$R' '$S/top.jpg'" /dev/null >"$T/tty.txt" 2>&1 </dev/null
     has "NO_COLOR: still the verdict" "$T/tty.txt" "ACCUSED alice"
     hasnt "NO_COLOR: no colour" "$T/tty.txt" "$(printf '\033')\["
+    # the progress bar: on a terminal only, never with -q
+    script -qec "'$TRACEMARK' trace -k '$K' -r '$R' -R '$S'" /dev/null >"$T/tty.txt" 2>&1 </dev/null
+    has "progress bar on a terminal" "$T/tty.txt" "\] 0/5 suspects"
+    script -qec "'$TRACEMARK' -q trace -k '$K' -r '$R' -R '$S'" /dev/null >"$T/tty.txt" 2>&1 </dev/null
+    hasnt "no progress bar with -q" "$T/tty.txt" "/5 suspects"
 else
     echo "skip colour checks: no script(1)"
 fi
