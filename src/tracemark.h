@@ -448,7 +448,7 @@ typedef struct tm_merge_stats {
  * conflict (TM_ERR_EXISTS, both rows named). All in one transaction of dest,
  * or in the caller's batch when one is open (to be rolled back on failure):
  * on failure dest is unchanged. Merging a source again adds nothing. dest
- * is not verified here: tm_registry_verify it first, in the same batch.
+ * is not verified here: tm_registry_verify_whole it first, in the same batch.
  * *ms (may be NULL) gets the counts. */
 TM_API tm_status tm_registry_merge(tm_registry *dest, tm_registry *src, const tm_key *key, tm_merge_stats *ms);
 
