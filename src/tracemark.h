@@ -578,6 +578,11 @@ TM_API tm_status tm_visible_font(const char *font, char *path, size_t cap, char 
  * reason in err (may be NULL); img is then left as it was. */
 TM_API tm_status tm_visible_apply(tm_image *img, const tm_visible_params *p, char *err, size_t errlen);
 
+/* The checks tm_visible_apply makes of p but the font's: parameters in
+ * range, text one line of UTF-8 within TM_VISIBLE_MAX_TEXT bytes (the same
+ * statuses and messages), without drawing anything. */
+TM_API tm_status tm_visible_check(const tm_visible_params *p, char *err, size_t errlen);
+
 /* ---- attacks ------------------------------------------------------------ */
 
 /* Applies an attack chain, e.g. "jpeg:q=50" or "crop:0.5,jpeg:q=75", to in,

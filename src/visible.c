@@ -471,15 +471,12 @@ static void composite(tm_image *img, const strip *s, double a, double angle_deg)
 
 /* ---- the call ------------------------------------------------------------- */
 
-tm_status tm_visible_apply(tm_image *img, const tm_visible_params *p, char *err, size_t errlen)
+/* The checks of tm_visible_check, with the text decoded into cp (*n code
+ * points). */
+static tm_status check_params(const tm_visible_params *p, uint32_t *cp, int *n, char *err, size_t errlen)
 {
     if (err && errlen) err[0] = 0;
-    if (!img || !p) return tm_fail(TM_ERR_ARG, err, errlen, "no image or no parameters");
-    if (img->width <= 0 || img->height <= 0 || img->channels < 1 || img->channels > 4)
-        return tm_fail(TM_ERR_ARG, err, errlen, "not an image: %dx%d with %d channels", img->width, img->height,
-                    img->channels);
-    for (int c = 0; c < img->channels; c++)
-        if (!img->plane[c]) return tm_fail(TM_ERR_ARG, err, errlen, "image plane %d is missing", c);
+    if (!p) return tm_fail(TM_ERR_ARG, err, errlen, "no parameters");
     if (!p->text || !p->text[0]) return tm_fail(TM_ERR_ARG, err, errlen, "the visible text is empty");
     size_t len = strlen(p->text);
     if (len > TM_VISIBLE_MAX_TEXT)
@@ -491,18 +488,40 @@ tm_status tm_visible_apply(tm_image *img, const tm_visible_params *p, char *err,
         return tm_fail(TM_ERR_ARG, err, errlen, "visible angle %g is not in [-180, 180] degrees", p->angle_deg);
     if (!(p->size > 0.0 && p->size <= 1.0))
         return tm_fail(TM_ERR_ARG, err, errlen, "visible text size %g is not in (0, 1] of the shorter side", p->size);
-    uint32_t cp[TM_VISIBLE_MAX_TEXT];
     size_t bad = 0;
-    int n = utf8_decode(p->text, cp, &bad);
-    if (n == -2)
+    *n = utf8_decode(p->text, cp, &bad);
+    if (*n == -2)
         return tm_fail(TM_ERR_ARG, err, errlen, "the visible text holds a control character (byte %zu)", bad + 1);
-    if (n < 0)
+    if (*n < 0)
         return tm_fail(TM_ERR_ARG, err, errlen, "the visible text is not valid UTF-8 (byte %zu, 0x%02x)", bad + 1,
                     (unsigned)(unsigned char)p->text[bad]);
+    return TM_OK;
+}
+
+tm_status tm_visible_check(const tm_visible_params *p, char *err, size_t errlen)
+{
+    uint32_t cp[TM_VISIBLE_MAX_TEXT];
+    int n;
+    return check_params(p, cp, &n, err, errlen);
+}
+
+tm_status tm_visible_apply(tm_image *img, const tm_visible_params *p, char *err, size_t errlen)
+{
+    if (err && errlen) err[0] = 0;
+    if (!img) return tm_fail(TM_ERR_ARG, err, errlen, "no image");
+    if (img->width <= 0 || img->height <= 0 || img->channels < 1 || img->channels > 4)
+        return tm_fail(TM_ERR_ARG, err, errlen, "not an image: %dx%d with %d channels", img->width, img->height,
+                    img->channels);
+    for (int c = 0; c < img->channels; c++)
+        if (!img->plane[c]) return tm_fail(TM_ERR_ARG, err, errlen, "image plane %d is missing", c);
+    uint32_t cp[TM_VISIBLE_MAX_TEXT];
+    int n;
+    tm_status st = check_params(p, cp, &n, err, errlen);
+    if (st != TM_OK) return st;
 
     char path[4096];
     int index = 0;
-    tm_status st = find_font(p->font, path, sizeof path, &index, err, errlen);
+    st = find_font(p->font, path, sizeof path, &index, err, errlen);
     if (st != TM_OK) return st;
     int shorter = img->width < img->height ? img->width : img->height;
     double em = fmax(1.0, p->size * shorter);

@@ -428,6 +428,14 @@ static void refused(tm_image *img, const tm_visible_params *p, const char *want)
     char tiny[5];
     CU_ASSERT_EQUAL(tm_visible_apply(img, p, tiny, sizeof tiny), TM_ERR_ARG);
     CU_ASSERT_EQUAL(strlen(tiny), sizeof tiny - 1);
+    /* tm_visible_check says the same of all but the font, which it does not open */
+    char cerr[256] = "";
+    tm_status cst = tm_visible_check(p, cerr, sizeof cerr);
+    if (p->font) {
+        CU_ASSERT_EQUAL(cst, TM_OK);
+    } else {
+        CU_ASSERT(cst == st && !strcmp(cerr, err));
+    }
     tm_image_free(copy);
 }
 
@@ -517,6 +525,9 @@ static void test_errors(void)
     CU_ASSERT_EQUAL(tm_visible_apply(NULL, &p, err, sizeof err), TM_ERR_ARG);
     CU_ASSERT(strlen(err) > 0);
     CU_ASSERT_EQUAL(tm_visible_apply(img, NULL, err, sizeof err), TM_ERR_ARG);
+    CU_ASSERT_EQUAL(tm_visible_check(NULL, err, sizeof err), TM_ERR_ARG);
+    CU_ASSERT_EQUAL(tm_visible_check(&p, err, sizeof err), TM_OK);
+    CU_ASSERT_STRING_EQUAL(err, "");
     tm_image bad = *img;
     bad.channels = 5;
     CU_ASSERT_EQUAL(tm_visible_apply(&bad, &p, err, sizeof err), TM_ERR_ARG);

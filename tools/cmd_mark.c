@@ -297,36 +297,31 @@ static tm_status visible_copy(tm_embedder *emb, const tm_visible_params *vis, co
     return st;
 }
 
-/* Checks the visible watermark for every recipient on a small image, so a
- * bad option, font or text is refused before any work, and names its font
- * file in font (cap bytes), found once for all the copies. Returns -1 after
- * an error message. */
+/* Checks the visible watermark before any work: every recipient's text
+ * (tm_visible_check), and the font, found once for all the copies (into
+ * font, cap bytes) and loaded by one drawing on a small image. Returns -1
+ * after an error message. */
 static int check_visible(const tm_visible_params *vis, const mark_job *job, char *font, size_t cap)
 {
     char err[256] = "";
     if (tm_visible_font(vis->font, font, cap, err, sizeof err) != TM_OK)
         return cli_error(NULL, "--visible: %s", err[0] ? err : "no font found"), -1;
+    char text[TM_VISIBLE_MAX_TEXT + 1];
+    tm_visible_params vp = *vis;
+    vp.text = text;
+    vp.font = font;
+    for (size_t i = 0; i < job->n; i++) {
+        const char *why;
+        if (expand_visible(vis->text, job->id[i], text, sizeof text, &why))
+            return cli_usage("mark", "--visible '%s' %s (for %s)", vis->text, why, job->id[i]), -1;
+        if (tm_visible_check(&vp, err, sizeof err) != TM_OK) return cli_error(NULL, "--visible: %s", err), -1;
+    }
     tm_image *probe = NULL;
     if (tm_image_create(64, 64, 3, &probe) != TM_OK) return cli_error(NULL, "out of memory"), -1;
-    int rc = 0;
-    for (size_t i = 0; i < job->n && rc == 0; i++) {
-        char text[TM_VISIBLE_MAX_TEXT + 1];
-        const char *why;
-        tm_visible_params vp = *vis;
-        if (expand_visible(vis->text, job->id[i], text, sizeof text, &why)) {
-            cli_usage("mark", "--visible '%s' %s (for %s)", vis->text, why, job->id[i]);
-            rc = -1;
-            break;
-        }
-        vp.text = text;
-        vp.font = font;
-        if (tm_visible_apply(probe, &vp, err, sizeof err) != TM_OK) {
-            cli_error(NULL, "--visible: %s", err);
-            rc = -1;
-        }
-    }
+    tm_status st = tm_visible_apply(probe, &vp, err, sizeof err); /* the last recipient's text */
     tm_image_free(probe);
-    return rc;
+    if (st != TM_OK) return cli_error(NULL, "--visible: %s", err), -1;
+    return 0;
 }
 
 static void make_copy(void *ctx, size_t i)
